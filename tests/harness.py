@@ -1,0 +1,88 @@
+"""Run a solution notebook's cells in-process, then re-run its test cells against other code.
+
+Planted-bug tests use this: the notebook runs once with the instructor's solution; each test
+then swaps in another implementation of one exercise (a classic mistake, or an independently
+written correct version) and runs that exercise's grade cells, hidden tests included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def solution_path(assignment: str) -> Path:
+    """solutions/<assignment>/<assignment>.ipynb"""
+    return ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+
+
+def _grade_id(cell) -> str | None:
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+@dataclass
+class TestOutcome:
+    grade_id: str
+    passed: bool
+    message: str
+
+
+class SolvedNotebook:
+    """A solution notebook executed once; its namespace is reused for each substitution."""
+
+    def __init__(self, assignment: str):
+        self.nb = nbformat.read(solution_path(assignment), as_version=4)
+        self.namespace: dict = {"__name__": "__main__"}
+        with contextlib.redirect_stdout(io.StringIO()):
+            for cell in self.nb.cells:
+                if cell.cell_type == "code":
+                    exec(compile(cell.source, f"<{_grade_id(cell) or 'cell'}>", "exec"),
+                         self.namespace)
+                    plt.close("all")
+
+    def cell_source(self, grade_id: str) -> str:
+        for cell in self.nb.cells:
+            if _grade_id(cell) == grade_id:
+                return cell.source
+        raise KeyError(f"no cell with grade_id {grade_id!r}")
+
+    def points(self, grade_id: str) -> float:
+        for cell in self.nb.cells:
+            if _grade_id(cell) == grade_id:
+                return float(cell.metadata["nbgrader"].get("points", 0))
+        raise KeyError(grade_id)
+
+    def run_tests(self, grade_ids, code: str | None = None, **overrides) -> list[TestOutcome]:
+        """Run the grade cells ``grade_ids`` in a copy of the namespace.
+
+        code: source (e.g. a planted-bug implementation) executed first in that copy;
+        overrides: names to replace directly. Each cell passes when it raises nothing.
+        """
+        ns = dict(self.namespace)
+        if code is not None:
+            exec(textwrap.dedent(code), ns)
+        ns.update(overrides)
+        outcomes = []
+        for grade_id in grade_ids:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(self.cell_source(grade_id), f"<{grade_id}>", "exec"), ns)
+                outcomes.append(TestOutcome(grade_id, True, ""))
+            except Exception as exc:  # a failing test cell, as nbgrader would see it
+                outcomes.append(TestOutcome(grade_id, False, f"{type(exc).__name__}: {exc}"))
+            finally:
+                plt.close("all")
+        return outcomes
+
+    def score(self, grade_ids, code: str | None = None, **overrides) -> float:
+        """Points the grade cells ``grade_ids`` award to the substituted code."""
+        return sum(self.points(o.grade_id) for o in self.run_tests(grade_ids, code, **overrides)
+                   if o.passed)

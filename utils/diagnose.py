@@ -1,0 +1,92 @@
+"""Compare a learner's result with the reference and, when it is wrong, name the likely mistake.
+
+A check computes the reference (PyTorch, float64) and a set of known-wrong variants of the
+same computation on the same input (``utils.mistakes``). When the learner's array is not
+close to the reference, the variant it *is* close to names the mistake in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from utils.gradcheck import relative_error
+
+TIGHT = 1e-8
+"""Tolerance for float64 results against PyTorch. Correct code lands near 1e-15; the
+classic eps-outside-the-sqrt mistake is off by about 1e-6 to 1e-5, so 1e-8 separates them."""
+
+FINITE_DIFFERENCE = 1e-6
+"""Tolerance for an analytic gradient against a centered finite difference (h=1e-5)."""
+
+MATCH = 1e-6
+"""How close the learner's result must be to a known-wrong variant to name it."""
+
+
+class CheckFailure(AssertionError):
+    """A check failed; the message says what was expected, what came back and why."""
+
+
+def as_float_array(value, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The learner's ``value`` as a float64 array, or a CheckFailure that says what is wrong."""
+    if value is None:
+        raise CheckFailure(f"{name} is None: did the function forget to return it?")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailure(f"{name} is not a numeric array ({type(value).__name__}): {exc}")
+    if shape is not None and arr.shape != tuple(shape):
+        hint = " (transposed?)" if arr.shape == tuple(shape)[::-1] else ""
+        raise CheckFailure(f"{name} has shape {arr.shape}, expected {tuple(shape)}{hint}.")
+    if not np.all(np.isfinite(arr)):
+        raise CheckFailure(f"{name} contains NaN or inf: a division by a zero variance?")
+    return arr
+
+
+def name_mistake(got: np.ndarray, mistakes: Mapping[str, np.ndarray]) -> str | None:
+    """The description of the known-wrong variant closest to ``got``, if one is within MATCH."""
+    best, best_err = None, MATCH
+    for description, wrong in mistakes.items():
+        wrong = np.asarray(wrong, dtype=np.float64)
+        if wrong.shape != got.shape:
+            continue
+        err = relative_error(got, wrong)
+        if err <= best_err:
+            best, best_err = description, err
+    return best
+
+
+def generic_hint(got: np.ndarray, expected: np.ndarray) -> str:
+    """A hint from the shape of the error when no known mistake matches."""
+    if np.allclose(got, -expected, rtol=1e-6, atol=1e-12) and np.any(expected):
+        return "the sign is flipped."
+    ratio = np.divide(got, expected, out=np.full_like(got, np.nan), where=np.abs(expected) > 1e-9)
+    finite = ratio[np.isfinite(ratio)]
+    if finite.size and np.allclose(finite, finite[0], rtol=1e-6) and abs(finite[0] - 1) > 1e-6:
+        return f"off by a constant factor {finite[0]:.4g} (a missing 1/N or a sum instead of a mean?)."
+    return "no known mistake matches; compare your formula with the lesson's step by step."
+
+
+def assert_close(name: str, got, expected, mistakes: Mapping[str, np.ndarray] | None = None,
+                 tol: float = TIGHT) -> float:
+    """Check ``got`` against ``expected`` (float64, same shape) within relative error ``tol``.
+
+    Returns the relative error. Raises CheckFailure naming the likely mistake otherwise.
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    got = as_float_array(got, name, expected.shape)
+    err = relative_error(got, expected)
+    if err <= tol:
+        return err
+    mistake = name_mistake(got, mistakes or {})
+    hint = f"it looks like {mistake}" if mistake else generic_hint(got, expected)
+    raise CheckFailure(
+        f"{name}: relative error {err:.1e} against the reference (must be below {tol:.0e}). "
+        f"Likely mistake: {hint}"
+    )
+
+
+def report(what: str, err: float, tol: float = TIGHT) -> None:
+    """Print the one line a learner sees after a passing check."""
+    print(f"{what}: max relative error {err:.1e} (below {tol:.0e}) — correct")
