@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: demo lab test test-fast build validate lint format clean
+.PHONY: demo lab test test-fast build validate samples lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ build: $(VENV)/.installed  ## regenerate notebooks/ from solutions/
 
 validate: $(VENV)/.installed  ## solutions pass, releases fail and leak nothing
 	$(BIN)/python -m grader validate
+
+samples: build  ## regenerate the sample class in samples/ from the release and the solutions
+	$(BIN)/python samples/generate.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

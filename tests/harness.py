@@ -44,8 +44,10 @@ class SolvedNotebook:
         with contextlib.redirect_stdout(io.StringIO()):
             for cell in self.nb.cells:
                 if cell.cell_type == "code":
-                    exec(compile(cell.source, f"<{_grade_id(cell) or 'cell'}>", "exec"),
-                         self.namespace)
+                    exec(
+                        compile(cell.source, f"<{_grade_id(cell) or 'cell'}>", "exec"),
+                        self.namespace,
+                    )
                     plt.close("all")
 
     def cell_source(self, grade_id: str) -> str:
@@ -84,5 +86,8 @@ class SolvedNotebook:
 
     def score(self, grade_ids, code: str | None = None, **overrides) -> float:
         """Points the grade cells ``grade_ids`` award to the substituted code."""
-        return sum(self.points(o.grade_id) for o in self.run_tests(grade_ids, code, **overrides)
-                   if o.passed)
+        return sum(
+            self.points(o.grade_id)
+            for o in self.run_tests(grade_ids, code, **overrides)
+            if o.passed
+        )

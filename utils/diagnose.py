@@ -33,9 +33,14 @@ def as_float_array(value, name: str, shape: tuple[int, ...] | None = None) -> np
     if value is None:
         raise CheckFailure(f"{name} is None: did the function forget to return it?")
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        if np.iscomplexobj(raw):  # a float cast would warn on stderr and drop the imaginary part
+            raise CheckFailure(f"{name} is complex: a square root of a negative number?")
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise CheckFailure(f"{name} is not a numeric array ({type(value).__name__}): {exc}")
+        raise CheckFailure(
+            f"{name} is not a numeric array ({type(value).__name__}): {exc}"
+        ) from None
     if shape is not None and arr.shape != tuple(shape):
         hint = " (transposed?)" if arr.shape == tuple(shape)[::-1] else ""
         raise CheckFailure(f"{name} has shape {arr.shape}, expected {tuple(shape)}{hint}.")
@@ -59,17 +64,21 @@ def name_mistake(got: np.ndarray, mistakes: Mapping[str, np.ndarray]) -> str | N
 
 def generic_hint(got: np.ndarray, expected: np.ndarray) -> str:
     """A hint from the shape of the error when no known mistake matches."""
+    if not np.any(got) and np.any(expected):
+        return "the result is all zeros (an array created but never filled?)."
     if np.allclose(got, -expected, rtol=1e-6, atol=1e-12) and np.any(expected):
         return "the sign is flipped."
     ratio = np.divide(got, expected, out=np.full_like(got, np.nan), where=np.abs(expected) > 1e-9)
     finite = ratio[np.isfinite(ratio)]
     if finite.size and np.allclose(finite, finite[0], rtol=1e-6) and abs(finite[0] - 1) > 1e-6:
-        return f"off by a constant factor {finite[0]:.4g} (a missing 1/N or a sum instead of a mean?)."
+        factor = f"{finite[0]:.4g}"
+        return f"off by a constant factor {factor} (a missing 1/N or a sum instead of a mean?)."
     return "no known mistake matches; compare your formula with the lesson's step by step."
 
 
-def assert_close(name: str, got, expected, mistakes: Mapping[str, np.ndarray] | None = None,
-                 tol: float = TIGHT) -> float:
+def assert_close(
+    name: str, got, expected, mistakes: Mapping[str, np.ndarray] | None = None, tol: float = TIGHT
+) -> float:
     """Check ``got`` against ``expected`` (float64, same shape) within relative error ``tol``.
 
     Returns the relative error. Raises CheckFailure naming the likely mistake otherwise.

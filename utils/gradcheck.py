@@ -10,7 +10,9 @@ import numpy as np
 def relative_error(a, b, floor: float = 1e-12) -> float:
     """Normwise relative error ``max|a-b| / max(max|a|, max|b|, floor)`` of two arrays.
 
-    a, b: array-likes of the same shape. Returns a float >= 0; 0.0 for empty arrays.
+    a, b: array-likes of the same shape (ValueError otherwise: broadcasting them would compare
+    the wrong entries). Returns a float >= 0; 0.0 for empty arrays; NaN when an entry is NaN
+    or infinite, so that ``err <= tol`` is False.
     Normwise rather than elementwise: an entry that should be 0 and comes back as 1e-17
     is roundoff, not an error, and must not dominate the result.
     """
@@ -20,30 +22,51 @@ def relative_error(a, b, floor: float = 1e-12) -> float:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if a.size == 0:
         return 0.0
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")  # without numpy's RuntimeWarning, which would zero a test cell
     scale = max(np.max(np.abs(a)), np.max(np.abs(b)), floor)
     return float(np.max(np.abs(a - b)) / scale)
 
 
-def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout=None,
-                       h: float = 1e-5) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout=None, h: float = 1e-5
+) -> np.ndarray:
     """Centered-difference gradient of ``sum(f(x) * dout)`` with respect to ``x``.
 
-    f: a function of x (it must use its argument: x is perturbed in place and restored).
-    x: float64 array of any shape. dout: upstream gradient, shaped like f(x); None means
-    f returns a scalar. Returns an array shaped like x. Cost: 2 * x.size calls of f.
+    f: a function of x (it must use its argument: x is perturbed in place and restored, also
+    when f raises). f may return a view of x: each value is reduced to a number at once.
+    x: float64 ndarray of any shape, contiguous or not. dout: upstream gradient, shaped like
+    f(x); None means weight 1 (for a scalar f, its plain gradient). h: step, > 0.
+    Returns a float64 array shaped like x. Cost: 2 * x.size calls of f.
+    Raises TypeError for a non-float64 x, ValueError for h <= 0 or a dout shaped unlike f(x)
+    (numpy would broadcast it silently and the gradient would be wrong).
     """
-    if x.dtype != np.float64:
-        raise TypeError(f"numerical_gradient needs a float64 x, got {x.dtype}")
-    grad = np.zeros_like(x)
-    weight = 1.0 if dout is None else np.asarray(dout, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    for _ in it:
-        i = it.multi_index
+    if not isinstance(x, np.ndarray) or x.dtype != np.float64:
+        raise TypeError(
+            f"numerical_gradient needs a float64 ndarray x, got "
+            f"{getattr(x, 'dtype', type(x).__name__)}"
+        )
+    if not h > 0:
+        raise ValueError(f"h must be positive, got {h}")
+    weight = None if dout is None else np.asarray(dout, dtype=np.float64)
+
+    def weighted_sum() -> float:
+        value = np.asarray(f(x), dtype=np.float64)
+        if weight is None:
+            return float(np.sum(value))
+        if value.shape != weight.shape:
+            raise ValueError(f"dout has shape {weight.shape} but f(x) has shape {value.shape}")
+        return float(np.sum(value * weight))
+
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for i in np.ndindex(x.shape):
         old = x[i]
-        x[i] = old + h
-        plus = np.sum(np.asarray(f(x), dtype=np.float64) * weight)
-        x[i] = old - h
-        minus = np.sum(np.asarray(f(x), dtype=np.float64) * weight)
-        x[i] = old
+        try:
+            x[i] = old + h
+            plus = weighted_sum()
+            x[i] = old - h
+            minus = weighted_sum()
+        finally:
+            x[i] = old
         grad[i] = (plus - minus) / (2 * h)
     return grad

@@ -9,6 +9,7 @@ tensor either.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -26,9 +27,22 @@ class GuardTamperedError(AssertionError):
 
 
 def _torch_dir() -> str | None:
-    spec = sys.modules.get("torch")
-    path = getattr(spec, "__file__", None)
+    """The torch package's folder, found without importing torch (None if not installed).
+
+    Needed even before torch is imported: the learner's ``import torch`` runs its code there.
+    """
+    module = sys.modules.get("torch")
+    path = getattr(module, "__file__", None)
+    if path is None:
+        spec = importlib.util.find_spec("torch")
+        path = spec.origin if spec is not None else None
     return str(Path(path).parent) + os.sep if path else None
+
+
+_PROFILER_SETTERS = tuple(
+    f for f in (sys.setprofile, getattr(sys, "_setprofileallthreads", None)) if f is not None
+)
+"""Builtins that replace the profiler of the running thread: calling one disarms the guard."""
 
 
 def _owner_module(func) -> str:
@@ -49,13 +63,19 @@ def _owner_module(func) -> str:
 class _Watcher:
     torch_dir: str | None
     seen: list[str] = field(default_factory=list)
+    tampered: bool = False
+    armed: bool = True
 
     def __call__(self, frame, event, arg):
-        if self.seen:
+        if self.seen or not self.armed:
             return
-        if event == "call" and self.torch_dir and frame.f_code.co_filename.startswith(self.torch_dir):
+        in_torch = self.torch_dir and frame.f_code.co_filename.startswith(self.torch_dir)
+        if event == "call" and in_torch:
             self.seen.append(f"{frame.f_code.co_name} (torch Python code)")
         elif event == "c_call":
+            if any(arg is setter for setter in _PROFILER_SETTERS):
+                # Even a profiler put back afterwards leaves a window with no guard.
+                self.tampered = True
             module = _owner_module(arg)
             if module == "torch" or module.startswith(("torch.", "torch._")):
                 self.seen.append(f"{module}.{getattr(arg, '__name__', arg)}")
@@ -80,16 +100,21 @@ def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs)
     GuardTamperedError if func removed the profiler, and lets func's own exceptions through.
     """
     label = name or getattr(func, "__name__", "your function")
+    if isinstance(sys.getprofile(), _Watcher):
+        # Already inside a guard (e.g. a finite difference of a guarded forward): the outer
+        # watcher sees this call; installing a second one would look like tampering.
+        return _without_tensors(func(*args, **kwargs), label)
     watcher = _Watcher(_torch_dir())
-    previous = sys.getprofile()
+    previous, previous_threads = sys.getprofile(), threading.getprofile()
     sys.setprofile(watcher)
     threading.setprofile(watcher)
     try:
         result = func(*args, **kwargs)
     finally:
-        tampered = sys.getprofile() is not watcher
+        watcher.armed = False
+        tampered = watcher.tampered or sys.getprofile() is not watcher
         sys.setprofile(previous)
-        threading.setprofile(None)
+        threading.setprofile(previous_threads)
     if tampered:
         raise GuardTamperedError(
             f"{label} changed the profiler (sys.setprofile) while it ran; that disables the "
@@ -100,6 +125,11 @@ def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs)
             f"{label} called PyTorch ({watcher.seen[0]}). This exercise is written in numpy "
             "only; PyTorch is the reference we check you against. No points for this check."
         )
+    return _without_tensors(result, label)
+
+
+def _without_tensors(result, label: str):
+    """``result`` itself, or TorchUsedError if it holds a torch object."""
     if _contains_tensor(result):
         raise TorchUsedError(
             f"{label} returned a torch.Tensor; return numpy arrays. No points for this check."

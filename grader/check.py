@@ -1,0 +1,104 @@
+"""Self-study: grade one notebook with the full tests (hidden included), no course set-up.
+
+The notebook is matched to an assignment by its graded cells (so a renamed copy such as
+``toy-Copy1.ipynb`` still works), graded by the same worker as a class would be, in a scratch
+directory, and reported one test per line with the check's hint for each failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from grader.build import make_template
+from grader.course import Course
+from grader.score import points_text
+from grader.worker import SubmissionResult, grade_submission, unreadable
+
+SELF_STUDY_STUDENT = "self-study"
+
+
+class CheckError(RuntimeError):
+    """The notebook cannot be checked (unreadable, or it belongs to no assignment)."""
+
+
+def _grade_ids(path: Path) -> set[str]:
+    nb = nbformat.read(path, as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.cells
+        if "grade_id" in c.metadata.get("nbgrader", {})
+    }
+
+
+def match_notebook(course: Course, path: Path) -> tuple[str, str]:
+    """(assignment, notebook name) whose graded cells ``path`` shares most; the file name
+    breaks ties. Raises CheckError for an unreadable notebook or one that matches nothing."""
+    problem = unreadable(path)
+    if problem:
+        raise CheckError(problem)
+    ids = _grade_ids(path)
+    candidates = [
+        (len(ids & _grade_ids(source)), source.stem == path.stem, a, source.stem)
+        for a in course.assignments()
+        for source in course.source_notebooks(a)
+    ]
+    best = max(candidates, default=None)
+    if best is None or best[0] == 0:
+        known = ", ".join(course.assignments()) or "none"
+        raise CheckError(
+            f"{path} matches no assignment of the course (assignments: {known}); "
+            "is it a NormLab notebook with its graded cells kept?"
+        )
+    return best[2], best[3]
+
+
+def check(
+    course: Course, path: Path, timeout: int = 60, memory_limit: float = 4.0
+) -> SubmissionResult:
+    """Grade ``path`` against its assignment's full tests in a scratch directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckError(f"no such notebook: {path}")
+    assignment, notebook = match_notebook(course, path)
+    with tempfile.TemporaryDirectory(prefix="normlab-check-") as tmp:
+        scratch = Path(tmp)
+        template_db = make_template(course, scratch / "template", [assignment])
+        staged = scratch / "submission" / f"{notebook}.ipynb"
+        staged.parent.mkdir()
+        shutil.copyfile(path, staged)
+        return grade_submission(
+            course.root, assignment, SELF_STUDY_STUDENT, staged, template_db, timeout, memory_limit
+        )
+
+
+def report(result: SubmissionResult) -> str:
+    """One line per test, PASS/FAIL with points and the hint, then the total."""
+    lines = [f"{result.assignment}/{result.notebook}.ipynb, graded with the hidden tests"]
+    if result.error:
+        lines.append(f"ERROR: {result.error}")
+    width = max((len(t.grade_id) for t in result.tests), default=0)
+    for t in result.tests:
+        points = f"{points_text(t.score if t.score is not None else 0)}/{points_text(t.max_score)}"
+        if t.manual:
+            state = "needs a human grader" if t.score is None else "no answer written"
+            lines.append(f"HUMAN {t.grade_id:<{width}}  ?/{points_text(t.max_score)}  {state}")
+        elif t.passed:
+            lines.append(f"PASS  {t.grade_id:<{width}}  {points}")
+        else:
+            lines.append(f"FAIL  {t.grade_id:<{width}}  {points}  {_one_line(t.message)}".rstrip())
+    auto = [t for t in result.tests if not t.manual]
+    manual = sum(t.max_score for t in result.tests if t.manual)
+    got, top = sum(t.score or 0 for t in auto), sum(t.max_score for t in auto)
+    total = f"total {points_text(got)}/{points_text(top)} auto-graded points"
+    if manual:
+        total += f" (+{points_text(manual)} for written answers, graded by a human)"
+    lines.append(total)
+    return "\n".join(lines)
+
+
+def _one_line(message: str) -> str:
+    return " | ".join(line.strip() for line in message.splitlines() if line.strip())

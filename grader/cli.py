@@ -1,0 +1,243 @@
+"""`python -m grader ...`: a thin layer over the stage functions.
+
+Exit status: 0 done; 1 the check found problems (a stale release, a course that does not
+validate); 2 the command could not run (bad input, unknown assignment, unsupported option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grader.course import REPO_ROOT, Course
+
+OK, PROBLEMS, CANNOT_RUN = 0, 1, 2
+
+
+def _course(args) -> Course:
+    root = Path(args.root).resolve()
+    course_dir = Path(args.course_dir).resolve() if args.course_dir else root / ".course"
+    return Course(root, course_dir)
+
+
+def cmd_build(args) -> int:
+    from grader.build import build, stale_files
+
+    course = _course(args)
+    if args.check:
+        stale = stale_files(course)
+        for line in stale:
+            print(f"stale release: {line}")
+        if stale:
+            print("notebooks/ is out of date with solutions/: run `python -m grader build`")
+            return PROBLEMS
+        print("notebooks/ is up to date")
+        return OK
+    built = build(course)
+    print(f"built {len(built)} assignment(s) into {course.release_dir}: {', '.join(built)}")
+    return OK
+
+
+def cmd_validate(args) -> int:
+    from grader.validate import validate
+
+    problems = validate(_course(args), args.workers, args.timeout, args.memory_limit)
+    for line in problems:
+        print(f"PROBLEM {line}")
+    if problems:
+        print(f"{len(problems)} problem(s): the course does not validate")
+        return PROBLEMS
+    print("the course validates: solutions pass, releases fail every test and leak nothing")
+    return OK
+
+
+def cmd_grade(args) -> int:
+    from grader.grade import GradeOptions, grade, summary_table
+
+    course = _course(args)
+    options = GradeOptions(args.workers, args.timeout, args.memory_limit, args.scheduler)
+    run = grade(course, Path(args.submissions), args.assignment, options)
+    for line in run.problems:
+        print(f"not graded: {line}")
+    if run.results:
+        print(summary_table(run.results))
+    print(
+        f"graded {len(run.results)} notebook(s) into {course.course_dir} "
+        f"({sum(1 for r in run.results if r.error)} could not be graded)"
+    )
+    return OK
+
+
+def cmd_export(args) -> int:
+    from grader.export import export
+
+    grades, tests = export(_course(args), args.out, args.per_test)
+    print(f"wrote {grades} and {tests}")
+    return OK
+
+
+def cmd_feedback(args) -> int:
+    from grader.feedback import write_feedback
+
+    course = _course(args)
+    files = write_feedback(course, args.out)
+    print(f"wrote {len(files)} feedback file(s) under {args.out or course.course_dir / 'feedback'}")
+    return OK
+
+
+def cmd_check(args) -> int:
+    from grader.check import check, report
+
+    print(report(check(_course(args), Path(args.notebook), args.timeout, args.memory_limit)))
+    return OK
+
+
+def cmd_demo(args) -> int:
+    from grader.demo import demo, describe
+    from grader.grade import GradeOptions
+
+    course = _course(args)
+    samples = Path(args.samples) if args.samples else course.root / "samples" / "class"
+    options = GradeOptions(args.workers, args.timeout, args.memory_limit)
+    print(describe(course, demo(course, samples, options)))
+    return OK
+
+
+def _add_limits(p: argparse.ArgumentParser, timeout: int = 60) -> None:
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=timeout,
+        metavar="S",
+        help=f"seconds a notebook cell may run (default {timeout})",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        default=4.0,
+        metavar="GB",
+        help="memory a grading kernel may allocate, in GiB; 0: no limit (default 4)",
+    )
+
+
+def _add_workers(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"notebooks graded at once in local processes (default {default})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--course-dir",
+        metavar="DIR",
+        help="course state: gradebook, autograded copies, feedback, CSVs (default ROOT/.course)",
+    )
+    common.add_argument(
+        "--root",
+        default=str(REPO_ROOT),
+        metavar="DIR",
+        help="the source tree with solutions/ and notebooks/ (default: this repo)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="python -m grader", description="NormLab's grading pipeline (nbgrader underneath)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", parents=[common], help="solutions/ -> notebooks/")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="build into a scratch folder and exit 1 if notebooks/ differs",
+    )
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="solutions pass, releases fail every test and leak nothing",
+    )
+    _add_workers(p, 2)
+    _add_limits(p, timeout=120)
+    p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser(
+        "grade",
+        parents=[common],
+        help="grade a folder <student>/<assignment>/<notebook>.ipynb or an LMS zip",
+    )
+    p.add_argument("submissions", metavar="SUBMISSIONS", help="folder or zip of submissions")
+    p.add_argument(
+        "--assignment",
+        action="append",
+        metavar="A",
+        help="grade only this assignment (repeatable; default: all)",
+    )
+    _add_workers(p, 1)
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="Dask scheduler address to grade on a cluster (not supported yet)",
+    )
+    _add_limits(p)
+    p.set_defaults(run=cmd_grade)
+
+    p = sub.add_parser("export", parents=[common], help="grades.csv and the per-test CSV")
+    p.add_argument("--out", metavar="grades.csv", help="default COURSE_DIR/grades.csv")
+    p.add_argument("--per-test", metavar="tests.csv", help="default COURSE_DIR/tests.csv")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser(
+        "feedback", parents=[common], help="HTML feedback per submission, hidden tests removed"
+    )
+    p.add_argument("--out", metavar="DIR", help="default COURSE_DIR/feedback")
+    p.set_defaults(run=cmd_feedback)
+
+    p = sub.add_parser(
+        "check", parents=[common], help="self-study: grade one notebook with the full tests"
+    )
+    p.add_argument("notebook", metavar="NOTEBOOK")
+    _add_limits(p)
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="build, grade samples/, print the grades, export, write feedback",
+    )
+    p.add_argument(
+        "--samples", metavar="DIR", help="sample submissions (default ROOT/samples/class)"
+    )
+    _add_workers(p, 2)
+    _add_limits(p)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from grader.build import BuildError
+    from grader.check import CheckError
+    from grader.demo import DemoError
+    from grader.feedback import FeedbackError
+    from grader.grade import SchedulerNotSupported
+
+    try:
+        return args.run(args)
+    except (
+        BuildError,
+        CheckError,
+        DemoError,
+        FeedbackError,
+        SchedulerNotSupported,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return CANNOT_RUN

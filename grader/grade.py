@@ -1,0 +1,185 @@
+"""Grade many submissions: collect them, grade each in a stateless worker, record each result.
+
+The course gradebook gets the assignments first (generate_assignment), and a template
+gradebook with its release is generated into a scratch folder; every worker grades against a
+private copy of that template, in its own process (``--workers N``, a local process pool), and
+hands back a picklable SubmissionResult. Only this process writes the course gradebook, one
+result at a time, as results arrive — nbgrader's shared-SQLite trap (its issue #174) never
+arises. A Dask cluster (``--scheduler``) would submit the same ``grade_submission`` calls,
+with the template and submissions on storage the workers share; it is not wired up yet.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from grader.build import make_template
+from grader.collect import Submission, collect
+from grader.course import Course
+from grader.gradebook import record, register_assignments
+from grader.score import points_text
+from grader.worker import SubmissionResult, grade_submission
+
+
+class SchedulerNotSupported(RuntimeError):
+    """``--scheduler`` (grading on a Dask cluster) is designed for but not implemented."""
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    workers: int = 1
+    timeout: int = 60
+    memory_limit: float = 4.0
+    scheduler: str | None = None
+
+
+@dataclass
+class GradeRun:
+    """What a run graded, and what it could not map (one readable line each)."""
+
+    results: list[SubmissionResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def grade(
+    course: Course,
+    source: Path,
+    assignments: list[str] | None = None,
+    options: GradeOptions = GradeOptions(),
+    progress: bool = True,
+) -> GradeRun:
+    """Grade every submission under ``source`` (folder or zip) of ``assignments`` (default: all
+    assignments of the course) and record the results in the course directory."""
+    if options.scheduler:
+        raise SchedulerNotSupported(
+            f"--scheduler {options.scheduler}: grading on a Dask cluster is not supported yet; "
+            "use --workers N for local processes"
+        )
+    chosen = _chosen_assignments(course, assignments)
+    run = GradeRun()
+    with tempfile.TemporaryDirectory(prefix="normlab-run-") as tmp:
+        submissions, run.problems = _collect_chosen(course, source, chosen, Path(tmp))
+        if submissions:
+            run.results = _grade_all(course, submissions, Path(tmp), options, progress)
+    return run
+
+
+def _collect_chosen(course: Course, source: Path, chosen: list[str], scratch: Path):
+    notebooks = {a: [p.stem for p in course.source_notebooks(a)] for a in course.assignments()}
+    submissions, problems = collect(source, notebooks, scratch / "collected")
+    skipped = [s for s in submissions if s.assignment not in chosen]
+    if skipped:
+        problems.append(f"skipped {len(skipped)} submission(s) of assignments not asked for")
+    return [s for s in submissions if s.assignment in chosen], problems
+
+
+def _grade_all(
+    course, submissions: list[Submission], scratch: Path, options: GradeOptions, progress: bool
+) -> list[SubmissionResult]:
+    """Grade in workers, record here as results arrive; results sorted by student."""
+    needed = sorted({s.assignment for s in submissions})
+    register_assignments(course, needed, scratch)
+    template_db = make_template(course, scratch / "template", needed)
+
+    def job(sub: Submission) -> tuple:
+        return (
+            course.root,
+            sub.assignment,
+            sub.student,
+            sub.path,
+            template_db,
+            options.timeout,
+            options.memory_limit,
+        )
+
+    results = []
+    with tqdm(total=len(submissions), desc="grading", unit="notebook", disable=not progress) as bar:
+        for sub, result in run_jobs(submissions, job, options.workers):
+            record(course, result, sub.path, sub.lms_user_id)
+            results.append(result)
+            bar.set_postfix_str(f"{sub.student}/{sub.assignment}", refresh=False)
+            bar.update()
+    return sorted(results, key=lambda r: (r.student, r.assignment, r.notebook))
+
+
+def _chosen_assignments(course: Course, assignments: list[str] | None) -> list[str]:
+    known = course.assignments()
+    unknown = sorted(set(assignments or []) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown assignment(s) {', '.join(unknown)}; the course has: "
+            f"{', '.join(known) or 'none (solutions/ is empty)'}"
+        )
+    return list(assignments or known)
+
+
+def run_jobs(
+    items: list, job: Callable[[object], tuple], workers: int
+) -> Iterator[tuple[object, SubmissionResult]]:
+    """(item, grade_submission(*job(item))) for each item, as they finish; ``workers`` > 1 uses
+    that many local processes. A worker that fails unexpectedly yields an error result."""
+    if workers <= 1:
+        for item in items:
+            yield item, _safely(item, job)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked copies of sqlite/zmq state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(grade_submission, *job(item)): item for item in items}
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                yield item, future.result()
+            except Exception as exc:  # a worker process died: this submission only
+                yield item, _crashed(job(item), exc)
+
+
+def _safely(item, job) -> SubmissionResult:
+    args = job(item)
+    try:
+        return grade_submission(*args)
+    except Exception as exc:  # a bug of ours must not stop the run for everyone else
+        return _crashed(args, exc)
+
+
+def _crashed(args: tuple, exc: BaseException) -> SubmissionResult:
+    _, assignment, student, path, *_ = args
+    return SubmissionResult(
+        student, assignment, Path(path).stem, error=f"grading crashed: {type(exc).__name__}: {exc}"
+    )
+
+
+def summary_table(results: Iterable[SubmissionResult]) -> str:
+    """student, assignment, score/max and, for a failed submission, the reason."""
+    rows = [("student", "assignment", "score", "note")]
+    for r in results:
+        rows.append(
+            (
+                r.student,
+                r.assignment,
+                f"{points_text(r.score)}/{points_text(r.max_score)}",
+                f"ERROR: {r.error}" if r.error else _pending(r),
+            )
+        )
+    return format_table(rows)
+
+
+def _pending(result: SubmissionResult) -> str:
+    waiting = [t for t in result.tests if t.score is None]
+    return f"{len(waiting)} written answer(s) to grade by hand" if waiting else ""
+
+
+def format_table(rows: list[tuple]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""The one writer of a course's gradebook, and the reads that export and feedback need.
+
+Workers grade against private copies of a template gradebook; only ``record`` (called in one
+process, one result at a time) writes the course's gradebook, through nbgrader's Gradebook API,
+so formgrader sees students, submissions, auto scores and the autograded notebooks.
+
+Re-grading is idempotent and keeps manual grades: ``manual_score`` is never written here, and a
+grade whose auto score did not change keeps its ``needs_manual_grade`` flag; a changed auto score
+follows nbgrader's rule (review needed when a manual grade exists or no auto score is possible).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+
+from grader.build import generate
+from grader.course import COURSE_ID, Course, create_gradebook, quiet_nbgrader
+from grader.worker import SubmissionResult
+
+
+def open_gradebook(course: Course) -> Gradebook:
+    create_gradebook(course.db_path)
+    return Gradebook(course.db_url, COURSE_ID)
+
+
+def register_assignments(course: Course, assignments: list[str], scratch: Path) -> None:
+    """Record ``assignments`` (notebooks, cells, hidden tests) in the course gradebook.
+
+    nbgrader refuses to add or remove cells of a notebook that already has submissions; that
+    error reaches the caller as a BuildError naming the assignment.
+    """
+    course.write_formgrader_config()
+    create_gradebook(course.db_path)
+    generate(course, scratch / "course-release", course.db_url, assignments)
+
+
+def record(
+    course: Course,
+    result: SubmissionResult,
+    submitted: Path | None = None,
+    lms_user_id: str | None = None,
+) -> None:
+    """Write one grading result into the course: gradebook rows, the autograded notebook under
+    ``autograded/<student>/<assignment>/``, and a copy of the submitted file under ``submitted/``.
+    """
+    with quiet_nbgrader(), open_gradebook(course) as gb:
+        extra = {"lms_user_id": lms_user_id} if lms_user_id else {}
+        gb.update_or_create_student(result.student, **extra)
+        gb.update_or_create_submission(result.assignment, result.student)
+        try:
+            notebook = gb.find_submission_notebook(
+                result.notebook, result.assignment, result.student
+            )
+        except MissingEntry:  # a wrongly named notebook of a many-notebook assignment
+            notebook = None
+        if notebook is not None:
+            _record_grades(gb, notebook, result)
+        gb.db.commit()
+    _store_files(course, result, submitted)
+
+
+def _record_grades(gb: Gradebook, notebook, result: SubmissionResult) -> None:
+    tests = {t.grade_id: t for t in result.tests}
+    for grade in notebook.grades:
+        test = tests.get(grade.name)
+        auto = test.score if test and result.error is None else 0.0
+        if grade.auto_score != auto:
+            grade.auto_score = auto
+            grade.needs_manual_grade = grade.manual_score is not None or auto is None
+    for comment in notebook.comments:
+        comment.auto_comment = result.comments.get(comment.name)
+
+
+def _store_files(course: Course, result: SubmissionResult, submitted: Path | None) -> None:
+    autograded = course.state_path("autograded", result.student, result.assignment)
+    target = autograded / f"{result.notebook}.ipynb"
+    if result.notebook_json is None:
+        target.unlink(missing_ok=True)  # never leave an older run's notebook behind
+    else:
+        autograded.mkdir(parents=True, exist_ok=True)
+        target.write_text(result.notebook_json, encoding="utf-8")
+    if submitted is not None:
+        folder = course.state_path("submitted", result.student, result.assignment)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(submitted, folder / submitted.name)
+
+
+@dataclass(frozen=True)
+class GradeRow:
+    student: str
+    assignment: str
+    notebook: str
+    test: str
+    score: float | None
+    max_score: float
+
+
+def grade_rows(course: Course) -> list[GradeRow]:
+    """Every grade cell of every submission, in notebook order: score is the manual score if
+    given, else the auto score (None while a written answer awaits a human)."""
+    rows = []
+    with quiet_nbgrader(), open_gradebook(course) as gb:
+        for assignment in gb.assignments:
+            for submission in assignment.submissions:
+                for nb in submission.notebooks:
+                    order = _cell_order(course, assignment.name, nb.notebook.name)
+                    for grade in sorted(nb.grades, key=lambda g: order(g.name)):
+                        manual = grade.manual_score
+                        rows.append(
+                            GradeRow(
+                                submission.student.id,
+                                assignment.name,
+                                nb.notebook.name,
+                                grade.name,
+                                manual if manual is not None else grade.auto_score,
+                                float(grade.max_score),
+                            )
+                        )
+    return sorted(rows, key=lambda r: (r.student, r.assignment, r.notebook))
+
+
+def _cell_order(course: Course, assignment: str, notebook: str):
+    """Sort key for grade ids: their position in the release notebook (the gradebook keeps no
+    cell order); ids it does not know sort last, by name."""
+    path = course.release_notebook(assignment, notebook)
+    ids = []
+    if path.exists():
+        ids = [
+            c.metadata.get("nbgrader", {}).get("grade_id")
+            for c in nbformat.read(path, as_version=4).cells
+        ]
+    positions = {grade_id: i for i, grade_id in enumerate(ids) if grade_id}
+    return lambda grade_id: (positions.get(grade_id, len(positions)), grade_id)
+
+
+def assignment_scores(course: Course) -> list[tuple[str, str, float, float]]:
+    """(student, assignment, score, max_score) for every student and assignment in the
+    gradebook — nbgrader's totals (manual score where given, else auto) — 0 when a student has
+    no submission of an assignment."""
+    rows = []
+    with quiet_nbgrader(), open_gradebook(course) as gb:
+        for student in sorted(gb.students, key=lambda s: s.id):
+            for assignment in sorted(gb.assignments, key=lambda a: a.name):
+                try:
+                    sub = gb.find_submission(assignment.name, student.id)
+                    score = float(sub.score)
+                except MissingEntry:
+                    score = 0.0
+                rows.append((student.id, assignment.name, score, float(assignment.max_score)))
+    return rows

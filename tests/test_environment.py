@@ -1,0 +1,61 @@
+"""The conda environment and the pip project describe the same installation."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _environment() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
+def _pip_section(env: dict) -> list[str]:
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(sections) == 1, "environment.yml needs exactly one pip section"
+    return sections[0]
+
+
+def _normalise(requirement: str) -> str:
+    """'Scikit_Learn >= 1.3' -> 'scikit-learn>=1.3' (PEP 503 name, no spaces)."""
+    requirement = re.sub(r"\s+", "", requirement)
+    name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+    return re.sub(r"[-_.]+", "-", name).lower() + requirement[len(name) :]
+
+
+def test_environment_pins_the_same_requirements_as_pyproject():
+    project = {_normalise(r) for r in _pyproject()["project"]["dependencies"]}
+    pip = {_normalise(r) for r in _pip_section(_environment()) if not r.startswith("-e")}
+    assert pip == project, (
+        f"only in environment.yml: {sorted(pip - project)}; "
+        f"only in pyproject.toml: {sorted(project - pip)}"
+    )
+
+
+def test_environment_installs_the_project_itself():
+    assert "-e ." in _pip_section(_environment())
+
+
+def test_environment_python_is_one_the_project_supports():
+    python = next(d for d in _environment()["dependencies"] if str(d).startswith("python"))
+    version = tuple(int(p) for p in str(python).split("=")[-1].split(".")[:2])
+    assert (3, 10) <= version <= (3, 13)
+    assert _pyproject()["project"]["requires-python"] == ">=3.10,<3.14"
+
+
+def test_torch_is_pinned_to_the_cpu_wheel_version():
+    assert "torch==2.13.0" in _pyproject()["project"]["dependencies"]

@@ -1,0 +1,132 @@
+"""One submission through the worker: tampering, crashes, loops, memory, grading-mode tricks.
+
+Expected points come from the fixture's notebook (``points()``), never from the grader.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fixtures.toy import SQUARE, cell, copy_course, points, submission, without_cells
+
+from grader.build import make_template
+from grader.worker import grade_submission
+
+P = points()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(course, template gradebook) shared by the module: the worker never writes to either."""
+    tmp = tmp_path_factory.mktemp("worker")
+    course = copy_course(tmp)
+    return course, make_template(course, tmp / "template")
+
+
+def run(toy, path, timeout=10, memory_limit=1.0):
+    course, template = toy
+    return grade_submission(course.root, "toy", "kim", path, template, timeout, memory_limit)
+
+
+def scores(result) -> dict[str, float | None]:
+    return {t.grade_id: t.score for t in result.tests}
+
+
+def test_a_wrongly_named_notebook_scores_zero_with_a_reason(toy, tmp_path):
+    result = run(toy, submission(tmp_path / "toy-Copy1.ipynb"))
+    assert result.notebook == "toy"
+    assert "wrong notebook name 'toy-Copy1.ipynb'" in result.error and "toy.ipynb" in result.error
+    assert result.score == 0 and len(result.tests) == len(P)
+
+
+def test_truncated_json_scores_zero_with_a_reason(toy, tmp_path):
+    path = submission(tmp_path / "toy.ipynb")
+    path.write_text(path.read_text()[:300])
+    result = run(toy, path)
+    assert "not valid notebook JSON" in result.error
+    assert result.score == 0 and result.notebook_json is None
+
+
+@pytest.mark.slow
+def test_tampered_tests_come_back_from_the_gradebook(toy, tmp_path):
+    def tamper(nb):
+        cell(nb, "test_double").source = "pass"
+        nb_meta = cell(nb, "test_square").metadata.nbgrader
+        nb_meta.update(grade=False, locked=False, points=0)
+        cell(nb, "test_square").source = "pass"
+
+    wrong = submission(
+        tmp_path / "toy.ipynb",
+        double="def double(x):\n    return x",
+        square="def square(x):\n    return x",
+        edit=tamper,
+    )
+    result = run(toy, wrong)
+    assert result.error is None
+    assert scores(result) == {"test_double": 0, "test_square": 0, "written_linear": 0}
+    assert "HIDDEN-MARKER" in result.notebook_json  # the full test ran, hidden part included
+
+
+@pytest.mark.slow
+def test_deleted_cells_come_back_and_the_rest_is_graded(toy, tmp_path):
+    path = submission(tmp_path / "toy.ipynb", edit=without_cells("setup", "double", "test_double"))
+    result = run(toy, path)
+    assert scores(result) == {
+        "test_double": 0,
+        "test_square": P["test_square"],
+        "written_linear": 0,
+    }
+    assert next(t for t in result.tests if t.grade_id == "test_double").message.startswith(
+        "NotImplementedError"
+    )
+
+
+@pytest.mark.slow
+def test_student_code_cannot_see_grading_mode_nor_fake_a_pass(toy, tmp_path):
+    knows = (
+        'import os\n\ndef double(x):\n    assert "NBGRADER_EXECUTION" not in os.environ\n'
+        "    return 2 * np.asarray(x)"
+    )
+    fakes = (
+        'import sys\n\ndef square(x):\n    sys.displayhook("looks fine")\n'
+        "    return np.asarray(x) ** 3"
+    )
+    result = run(toy, submission(tmp_path / "toy.ipynb", double=knows, square=fakes))
+    assert scores(result)["test_double"] == P["test_double"]
+    assert scores(result)["test_square"] == 0
+
+
+@pytest.mark.slow
+def test_a_memory_hog_loses_only_its_test(toy, tmp_path):
+    hog = "def square(x):\n    block = np.ones(2**28)  # 2 GiB\n    return np.asarray(x) ** 2"
+    result = run(toy, submission(tmp_path / "toy.ipynb", square=hog), memory_limit=1.0)
+    assert scores(result)["test_double"] == P["test_double"]
+    assert scores(result)["test_square"] == 0
+    assert "MemoryError" in next(t for t in result.tests if t.grade_id == "test_square").message
+
+
+@pytest.mark.slow
+def test_an_endless_loop_loses_only_its_test(toy, tmp_path):
+    loop = "def square(x):\n    while True:\n        pass"
+    result = run(toy, submission(tmp_path / "toy.ipynb", square=loop), timeout=3)
+    assert scores(result)["test_double"] == P["test_double"]
+    assert scores(result)["test_square"] == 0
+    square = next(t for t in result.tests if t.grade_id == "test_square")
+    assert square.message.startswith("CellTimeoutError") and "3 s" in square.message
+
+
+@pytest.mark.slow
+def test_a_dying_kernel_is_an_error_result_not_an_exception(toy, tmp_path):
+    result = run(toy, submission(tmp_path / "toy.ipynb", square="import os\n\nos._exit(3)"))
+    assert "kernel died" in result.error
+    assert result.score == 0 and result.notebook_json is None
+
+
+@pytest.mark.slow
+def test_a_correct_submission_gets_every_auto_point(toy, tmp_path):
+    result = run(toy, submission(tmp_path / "toy.ipynb", square=SQUARE))
+    assert result.error is None
+    assert scores(result) == {
+        "test_double": P["test_double"],
+        "test_square": P["test_square"],
+        "written_linear": 0,
+    }  # no written answer given

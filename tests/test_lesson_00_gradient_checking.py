@@ -1,0 +1,714 @@
+"""Lesson 00_gradient_checking: the notebook's own grade cells (hidden tests included) against
+planted bugs, independently written correct implementations and PyTorch use.
+
+Each planted bug is a classic mistake; it must lose the points of its exercise's grade cells,
+and where the check can name the mistake, the failure message must say so. Each independent
+implementation (written differently from the solution) must keep full points.
+"""
+
+import contextlib
+import io
+import warnings
+
+import nbformat
+import pytest
+
+from tests.harness import SolvedNotebook, solution_path
+
+ASSIGNMENT = "00_gradient_checking"
+RELATIVE_ERROR = ["test_relative_error"]
+NUMERICAL_GRADIENT = ["test_numerical_gradient"]
+SCALE_SHIFT_FORWARD = ["test_scale_shift_forward"]
+SCALE_SHIFT_BACKWARD = ["test_scale_shift_backward"]
+CENTER_FORWARD = ["test_center_forward"]
+CENTER_BACKWARD = ["test_center_backward"]
+QUIZ = ["test_q1", "test_q2"]
+CODE_GRADE_CELLS = (
+    RELATIVE_ERROR
+    + NUMERICAL_GRADIENT
+    + SCALE_SHIFT_FORWARD
+    + SCALE_SHIFT_BACKWARD
+    + CENTER_FORWARD
+    + CENTER_BACKWARD
+    + QUIZ
+)
+
+
+@pytest.fixture(scope="module")
+def notebook() -> SolvedNotebook:
+    return SolvedNotebook(ASSIGNMENT)
+
+
+def assert_loses_points(notebook, grade_ids, code, hint):
+    outcomes = notebook.run_tests(grade_ids, code=code)
+    passed = [o.grade_id for o in outcomes if o.passed]
+    assert not passed, f"the planted bug kept the points of {passed}"
+    if hint is not None:
+        messages = " | ".join(o.message for o in outcomes)
+        assert hint in messages, f"expected the hint {hint!r} in: {messages}"
+
+
+def assert_full_points(notebook, grade_ids, code):
+    outcomes = notebook.run_tests(grade_ids, code=code)
+    failures = [f"{o.grade_id}: {o.message}" for o in outcomes if not o.passed]
+    assert not failures, failures
+
+
+# --- the notebook itself -------------------------------------------------------------------
+
+
+def test_notebook_is_clean_and_marked_up():
+    nb = nbformat.read(solution_path(ASSIGNMENT), as_version=4)
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
+    grade_ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(grade_ids) == len(set(grade_ids))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id
+            assert "get_ipython" not in cell.source and not cell.source.lstrip().startswith("!")
+        meta = cell.metadata.get("nbgrader")
+        if meta and meta["grade"]:
+            assert meta["points"] >= 1, cell.id
+            if cell.cell_type == "code":
+                assert cell.source.startswith('"""'), f"{cell.id} opens without a docstring"
+                assert "### BEGIN HIDDEN TESTS" in cell.source, cell.id
+        if meta and meta["solution"]:
+            assert "### BEGIN SOLUTION" in cell.source, cell.id
+    assert set(CODE_GRADE_CELLS) <= set(grade_ids)
+    assert "written_choosing_h" in grade_ids
+
+
+@pytest.mark.slow
+def test_solution_passes_every_grade_cell_without_writing_to_stderr(notebook):
+    stderr = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
+        warnings.simplefilter("error")
+        outcomes = notebook.run_tests(CODE_GRADE_CELLS)
+    assert [o for o in outcomes if not o.passed] == []
+    assert stderr.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_total_points(notebook):
+    assert sum(notebook.points(g) for g in CODE_GRADE_CELLS) == 11
+    assert notebook.points("written_choosing_h") == 2
+
+
+# --- exercise 1: relative_error ------------------------------------------------------------
+
+RELATIVE_ERROR_BUGS = {
+    "absolute error": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            return float(np.max(np.abs(a - b)))
+        """,
+        "absolute error",
+    ),
+    "elementwise": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), floor)))
+        """,
+        "elementwise relative error",
+    ),
+    "divides by max|a| only": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), floor))
+        """,
+        "dividing by max|a| only",
+    ),
+    "divides by max|b| only": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
+        """,
+        "dividing by max|b| only",
+    ),
+    "euclidean norms": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            scale = max(np.linalg.norm(a), np.linalg.norm(b), floor)
+            return float(np.linalg.norm(a - b) / scale)
+        """,
+        "Euclidean norms",
+    ),
+    "mean instead of max": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            scale = max(np.abs(a).max(), np.abs(b).max(), floor)
+            return float(np.mean(np.abs(a - b)) / scale)
+        """,
+        "mean of |a - b|",
+    ),
+    "no floor (0 / 0 on zeros)": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            with np.errstate(all="ignore"):
+                return float(np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max()))
+        """,
+        "Keep the floor",
+    ),
+    # Special-cases exact zeros, so only the hidden roundoff-sized case can catch it.
+    "no floor, zeros special-cased": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            if a.shape != b.shape:
+                raise ValueError("shapes")
+            scale = max(np.abs(a).max(), np.abs(b).max())
+            return 0.0 if scale == 0 else float(np.abs(a - b).max() / scale)
+        """,
+        "without the floor",
+    ),
+    "broadcasts mismatched shapes": (
+        """
+        def relative_error(a, b, floor=1e-12):
+            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+            scale = max(np.abs(a).max(), np.abs(b).max(), floor)
+            return float(np.abs(a - b).max() / scale)
+        """,
+        "Raise ValueError when the shapes differ",
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def relative_error(a, b, floor=1e-12):
+            ta = torch.as_tensor(np.asarray(a, dtype=float))
+            tb = torch.as_tensor(np.asarray(b, dtype=float))
+            if ta.shape != tb.shape:
+                raise ValueError("shapes")
+            scale = max(ta.abs().max().item(), tb.abs().max().item(), floor)
+            return (ta - tb).abs().max().item() / scale
+        """,
+        "called PyTorch",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", RELATIVE_ERROR_BUGS)
+def test_relative_error_planted_bug_loses_points(notebook, bug):
+    code, hint = RELATIVE_ERROR_BUGS[bug]
+    assert_loses_points(notebook, RELATIVE_ERROR, code, hint)
+
+
+@pytest.mark.slow
+def test_relative_error_independent_implementation_keeps_points(notebook):
+    code = """
+    def relative_error(a, b, floor=1e-12):
+        a = np.array(a, dtype=np.float64, ndmin=1)
+        b = np.array(b, dtype=np.float64, ndmin=1)
+        if a.shape != b.shape:
+            raise ValueError(f"cannot compare {a.shape} with {b.shape}")
+        largest = np.linalg.norm(np.concatenate([a.ravel(), b.ravel(), [floor]]), ord=np.inf)
+        return np.linalg.norm((a - b).ravel(), ord=np.inf) / largest
+    """
+    assert_full_points(notebook, RELATIVE_ERROR, code)
+
+
+# --- exercise 2: numerical_gradient --------------------------------------------------------
+
+NUMERICAL_GRADIENT_BUGS = {
+    "one-sided difference": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            base = np.sum(f(x) * w)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                grad[i] = (np.sum(f(x) * w) - base) / h
+                x[i] = old
+            return grad
+        """,
+        "one-sided difference",
+    ),
+    "divides by h instead of 2h": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                plus = np.sum(f(x) * w)
+                x[i] = old - h
+                minus = np.sum(f(x) * w)
+                x[i] = old
+                grad[i] = (plus - minus) / h
+            return grad
+        """,
+        "dividing by h instead of 2 * h",
+    ),
+    "x not restored": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                plus = np.sum(f(x) * w)
+                x[i] = old - h
+                minus = np.sum(f(x) * w)
+                grad[i] = (plus - minus) / (2 * h)
+            return grad
+        """,
+        "left x changed",
+    ),
+    "dout ignored": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            grad = np.zeros(x.shape)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                plus = np.sum(f(x))
+                x[i] = old - h
+                minus = np.sum(f(x))
+                x[i] = old
+                grad[i] = (plus - minus) / (2 * h)
+            return grad
+        """,
+        "dout was ignored",
+    ),
+    "h ignored": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            step = 1e-5
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + step
+                plus = np.sum(f(x) * w)
+                x[i] = old - step
+                minus = np.sum(f(x) * w)
+                x[i] = old
+                grad[i] = (plus - minus) / (2 * step)
+            return grad
+        """,
+        "the h argument was ignored",
+    ),
+    "keeps f(x) arrays that may be views": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                plus = f(x)
+                x[i] = old - h
+                minus = f(x)
+                x[i] = old
+                grad[i] = np.sum((plus - minus) * w) / (2 * h)
+            return grad
+        """,
+        "f may return a view of x",
+    ),
+    "perturbs a flattened copy": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            flat = x.reshape(-1)
+            grad = np.zeros(x.size)
+            for k in range(x.size):
+                old = flat[k]
+                flat[k] = old + h
+                plus = np.sum(f(x) * w)
+                flat[k] = old - h
+                minus = np.sum(f(x) * w)
+                flat[k] = old
+                grad[k] = (plus - minus) / (2 * h)
+            return grad.reshape(x.shape)
+        """,
+        "not contiguous",
+    ),
+    "only two axes": (
+        """
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = np.zeros(x.shape)
+            for r in range(x.shape[0]):
+                for c in range(x.shape[1]):
+                    old = x[r, c].copy()
+                    x[r, c] = old + h
+                    plus = np.sum(f(x) * w)
+                    x[r, c] = old - h
+                    minus = np.sum(f(x) * w)
+                    x[r, c] = old
+                    grad[r, c] = (plus - minus) / (2 * h)
+            return grad
+        """,
+        None,
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def numerical_gradient(f, x, dout=None, h=1e-5):
+            w = 1.0 if dout is None else dout
+            grad = torch.zeros(x.shape, dtype=torch.float64)
+            for i in np.ndindex(x.shape):
+                old = x[i]
+                x[i] = old + h
+                plus = np.sum(f(x) * w)
+                x[i] = old - h
+                minus = np.sum(f(x) * w)
+                x[i] = old
+                grad[i] = (plus - minus) / (2 * h)
+            return grad.numpy()
+        """,
+        "called PyTorch",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", NUMERICAL_GRADIENT_BUGS)
+def test_numerical_gradient_planted_bug_loses_points(notebook, bug):
+    code, hint = NUMERICAL_GRADIENT_BUGS[bug]
+    assert_loses_points(notebook, NUMERICAL_GRADIENT, code, hint)
+
+
+@pytest.mark.slow
+def test_numerical_gradient_independent_implementation_keeps_points(notebook):
+    # Never touches x: each evaluation gets its own perturbed copy.
+    code = """
+    def numerical_gradient(f, x, dout=None, h=1e-5):
+        weight = np.ones(()) if dout is None else np.asarray(dout)
+
+        def loss_at(point):
+            return float((np.asarray(f(point)) * weight).sum())
+
+        grad = np.empty(x.shape)
+        it = np.nditer(x, flags=["multi_index"])
+        while not it.finished:
+            idx = it.multi_index
+            up, down = x.copy(), x.copy()
+            up[idx] += h
+            down[idx] -= h
+            grad[idx] = (loss_at(up) - loss_at(down)) / (2.0 * h)
+            it.iternext()
+        return grad
+    """
+    assert_full_points(notebook, NUMERICAL_GRADIENT, code)
+
+
+# --- exercise 3: scale and shift -----------------------------------------------------------
+
+SCALE_SHIFT_FORWARD_BUGS = {
+    "gamma and beta swapped": (
+        """
+        def scale_shift_forward(x, gamma, beta):
+            return x * beta + gamma, {"x": x, "gamma": gamma}
+        """,
+        "gamma and beta swapped",
+    ),
+    "beta missing": (
+        """
+        def scale_shift_forward(x, gamma, beta):
+            return x * gamma, {"x": x, "gamma": gamma}
+        """,
+        "beta is missing",
+    ),
+    "changes x in place": (
+        """
+        def scale_shift_forward(x, gamma, beta):
+            x *= gamma
+            x += beta
+            return x, {"x": x, "gamma": gamma}
+        """,
+        "changed its argument x in place",
+    ),
+    "no cache": (
+        """
+        def scale_shift_forward(x, gamma, beta):
+            return x * gamma + beta
+        """,
+        "must return a tuple (out, cache)",
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def scale_shift_forward(x, gamma, beta):
+            out = torch.tensor(x) * torch.tensor(gamma) + torch.tensor(beta)
+            return out.numpy(), {"x": x, "gamma": gamma}
+        """,
+        "called PyTorch",
+    ),
+}
+
+SCALE_SHIFT_BACKWARD_BUGS = {
+    "not summed over the batch": (
+        """
+        def scale_shift_backward(dout, cache):
+            return dout * cache["gamma"], dout * cache["x"], dout
+        """,
+        "sum over axis 0",
+    ),
+    "dgamma and dbeta swapped": (
+        """
+        def scale_shift_backward(dout, cache):
+            x, gamma = cache["x"], cache["gamma"]
+            return dout * gamma, dout.sum(axis=0), (dout * x).sum(axis=0)
+        """,
+        "dgamma and dbeta swapped",
+    ),
+    "dx without gamma": (
+        """
+        def scale_shift_backward(dout, cache):
+            x = cache["x"]
+            return dout, (dout * x).sum(axis=0), dout.sum(axis=0)
+        """,
+        "missing the factor gamma",
+    ),
+    "mean instead of sum": (
+        """
+        def scale_shift_backward(dout, cache):
+            x, gamma = cache["x"], cache["gamma"]
+            return dout * gamma, (dout * x).mean(axis=0), dout.mean(axis=0)
+        """,
+        "mean over the batch instead of the sum",
+    ),
+    "sum over the features": (
+        """
+        def scale_shift_backward(dout, cache):
+            x, gamma = cache["x"], cache["gamma"]
+            return dout * gamma, (dout * x).sum(axis=1), dout.sum(axis=1)
+        """,
+        "axis 1 (the features)",
+    ),
+    "keepdims": (
+        """
+        def scale_shift_backward(dout, cache):
+            x, gamma = cache["x"], cache["gamma"]
+            return dout * gamma, (dout * x).sum(0, keepdims=True), dout.sum(0, keepdims=True)
+        """,
+        "keepdims",
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def scale_shift_backward(dout, cache):
+            x = torch.tensor(cache["x"])
+            gamma = torch.tensor(cache["gamma"], requires_grad=True)
+            beta = torch.zeros(gamma.shape, dtype=torch.float64, requires_grad=True)
+            xr = x.clone().requires_grad_(True)
+            out = xr * gamma + beta
+            out.backward(torch.tensor(dout))
+            return xr.grad.numpy(), gamma.grad.numpy(), beta.grad.numpy()
+        """,
+        "called PyTorch",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", SCALE_SHIFT_FORWARD_BUGS)
+def test_scale_shift_forward_planted_bug_loses_points(notebook, bug):
+    code, hint = SCALE_SHIFT_FORWARD_BUGS[bug]
+    assert_loses_points(notebook, SCALE_SHIFT_FORWARD, code, hint)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", SCALE_SHIFT_BACKWARD_BUGS)
+def test_scale_shift_backward_planted_bug_loses_points(notebook, bug):
+    code, hint = SCALE_SHIFT_BACKWARD_BUGS[bug]
+    assert_loses_points(notebook, SCALE_SHIFT_BACKWARD, code, hint)
+
+
+@pytest.mark.slow
+def test_scale_shift_backward_is_also_checked_against_its_own_forward(notebook):
+    # A correct backward paired with a wrong forward: autograd agrees, finite differences not.
+    code = """
+    def scale_shift_forward(x, gamma, beta):
+        return x * gamma + 2.0 * beta, {"x": x, "gamma": gamma}
+    """
+    assert_loses_points(notebook, SCALE_SHIFT_BACKWARD, code, "not your own forward")
+
+
+@pytest.mark.slow
+def test_scale_shift_independent_implementation_keeps_points(notebook):
+    code = """
+    def scale_shift_forward(x, gamma, beta):
+        out = np.einsum("nd,d->nd", x, gamma) + beta[np.newaxis, :]
+        return out, (x.copy(), gamma.copy())
+
+    def scale_shift_backward(dout, cache):
+        x, gamma = cache
+        ones = np.ones(dout.shape[0])
+        return gamma[np.newaxis, :] * dout, np.einsum("nd,nd->d", dout, x), ones @ dout
+    """
+    assert_full_points(notebook, SCALE_SHIFT_FORWARD + SCALE_SHIFT_BACKWARD, code)
+
+
+# --- exercise 4: centering -----------------------------------------------------------------
+
+CENTER_FORWARD_BUGS = {
+    "row means": (
+        """
+        def center_forward(x):
+            return x - x.mean(axis=1, keepdims=True), {"n": x.shape[0]}
+        """,
+        "each row's mean",
+    ),
+    "mean of the whole array": (
+        """
+        def center_forward(x):
+            return x - x.mean(), {"n": x.shape[0]}
+        """,
+        "mean of the whole array",
+    ),
+    # Raises on the visible (4, 3) batch; on the hidden square batch it runs, wrongly.
+    "row means without keepdims": (
+        """
+        def center_forward(x):
+            return x - x.mean(axis=1), {"n": x.shape[0]}
+        """,
+        None,
+    ),
+    "changes x in place": (
+        """
+        def center_forward(x):
+            x -= x.mean(axis=0)
+            return x, {"n": x.shape[0]}
+        """,
+        "changed its argument x in place",
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def center_forward(x):
+            t = torch.tensor(x)
+            return (t - t.mean(dim=0)).numpy(), {"n": x.shape[0]}
+        """,
+        "called PyTorch",
+    ),
+}
+
+CENTER_BACKWARD_BUGS = {
+    "mean term missing": (
+        """
+        def center_backward(dout, cache):
+            return dout.copy()
+        """,
+        "'- mean of dout' term is missing",
+    ),
+    "mean over axis 1": (
+        """
+        def center_backward(dout, cache):
+            return dout - dout.mean(axis=1, keepdims=True)
+        """,
+        "over axis 1",
+    ),
+    "mean of the whole dout": (
+        """
+        def center_backward(dout, cache):
+            return dout - dout.mean()
+        """,
+        "mean of the whole dout",
+    ),
+    "mean term added": (
+        """
+        def center_backward(dout, cache):
+            return dout + dout.mean(axis=0)
+        """,
+        "added instead of subtracted",
+    ),
+    "calls torch": (
+        """
+        import torch
+
+        def center_backward(dout, cache):
+            t = torch.tensor(dout)
+            return (t - t.mean(dim=0)).numpy()
+        """,
+        "called PyTorch",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", CENTER_FORWARD_BUGS)
+def test_center_forward_planted_bug_loses_points(notebook, bug):
+    code, hint = CENTER_FORWARD_BUGS[bug]
+    assert_loses_points(notebook, CENTER_FORWARD, code, hint)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", CENTER_BACKWARD_BUGS)
+def test_center_backward_planted_bug_loses_points(notebook, bug):
+    code, hint = CENTER_BACKWARD_BUGS[bug]
+    assert_loses_points(notebook, CENTER_BACKWARD, code, hint)
+
+
+@pytest.mark.slow
+def test_center_backward_is_also_checked_against_its_own_forward(notebook):
+    code = """
+    def center_forward(x):
+        return x - 0.5 * x.mean(axis=0), {"n": x.shape[0]}
+    """
+    assert_loses_points(notebook, CENTER_BACKWARD, code, "not your own forward")
+
+
+@pytest.mark.slow
+def test_center_independent_implementation_keeps_points(notebook):
+    # Centering as a matrix: out = (I - 11^T / N) x, and its transpose for the gradient.
+    code = """
+    def _centering_matrix(n):
+        return np.eye(n) - np.full((n, n), 1.0 / n)
+
+    def center_forward(x):
+        return _centering_matrix(len(x)) @ x, len(x)
+
+    def center_backward(dout, n):
+        return _centering_matrix(n).T @ dout
+    """
+    assert_full_points(notebook, CENTER_FORWARD + CENTER_BACKWARD, code)
+
+
+# --- knowledge check -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grade_id, name", [("test_q1", "answer_q1"), ("test_q2", "answer_q2")])
+def test_knowledge_check_gives_the_point_only_for_the_key(notebook, grade_id, name):
+    scores = {answer: notebook.score([grade_id], **{name: answer}) for answer in "abcd"}
+    assert sorted(scores.values()) == [0, 0, 0, 1]
+    assert notebook.score([grade_id], **{name: "e"}) == 0
+
+
+@pytest.mark.slow
+def test_knowledge_check_failure_does_not_print_the_key(notebook):
+    (outcome,) = notebook.run_tests(["test_q1"], answer_q1="a")
+    assert not outcome.passed and '"b"' not in outcome.message

@@ -1,0 +1,401 @@
+"""Lesson 01: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Every planted bug must lose the points of its exercise's grade cell, and where the diagnosis
+should name the mistake, the failure message must contain the expected hint. An independently
+written correct implementation keeps full points; calling PyTorch loses them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+MLP = ["test_mlp_activations"]
+STATS = ["test_layer_statistics"]
+INIT = ["test_init_weights"]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("01_why_normalize")
+
+
+def _code_grade_ids(nb) -> list[str]:
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    ]
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    grade_ids = _code_grade_ids(nb)
+    outcomes = nb.run_tests(grade_ids)
+    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    assert set(grade_ids) == {*MLP, *STATS, *INIT, "test_answer_q1", "test_answer_q2"}
+
+
+def test_points_are_as_announced(nb):
+    assert [nb.points(g) for g in (*MLP, *STATS, *INIT)] == [3, 3, 2]
+    assert nb.points("written_scale") == 3
+
+
+def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
+    for grade_id in ("mlp_activations", "layer_statistics", "init_weights"):
+        source = nb.cell_source(grade_id)
+        tail = source.split("### END SOLUTION", 1)[1]
+        assert tail.strip().startswith("return "), grade_id
+
+
+# --- mlp_activations -----------------------------------------------------------------------------
+
+_F = """
+def _f(z, activation):
+    return np.tanh(z) if activation == "tanh" else np.maximum(z, 0.0)
+"""
+
+MLP_BUGS = {
+    "before the matrix product": """
+def mlp_activations(x, weights, activation):
+    out, a = [], x
+    for w in weights:
+        a = _f(a, activation) @ w
+        out.append(a)
+    return out
+""",
+    "the last layer has no activation": """
+def mlp_activations(x, weights, activation):
+    out, a = [], x
+    for i, w in enumerate(weights):
+        a = a @ w if i == len(weights) - 1 else _f(a @ w, activation)
+        out.append(a)
+    return out
+""",
+    "pre-activations": """
+def mlp_activations(x, weights, activation):
+    out, a = [], x
+    for w in weights:
+        z = a @ w
+        out.append(z)
+        a = _f(z, activation)
+    return out
+""",
+    "although the activation argument is 'relu'": """
+def mlp_activations(x, weights, activation):
+    out, a = [], x
+    for w in weights:
+        a = np.tanh(a @ w)
+        out.append(a)
+    return out
+""",
+    "Is the input x the first element": """
+def mlp_activations(x, weights, activation):
+    out = [x]
+    for w in weights:
+        out.append(_f(out[-1] @ w, activation))
+    return out
+""",
+    "return a list with one array per layer": """
+def mlp_activations(x, weights, activation):
+    a = x
+    for w in weights:
+        a = _f(a @ w, activation)
+    return a
+""",
+    "in place": """
+def mlp_activations(x, weights, activation):
+    x -= x.mean(axis=0)
+    out, a = [], x
+    for w in weights:
+        a = _f(a @ w, activation)
+        out.append(a)
+    return out
+""",
+    "relative error": """
+def mlp_activations(x, weights, activation):
+    out, a = [], x.astype(np.float32)
+    for w in weights:
+        a = _f(a @ w.astype(np.float32), activation)
+        out.append(a)
+    return out
+""",
+    "leaky": """
+def mlp_activations(x, weights, activation):  # a leaky ReLU: the hint is generic
+    out, a = [], x
+    for w in weights:
+        z = a @ w
+        a = np.tanh(z) if activation == "tanh" else np.where(z > 0, z, 0.01 * z)
+        out.append(a)
+    return out
+""",
+}
+"""substring of the expected failure message -> planted bug (leaky: no specific hint)."""
+
+
+@pytest.mark.parametrize("hint", list(MLP_BUGS))
+def test_mlp_activations_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(MLP, code=_F + MLP_BUGS[hint])
+    assert not outcome.passed
+    if hint != "leaky":
+        assert hint in outcome.message
+
+
+def test_independent_mlp_activations_keeps_the_points(nb):
+    code = """
+from itertools import accumulate
+
+
+def mlp_activations(x, weights, activation):
+    def layer(a, w):
+        z = np.einsum("ni,io->no", a, w)
+        return z * (z > 0) if activation == "relu" else np.tanh(z)
+
+    return list(accumulate(weights, layer, initial=x))[1:]
+"""
+    assert nb.score(MLP, code=code) == 3
+
+
+def test_torch_in_mlp_activations_loses_the_points(nb):
+    code = """
+import torch as _t
+
+
+def mlp_activations(x, weights, activation):
+    out, a = [], _t.tensor(np.array(x))
+    for w in weights:
+        a = _t.tanh(a @ _t.tensor(np.array(w))) if activation == "tanh" else _t.relu(
+            a @ _t.tensor(np.array(w)))
+        out.append(a.numpy())
+    return out
+"""
+    (outcome,) = nb.run_tests(MLP, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- layer_statistics ----------------------------------------------------------------------------
+
+STATS_TEMPLATE = """
+def layer_statistics(activations):
+    return {{
+        "mean": np.array([{mean} for a in activations]),
+        "std": np.array([{std} for a in activations]),
+        "saturated": np.array([{saturated} for a in activations]),
+        "zero": np.array([{zero} for a in activations]),
+        "dead": np.array([{dead} for a in activations]),
+    }}
+"""
+CORRECT = {
+    "mean": "a.mean()",
+    "std": "a.std()",
+    "saturated": "np.mean(np.abs(a) > 0.99)",
+    "zero": "np.mean(a == 0)",
+    "dead": "np.mean(np.all(a == 0, axis=0))",
+}
+
+
+def _stats_with(key: str, expression: str) -> str:
+    return STATS_TEMPLATE.format(**{**CORRECT, key: expression})
+
+
+STATS_BUGS = {
+    "the mean of |a|": _stats_with("mean", "np.abs(a).mean()"),
+    "the sample std (ddof=1)": _stats_with("std", "a.std(ddof=1)"),
+    "per unit (axis=0)": _stats_with("std", "a.std(axis=0).mean()"),
+    "per sample (axis=1)": _stats_with("std", "a.std(axis=1).mean()"),
+    "the variance instead of the std": _stats_with("std", "a.var()"),
+    "the mean is not subtracted": _stats_with("std", "np.sqrt(np.mean(a ** 2))"),
+    "|a| >= 0.99 is counted": _stats_with("saturated", "np.mean(np.abs(a) >= 0.99)"),
+    "tanh also saturates at -1": _stats_with("saturated", "np.mean(a > 0.99)"),
+    "a count instead of a fraction": _stats_with("saturated", "np.sum(np.abs(a) > 0.99)"),
+    "a <= 0 is counted": _stats_with("zero", "np.mean(a <= 0)"),
+    "the fraction of non-zero entries": _stats_with("zero", "np.mean(a != 0)"),
+    "the wrong axis": _stats_with("dead", "np.mean(np.all(a == 0, axis=1))"),
+    "any instead of all": _stats_with("dead", "np.mean(np.any(a == 0, axis=0))"),
+    "a count of dead units": _stats_with("dead", "np.sum(np.all(a == 0, axis=0))"),
+    "one number per layer": """
+_solution = layer_statistics
+
+
+def layer_statistics(activations):
+    stats = _solution(activations)
+    stats["std"] = [a.std(axis=0) for a in activations]  # one std per unit: a ragged list
+    return stats
+""",
+    "lacks the key(s) dead": """
+def layer_statistics(activations):
+    return {"mean": np.array([a.mean() for a in activations]),
+            "std": np.array([a.std() for a in activations]),
+            "saturated": np.array([np.mean(np.abs(a) > 0.99) for a in activations]),
+            "zero": np.array([np.mean(a == 0) for a in activations])}
+""",
+    "returned list": """
+def layer_statistics(activations):
+    return [{"mean": a.mean(), "std": a.std(), "saturated": np.mean(np.abs(a) > 0.99),
+             "zero": np.mean(a == 0), "dead": np.mean(np.all(a == 0, axis=0))}
+            for a in activations]
+""",
+    "in place": """
+def layer_statistics(activations):
+    stats = {"mean": [], "std": [], "saturated": [], "zero": [], "dead": []}
+    for a in activations:
+        stats["mean"].append(a.mean())
+        stats["zero"].append(np.mean(a == 0))
+        stats["dead"].append(np.mean(np.all(a == 0, axis=0)))
+        np.abs(a, out=a)
+        stats["saturated"].append(np.mean(a > 0.99))
+        stats["std"].append(np.sqrt(np.mean(a ** 2) - stats["mean"][-1] ** 2))
+    return {k: np.array(v) for k, v in stats.items()}
+""",
+}
+
+
+@pytest.mark.parametrize("hint", list(STATS_BUGS))
+def test_layer_statistics_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(STATS, code=STATS_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_independent_layer_statistics_keeps_the_points(nb):
+    code = """
+def layer_statistics(activations):
+    rows = []
+    for a in activations:
+        values = a.reshape(-1)
+        size = values.size
+        mean = values.sum() / size
+        rows.append({
+            "mean": mean,
+            "std": np.sqrt(np.sum((values - mean) ** 2) / size),
+            "saturated": np.count_nonzero(np.abs(values) > 0.99) / size,
+            "zero": np.count_nonzero(values == 0) / size,
+            "dead": np.count_nonzero(np.abs(a).max(axis=0) == 0) / a.shape[1],
+        })
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
+"""
+    assert nb.score(STATS, code=code) == 3
+
+
+def test_torch_in_layer_statistics_loses_the_points(nb):
+    code = """
+import torch
+
+
+def layer_statistics(activations):
+    ts = [torch.tensor(np.array(a)) for a in activations]
+    return {
+        "mean": np.array([t.mean().item() for t in ts]),
+        "std": np.array([t.std(correction=0).item() for t in ts]),
+        "saturated": np.array([(t.abs() > 0.99).double().mean().item() for t in ts]),
+        "zero": np.array([(t == 0).double().mean().item() for t in ts]),
+        "dead": np.array([(t == 0).all(dim=0).double().mean().item() for t in ts]),
+    }
+"""
+    (outcome,) = nb.run_tests(STATS, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- init_weights --------------------------------------------------------------------------------
+
+INIT_TEMPLATE = """
+def init_weights(dims, scale, rng):
+    return [{draw} for d_in, d_out in zip(dims[:-1], dims[1:])]
+"""
+
+
+def _init_with(draw: str) -> str:
+    return INIT_TEMPLATE.format(draw=draw)
+
+
+INIT_BUGS = {
+    "sqrt(fan_out)": _init_with("scale / np.sqrt(d_out) * rng.standard_normal((d_in, d_out))"),
+    "scale multiplies the variance": _init_with(
+        "np.sqrt(scale / d_in) * rng.standard_normal((d_in, d_out))"
+    ),
+    "the square root is missing": _init_with("scale / d_in * rng.standard_normal((d_in, d_out))"),
+    "an extra sqrt(2)": _init_with(
+        "scale * np.sqrt(2 / d_in) * rng.standard_normal((d_in, d_out))"
+    ),
+    "Glorot's std": _init_with(
+        "scale * np.sqrt(2 / (d_in + d_out)) * rng.standard_normal((d_in, d_out))"
+    ),
+    "the scale is not applied": _init_with("rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)"),
+    "not scaled at all": _init_with("rng.standard_normal((d_in, d_out))"),
+    "Draw from a normal distribution": _init_with(
+        "scale / np.sqrt(d_in) * np.sqrt(3) * rng.uniform(-1, 1, (d_in, d_out))"
+    ),
+    "expected 0": _init_with("scale / np.sqrt(d_in) * rng.random((d_in, d_out))"),
+    "transposed?": _init_with("scale / np.sqrt(d_in) * rng.standard_normal((d_out, d_in))"),
+    "the same seed": _init_with("scale / np.sqrt(d_in) * np.random.randn(d_in, d_out)"),
+    "different seeds": _init_with(
+        "scale / np.sqrt(d_in) * np.random.default_rng(0).standard_normal((d_in, d_out))"
+    ),
+    "correlated": """
+def init_weights(dims, scale, rng):
+    shared = rng.standard_normal((max(dims), max(dims)))
+    pairs = zip(dims[:-1], dims[1:])
+    return [scale / np.sqrt(d_in) * shared[:d_in, :d_out] for d_in, d_out in pairs]
+""",
+}
+
+
+@pytest.mark.parametrize("hint", list(INIT_BUGS))
+def test_init_weights_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(INIT, code=INIT_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_independent_init_weights_keeps_the_points(nb):
+    code = """
+def init_weights(dims, scale, rng):
+    weights = []
+    for layer in range(len(dims) - 1):
+        fan_in, fan_out = dims[layer], dims[layer + 1]
+        weights.append(rng.normal(loc=0.0, scale=scale * fan_in ** -0.5, size=(fan_in, fan_out)))
+    return weights
+"""
+    assert nb.score(INIT, code=code) == 2
+
+
+def test_torch_in_init_weights_loses_the_points(nb):
+    code = """
+import torch
+
+
+def init_weights(dims, scale, rng):
+    torch.manual_seed(int(rng.integers(2**31)))
+    weights = []
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        w = torch.empty(d_out, d_in, dtype=torch.float64)
+        torch.nn.init.kaiming_normal_(w, a=0.0, mode="fan_in", nonlinearity="linear")
+        weights.append(scale * w.T.numpy())
+    return weights
+"""
+    (outcome,) = nb.run_tests(INIT, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- knowledge check -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("grade_id", "name"), [("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")]
+)
+def test_every_wrong_or_malformed_answer_loses_the_point(nb, grade_id, name):
+    key = nb.namespace[name]
+    for answer in ("a", "b", "c", "d", "B", "", None):
+        (outcome,) = nb.run_tests([grade_id], **{name: answer})
+        assert outcome.passed == (answer == key), answer
+
+
+def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb):
+    for grade_id in ("test_answer_q1", "test_answer_q2"):
+        visible = nb.cell_source(grade_id).split("### BEGIN HIDDEN TESTS")[0]
+        assert "==" not in visible

@@ -1,0 +1,204 @@
+"""Lesson 02: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Every planted bug must lose the points of its exercise's grade cell; an independently written
+correct implementation must keep them; calling PyTorch loses them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+STATS = ["test_batch_statistics"]
+FORWARD = ["test_batchnorm_forward"]
+CACHE = ["test_batchnorm_cache"]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("02_batchnorm_forward")
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    grade_ids = [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+    ]
+    outcomes = nb.run_tests(grade_ids)
+    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    assert set(grade_ids) >= {*STATS, *FORWARD, *CACHE, "test_kc_q1", "test_kc_q2"}
+
+
+def test_points_are_as_announced(nb):
+    assert [nb.points(g) for g in (*STATS, *FORWARD, *CACHE)] == [1, 3, 1]
+
+
+# --- batch_statistics ------------------------------------------------------------------------
+
+STATISTICS_BUGS = {
+    "unbiased": "def batch_statistics(x):\n    return x.mean(0), x.var(0, ddof=1)",
+    "one value per sample": "def batch_statistics(x):\n    return x.mean(1), x.var(1)",
+    "standard deviation": "def batch_statistics(x):\n    return x.mean(0), x.std(0)",
+    "mean": "def batch_statistics(x):\n    return x.mean(), x.var(0)",
+    "tuple (mean, var)": "def batch_statistics(x):\n    return [x.mean(0), x.var(0)]",
+}
+
+
+@pytest.mark.parametrize("hint", list(STATISTICS_BUGS))
+def test_batch_statistics_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(STATS, code=STATISTICS_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_independent_batch_statistics_keeps_the_points(nb):
+    code = """
+    def batch_statistics(x):
+        n = x.shape[0]
+        ones = np.ones(n) / n
+        mean = ones @ x
+        var = ones @ np.square(x - mean[None, :])
+        return mean, var
+    """
+    assert nb.score(STATS, code=code) == 1
+
+
+# --- batchnorm_forward -----------------------------------------------------------------------
+
+FORWARD_TEMPLATE = """
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=0)
+    var = x.var(axis={axis}, ddof={ddof}) if {axis} == 0 else x.var(axis=1, keepdims=True)
+    mu = mu if {axis} == 0 else x.mean(axis=1, keepdims=True)
+    inv_std = 1.0 / ({denominator})
+    x_hat = (x - mu) * inv_std
+    out = {affine}
+    cache = dict(x=x, gamma=gamma, beta=beta, eps=eps, mean=mu, var=var, x_hat=x_hat,
+                 inv_std=inv_std)
+    return out, cache
+"""
+GOOD = dict(axis=0, ddof=0, denominator="np.sqrt(var + eps)", affine="gamma * x_hat + beta")
+
+
+def planted_forward(**bug):
+    return FORWARD_TEMPLATE.format(**{**GOOD, **bug})
+
+
+FORWARD_BUGS = [
+    ({"ddof": 1}, "unbiased"),
+    ({"denominator": "np.sqrt(var) + eps"}, "outside the square root"),
+    ({"denominator": "np.sqrt(var)"}, "eps is missing"),
+    ({"denominator": "np.sqrt(np.sqrt(var) + eps)"}, "standard deviation went under"),
+    ({"denominator": "var + eps"}, "divided by (var + eps)"),
+    ({"axis": 1}, "per sample"),
+    ({"affine": "beta * x_hat + gamma"}, "swapped"),
+    ({"affine": "x_hat"}, "not applied"),
+    ({"affine": "gamma * x_hat"}, "beta is not added"),
+    ({"denominator": "np.sqrt(var + 1e-5)"}, "eps argument"),
+]
+
+
+def test_template_with_no_bug_is_correct(nb):
+    assert nb.score(FORWARD + CACHE, code=planted_forward()) == 4
+
+
+@pytest.mark.parametrize("bug, hint", FORWARD_BUGS, ids=[h for _, h in FORWARD_BUGS])
+def test_forward_bugs_lose_the_forward_points_and_are_named(nb, bug, hint):
+    (outcome,) = nb.run_tests(FORWARD, code=planted_forward(**bug))
+    assert not outcome.passed
+    assert hint in outcome.message, outcome.message
+
+
+def test_forward_that_modifies_x_in_place_loses_the_points(nb):
+    code = """
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        mean, var = x.mean(0), x.var(0)
+        x -= mean
+        x_hat = x / np.sqrt(var + eps)
+        cache = dict(x=x, gamma=gamma, beta=beta, eps=eps, mean=mean, var=var, x_hat=x_hat,
+                     inv_std=1 / np.sqrt(var + eps))
+        return gamma * x_hat + beta, cache
+    """
+    (outcome,) = nb.run_tests(FORWARD, code=code)
+    assert not outcome.passed and "in place" in outcome.message
+
+
+def test_independent_forward_keeps_full_points(nb):
+    code = """
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        n = len(x)
+        mean = np.add.reduce(x, axis=0, keepdims=True) / n
+        deviation = np.subtract(x, mean)
+        var = np.einsum("ij,ij->j", deviation, deviation) / n
+        std = np.sqrt(var + eps)
+        x_hat = np.divide(deviation, std)
+        out = np.add(np.multiply(x_hat, gamma), beta)
+        return out, {"x": x, "gamma": gamma, "beta": beta, "eps": eps, "mean": mean,
+                     "var": var, "x_hat": x_hat, "inv_std": np.reciprocal(std)}
+    """
+    assert nb.score(FORWARD + CACHE, code=code) == 4
+
+
+def test_forward_calling_torch_loses_the_points(nb):
+    code = """
+    import torch as tt
+
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        xt = tt.tensor(x)
+        out = tt.nn.functional.batch_norm(xt, None, None, tt.tensor(gamma), tt.tensor(beta),
+                                          training=True, eps=eps)
+        mean, var = x.mean(0), x.var(0)
+        cache = dict(x=x, gamma=gamma, beta=beta, eps=eps, mean=mean, var=var,
+                     x_hat=(x - mean) / np.sqrt(var + eps), inv_std=1 / np.sqrt(var + eps))
+        return out.numpy(), cache
+    """
+    outcomes = nb.run_tests(FORWARD + CACHE, code=code)
+    assert not any(o.passed for o in outcomes)
+    assert all("PyTorch" in o.message for o in outcomes)
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+CACHE_BUGS = [
+    ("del cache['inv_std']", "missing 'inv_std'"),
+    ("cache['inv_std'] = np.sqrt(cache['var'] + eps)", "inverse"),
+    ("cache['var'] = x.var(0, ddof=1)", "unbiased"),
+    ("cache['x_hat'] = out", "cache['x_hat']"),
+    ("cache['inv_std'] = 1 / (np.sqrt(cache['var']) + eps)", "outside the square root"),
+]
+
+
+@pytest.mark.parametrize("edit, hint", CACHE_BUGS, ids=[h for _, h in CACHE_BUGS])
+def test_cache_bugs_lose_the_cache_point_but_not_the_forward_points(nb, edit, hint):
+    code = f"""
+    _solution_forward = batchnorm_forward
+
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        out, cache = _solution_forward(x, gamma, beta, eps)
+        cache = dict(cache)
+        {edit}
+        return out, cache
+    """
+    forward, cache = nb.run_tests(FORWARD + CACHE, code=code)
+    assert forward.passed
+    assert not cache.passed and hint in cache.message, cache.message
+
+
+# --- knowledge check -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", [1, 2])
+def test_knowledge_check_needs_the_right_letter(nb, question):
+    grade_id = f"test_kc_q{question}"
+    wrong = [
+        letter
+        for letter in "abcd"
+        if nb.score([grade_id], code=f"answer_q{question} = '{letter}'") == 0
+    ]
+    assert len(wrong) == 3
+    (outcome,) = nb.run_tests([grade_id], code=f"answer_q{question} = 'e'")
+    assert not outcome.passed and "must be one of" in outcome.message

@@ -1,0 +1,221 @@
+"""Lesson 03: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Both backward exercises get planted bugs that must lose their points, an independently written
+correct implementation that must keep them, and a PyTorch-using version that must lose them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+STAGED = ["test_batchnorm_backward_staged"]
+CLOSED = ["test_batchnorm_backward"]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("03_batchnorm_backward")
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    grade_ids = [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+    ]
+    outcomes = nb.run_tests(grade_ids)
+    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    assert set(grade_ids) >= {*STAGED, *CLOSED, "test_kc_q1", "test_kc_q2"}
+    assert nb.points(STAGED[0]) == nb.points(CLOSED[0]) == 3
+
+
+def test_the_forward_is_provided_in_a_locked_cell_that_is_not_graded(nb):
+    meta = nb.nb.cells[[c.get("id") for c in nb.nb.cells].index("provided_forward")].metadata
+    assert meta["nbgrader"]["locked"] and not meta["nbgrader"]["grade"]
+    assert not meta["nbgrader"]["solution"]
+
+
+STAGED_TEMPLATE = """
+def batchnorm_backward_staged(dout, cache):
+    x, gamma, eps = cache["x"], cache["gamma"], cache["eps"]
+    n = x.shape[0]
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc**2).mean(axis=0)
+    istd = 1.0 / np.sqrt(var + {eps})
+    xh = xc * istd
+    dbeta = {dbeta}
+    dgamma = {dgamma}
+    dxh = {dxh}
+    distd = np.sum(dxh * xc, axis=0)
+    dxc = dxh * istd
+    dvar = distd * {dvar_factor}
+    dxc = dxc + {var_path}
+    dmu = -np.sum(dxc, axis=0)
+    dx = dxc + {mean_path}
+    return dx, dgamma, dbeta
+"""
+STAGED_GOOD = dict(
+    eps="eps",
+    dbeta="dout.sum(axis=0)",
+    dgamma="np.sum(dout * xh, axis=0)",
+    dxh="dout * gamma",
+    dvar_factor="(-0.5) * istd**3",
+    var_path="2.0 * xc * dvar / n",
+    mean_path="dmu / n",
+)
+STAGED_BUGS = [
+    ({"mean_path": "0.0"}, "missing the mean term"),
+    ({"var_path": "0.0"}, "missing the variance term"),
+    ({"var_path": "2.0 * xc * dvar / (n - 1)"}, "unbiased variance"),
+    ({"dvar_factor": "(-0.5) * istd"}, "wrong power"),
+    ({"dxh": "dout"}, "forgets gamma"),
+    ({"dgamma": "dout.sum(axis=0)", "dbeta": "np.sum(dout * xh, axis=0)"}, "swapped"),
+    ({"dgamma": "dout.sum(axis=0)"}, "x_hat factor is missing"),
+    ({"dgamma": "np.sum(dout * x, axis=0)"}, "uses x instead of x_hat"),
+    ({"dbeta": "dout.mean(axis=0)"}, "averages dout"),
+    ({"eps": "0.0"}, "dx"),
+]
+
+
+def test_staged_template_with_no_bug_keeps_the_points(nb):
+    assert nb.score(STAGED, code=STAGED_TEMPLATE.format(**STAGED_GOOD)) == 3
+
+
+@pytest.mark.parametrize("bug, hint", STAGED_BUGS, ids=[h for _, h in STAGED_BUGS])
+def test_staged_bugs_lose_the_points_and_are_named(nb, bug, hint):
+    code = STAGED_TEMPLATE.format(**{**STAGED_GOOD, **bug})
+    (outcome,) = nb.run_tests(STAGED, code=code)
+    assert not outcome.passed
+    assert hint in outcome.message, outcome.message
+
+
+CLOSED_TEMPLATE = """
+def batchnorm_backward(dout, cache):
+    xh, s, g = cache["x_hat"], cache["inv_std"], cache["gamma"]
+    n = dout.shape[0]
+    g_xh = {dxh}
+    dx = s / n * (n * g_xh - {mean_term} - {var_term})
+    return dx, {dgamma}, {dbeta}
+"""
+CLOSED_GOOD = dict(
+    dxh="dout * g",
+    mean_term="g_xh.sum(axis=0)",
+    var_term="xh * (g_xh * xh).sum(axis=0)",
+    dgamma="(dout * xh).sum(axis=0)",
+    dbeta="dout.sum(axis=0)",
+)
+CLOSED_BUGS = [
+    ({"mean_term": "0.0"}, "missing the mean term"),
+    ({"var_term": "0.0"}, "missing the variance term"),
+    (
+        {
+            "mean_term": "g_xh.sum(axis=1, keepdims=True)",
+            "var_term": "xh * (g_xh * xh).sum(axis=1, keepdims=True)",
+        },
+        "over the features",
+    ),
+    ({"dxh": "dout"}, "forgets gamma"),
+    ({"dgamma": "dout.sum(axis=0)", "dbeta": "(dout * xh).sum(axis=0)"}, "swapped"),
+    ({"dgamma": "(dout * xh).sum(axis=1)"}, "shape"),
+    ({"dxh": "-dout * g"}, "dx"),
+]
+
+
+def test_closed_template_with_no_bug_keeps_the_points(nb):
+    assert nb.score(CLOSED, code=CLOSED_TEMPLATE.format(**CLOSED_GOOD)) == 3
+
+
+@pytest.mark.parametrize("bug, hint", CLOSED_BUGS, ids=[h for _, h in CLOSED_BUGS])
+def test_closed_form_bugs_lose_the_points_and_are_named(nb, bug, hint):
+    code = CLOSED_TEMPLATE.format(**{**CLOSED_GOOD, **bug})
+    (outcome,) = nb.run_tests(CLOSED, code=code)
+    assert not outcome.passed
+    assert hint in outcome.message, outcome.message
+
+
+def test_backward_recomputing_inv_std_without_eps_loses_the_points(nb):
+    code = """
+    def batchnorm_backward(dout, cache):
+        xh, g = cache["x_hat"], cache["gamma"]
+        s = 1 / np.sqrt(cache["var"])
+        n = len(dout)
+        d = dout * g
+        return s / n * (n * d - d.sum(0) - xh * (d * xh).sum(0)), (dout * xh).sum(0), dout.sum(0)
+    """
+    (outcome,) = nb.run_tests(CLOSED, code=code)
+    assert not outcome.passed and "drops eps" in outcome.message, outcome.message
+
+
+def test_independent_jacobian_backward_keeps_full_points_in_both_exercises(nb):
+    code = """
+    def _jacobian_backward(dout, cache):
+        x, gamma, eps = cache["x"], cache["gamma"], cache["eps"]
+        n, d = x.shape
+        dx, dgamma, dbeta = np.zeros((n, d)), np.zeros(d), np.zeros(d)
+        for j in range(d):
+            c = x[:, j] - x[:, j].mean()
+            s = 1.0 / np.sqrt(c @ c / n + eps)
+            jac = s * (np.eye(n) - 1.0 / n) - np.outer(c, c) * s**3 / n
+            dx[:, j] = gamma[j] * (jac.T @ dout[:, j])
+            dgamma[j] = dout[:, j] @ (c * s)
+            dbeta[j] = dout[:, j].sum()
+        return dx, dgamma, dbeta
+
+    batchnorm_backward_staged = _jacobian_backward
+    batchnorm_backward = _jacobian_backward
+    """
+    assert nb.score(STAGED + CLOSED, code=code) == 6
+
+
+def test_backward_calling_torch_loses_the_points(nb):
+    code = """
+    import importlib
+
+    def _autograd_backward(dout, cache):
+        torch = importlib.import_module("torch")
+        x = torch.tensor(cache["x"], requires_grad=True)
+        g = torch.tensor(cache["gamma"], requires_grad=True)
+        b = torch.tensor(cache["beta"], requires_grad=True)
+        out = torch.nn.functional.batch_norm(x, None, None, g, b, training=True, eps=cache["eps"])
+        out.backward(torch.tensor(dout))
+        return x.grad.numpy(), g.grad.numpy(), b.grad.numpy()
+
+    batchnorm_backward_staged = _autograd_backward
+    batchnorm_backward = _autograd_backward
+    """
+    outcomes = nb.run_tests(STAGED + CLOSED, code=code)
+    assert not any(o.passed for o in outcomes)
+    assert all("PyTorch" in o.message for o in outcomes)
+
+
+def test_a_wrong_forward_is_blamed_before_a_backward_that_depends_on_it(nb):
+    code = """
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        mean, var = x.mean(0), x.var(0, ddof=1)
+        centered = x - mean
+        x_hat = centered / np.sqrt(var + eps)
+        cache = dict(x=x, gamma=gamma, beta=beta, eps=eps, mean=mean, var=var, x_hat=x_hat,
+                     inv_std=1 / np.sqrt(var + eps), centered=centered)
+        return gamma * x_hat + beta, cache
+
+    def batchnorm_backward(dout, cache):
+        xh, s, g, n = cache["x_hat"], cache["inv_std"], cache["gamma"], len(dout)
+        d = dout * g
+        dx = s / n * (n * d - d.sum(0) - cache["centered"] * s * (d * xh).sum(0))
+        return dx, (dout * xh).sum(0), dout.sum(0)
+    """
+    (outcome,) = nb.run_tests(CLOSED, code=code)
+    assert not outcome.passed
+    assert "fix batchnorm_forward first" in outcome.message and "unbiased" in outcome.message
+
+
+@pytest.mark.parametrize("question", [1, 2])
+def test_knowledge_check_needs_the_right_letter(nb, question):
+    grade_id = f"test_kc_q{question}"
+    scores = [nb.score([grade_id], code=f"answer_q{question} = '{letter}'") for letter in "abcd"]
+    assert sorted(scores) == [0, 0, 0, 1]

@@ -1,0 +1,105 @@
+"""utils.mistakes: every known-wrong variant really is wrong, and by enough to be caught."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from utils import mistakes
+from utils.cases import hidden_cases, make_case, visible_case
+from utils.diagnose import TIGHT
+from utils.gradcheck import relative_error
+from utils.reference import (
+    batchnorm_forward_reference,
+    batchnorm_gradients_reference,
+    batchnorm_statistics_reference,
+)
+
+ALL_CASES = [visible_case(), *hidden_cases()]
+
+
+def _forward_errors(description):
+    errors = {}
+    for case in ALL_CASES:
+        expected = batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
+        wrong = mistakes.forward_mistakes(case)[description]
+        errors[case.label] = relative_error(wrong, expected) if wrong.shape == expected.shape else 1
+    return errors
+
+
+@pytest.mark.parametrize("description", list(mistakes.FORWARD_MISTAKES))
+def test_each_forward_mistake_is_caught_on_some_hidden_case(description):
+    hidden = {c.label for c in hidden_cases()}
+    errors = _forward_errors(description)
+    assert max(e for label, e in errors.items() if label in hidden) > 100 * TIGHT
+
+
+@pytest.mark.parametrize("word", ["unbiased", "outside the square root"])
+def test_classic_forward_mistakes_fail_on_every_visible_and_hidden_case(word):
+    (description,) = [d for d in mistakes.FORWARD_MISTAKES if word in d]
+    errors = _forward_errors(description)
+    assert min(errors.values()) > 10 * TIGHT, errors
+
+
+def test_eps_outside_the_sqrt_is_small_on_unit_variance_and_huge_on_a_near_constant_feature():
+    wrong = mistakes.forward_eps_outside_sqrt
+    unit = make_case((64, 3), 0, "t")
+    unit.x[...] = (unit.x - unit.x.mean(0)) / unit.x.std(0)  # exactly unit variance
+    expected = batchnorm_forward_reference(unit.x, 2.0 * np.ones(3), 0.5 * np.ones(3))
+    err = relative_error(wrong(unit.x, 2.0 * np.ones(3), 0.5 * np.ones(3), 1e-5), expected)
+    assert 1e-6 < err < 1e-4  # about eps / 2
+    (near,) = [c for c in hidden_cases() if "near-constant" in c.label]
+    expected = batchnorm_forward_reference(near.x, near.gamma, near.beta, near.eps)
+    assert relative_error(wrong(near.x, near.gamma, near.beta, near.eps), expected) > 0.1
+
+
+@pytest.mark.parametrize("description", list(mistakes.DX_MISTAKES))
+def test_each_dx_mistake_differs_from_autograd(description):
+    worst = 0.0
+    for case in hidden_cases():
+        dx, _, _ = batchnorm_gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
+        worst = max(worst, relative_error(mistakes.backward_mistakes(case)["dx"][description], dx))
+    assert worst > 100 * TIGHT
+
+
+@pytest.mark.parametrize("which", ["dgamma", "dbeta"])
+def test_each_parameter_gradient_mistake_differs_from_autograd_on_every_case(which):
+    for case in ALL_CASES:
+        grads = batchnorm_gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
+        expected = dict(zip(("dx", "dgamma", "dbeta"), grads, strict=True))[which]
+        for description, wrong in mistakes.backward_mistakes(case)[which].items():
+            assert relative_error(wrong, expected) > 100 * TIGHT, (case.label, description)
+
+
+def test_statistics_mistakes_differ_from_the_reference_on_every_case():
+    eps_placement = ("has no eps", "eps outside")  # visible only when var is not >> eps
+    for case in ALL_CASES:
+        expected = batchnorm_statistics_reference(case.x, case.eps)
+        near_constant = "near-constant" in case.label
+        for key, variants in mistakes.statistics_mistakes(case).items():
+            for description, wrong in variants.items():
+                if any(w in description for w in eps_placement) and not near_constant:
+                    continue
+                assert relative_error(wrong, expected[key]) > 100 * TIGHT, (case.label, description)
+
+
+def test_wrong_variants_stay_silent_on_an_exactly_constant_feature():
+    case = make_case((5, 3), 0, "t")
+    case.x[:, 1] = 4.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mistakes.forward_mistakes(case)
+        mistakes.statistics_mistakes(case)
+        mistakes.backward_mistakes(case)
+
+
+def test_backward_mistake_mapping_is_keyed_by_gradient_with_matching_shapes():
+    case = visible_case()
+    mapping = mistakes.backward_mistakes(case)
+    assert set(mapping) == {"dx", "dgamma", "dbeta"}
+    shapes = {"dx": case.x.shape, "dgamma": case.gamma.shape, "dbeta": case.beta.shape}
+    for which, variants in mapping.items():
+        assert variants
+        assert all(np.shape(v) == shapes[which] for v in variants.values())

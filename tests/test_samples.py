@@ -1,0 +1,135 @@
+"""End to end: the instructor's round (`grader demo`) on the bundled sample class.
+
+Every test of every sample submission is checked against ``samples/expected.yaml``: full
+points unless the submission's mistake is listed as failing that test, then zero. The point
+values come from the solution notebooks' nbgrader metadata, never from the grader's output.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.course import Course
+from grader.demo import demo, describe
+from grader.grade import GradeOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "samples"))
+import generate  # noqa: E402  (samples/generate.py, not a package)
+
+pytestmark = pytest.mark.slow
+
+
+def graded_cells(assignment: str) -> dict[str, tuple[float, bool]]:
+    """grade_id -> (points, graded by a human) for every grade cell of the solution notebook."""
+    nb = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    cells = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            cells[meta["grade_id"]] = (float(meta["points"]), bool(meta.get("solution")))
+    return cells
+
+
+def expected_rows() -> dict[tuple[str, str, str], float | None]:
+    """(student, assignment, test) -> expected score.
+
+    A written answer awaits a human (None), except an unanswered one, which nbgrader scores 0.
+    """
+    rows = {}
+    for student, plan in generate.class_plan()["students"].items():
+        for assignment, spec in plan["assignments"].items():
+            fails = (spec or {}).get("fails", [])
+            cells = graded_cells(assignment)
+            unknown = set(fails) - set(cells) if fails != "all" else set()
+            assert not unknown, f"expected.yaml names unknown tests {unknown} of {assignment}"
+            for test, (points, manual) in cells.items():
+                failed = fails == "all" or test in fails
+                if manual:
+                    rows[student, assignment, test] = 0.0 if fails == "all" else None
+                else:
+                    rows[student, assignment, test] = 0.0 if failed else points
+    return rows
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    course = Course(course_dir=tmp_path_factory.mktemp("course"))
+    result = demo(course, ROOT / "samples" / "class", GradeOptions(workers=2), progress=False)
+    return course, result
+
+
+def test_samples_are_generated_from_the_current_release():
+    assert generate.stale_samples() == [], "samples/ is stale: run `make samples`"
+
+
+def test_every_sample_is_graded_without_error(outcome):
+    _, result = outcome
+    assert result.run.problems == []
+    assert [r for r in result.run.results if r.error] == []
+    students = {r.student for r in result.run.results}
+    assert students == set(generate.class_plan()["students"])
+    assert result.stale == []
+
+
+def test_every_test_of_every_sample_scores_as_expected(outcome):
+    _, result = outcome
+    with result.tests_csv.open() as f:
+        got = {
+            (r["student"], r["assignment"], r["test"]): float(r["score"]) if r["score"] else None
+            for r in csv.DictReader(f)
+        }
+    expected = expected_rows()
+    assert set(got) == set(expected)
+    wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+    assert wrong == {}, "(student, assignment, test): (got, expected)"
+
+
+def test_each_mistake_is_named_in_its_failure_message(outcome):
+    _, result = outcome
+    results = result.run.results
+    messages = {(r.student, r.assignment, t.grade_id): t.message for r in results for t in r.tests}
+    missing = {}
+    for student, plan in generate.class_plan()["students"].items():
+        for assignment, spec in plan["assignments"].items():
+            for test, words in ((spec or {}).get("hints") or {}).items():
+                message = messages[student, assignment, test]
+                if words not in message:
+                    missing[student, test] = message
+    assert missing == {}, "failure messages that do not name the mistake"
+
+
+def test_grades_csv_totals_the_points_and_counts_a_missing_submission_as_zero(outcome):
+    course, result = outcome
+    expected = {
+        (s, a): 0.0 for s in generate.class_plan()["students"] for a in course.assignments()
+    }
+    for (student, assignment, _), score in expected_rows().items():
+        expected[student, assignment] += score or 0.0
+    with result.grades_csv.open() as f:
+        got = {(r["student"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
+    assert got == expected
+
+
+def test_feedback_shows_hints_but_never_hidden_test_source(outcome):
+    _, result = outcome
+    assert result.feedback, "no feedback written"
+    carol = [p for p in result.feedback if "carol_eps_outside_sqrt" in str(p)]
+    assert carol and "eps is added outside the square root" in carol[0].read_text()
+    for page in result.feedback:
+        html = page.read_text()
+        assert "_hidden(" not in html, f"{page} shows a hidden check call"
+        assert "BEGIN HIDDEN TESTS" not in html
+
+
+def test_demo_report_names_every_student_and_where_the_feedback_is(outcome):
+    course, result = outcome
+    text = describe(course, result)
+    for student in generate.class_plan()["students"]:
+        assert student in text
+    assert str(course.course_dir / "feedback") in text

@@ -1,0 +1,117 @@
+"""Small matplotlib helpers the lessons draw with.
+
+Each helper draws one kind of figure through pyplot (so Jupyter's inline backend shows it at
+the end of the cell) and returns the ``Figure``; a caller that is done with it may
+``plt.close(fig)``. Helpers that accept ``ax`` draw into an existing axes instead, which lets
+a notebook combine panels or redraw inside an ipywidgets callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def activation_histograms(
+    activations: Sequence[np.ndarray],
+    *,
+    titles: Sequence[str] | None = None,
+    bins: int = 40,
+    value_range: tuple[float, float] | None = None,
+    suptitle: str | None = None,
+    panel_width: float = 1.6,
+) -> Figure:
+    """One small histogram per layer, in a row: how the distribution changes with depth.
+
+    activations: L arrays of any shape (all entries of a layer are pooled into one histogram).
+    titles: L panel titles (default "layer 1" ... "layer L", with the std of the layer).
+    value_range: a common x range for every panel (e.g. (-1, 1) for tanh); None lets each
+    panel fit its own data, so a layer whose values shrank is still visible.
+    Returns the Figure, with L axes. Raises ValueError for an empty list or a title count
+    that differs from L.
+    """
+    if len(activations) == 0:
+        raise ValueError("activation_histograms needs at least one layer")
+    if titles is not None and len(titles) != len(activations):
+        raise ValueError(f"{len(titles)} titles for {len(activations)} layers")
+    count = len(activations)
+    # A fixed layout rather than "constrained": it renders twice as fast, which matters for
+    # a lesson that draws several of these rows.
+    fig, axes = plt.subplots(1, count, figsize=(panel_width * count + 0.6, 2.2), squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.15, top=0.68, wspace=0.12)
+    for i, (ax, values) in enumerate(zip(axes[0], activations, strict=True)):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        ax.hist(values, bins=bins, range=value_range, density=True, color="tab:blue")
+        ax.set_title(
+            titles[i] if titles is not None else f"layer {i + 1}\nstd {values.std():.2g}",
+            fontsize=8,
+        )
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def layer_statistic_plot(
+    series: Mapping[str, Sequence[float]],
+    *,
+    ylabel: str,
+    title: str | None = None,
+    logy: bool = False,
+    reference: float | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """A line per series of one per-layer statistic against the layer number (1 ... L).
+
+    series: {legend label: L values}; series may differ in length. logy: a log y axis (for a
+    std that vanishes or explodes). reference: a dashed horizontal line (e.g. the input's std).
+    ax: draw into this axes instead of a new figure. Returns the Figure drawn into.
+    Raises ValueError for no series.
+    """
+    if not series:
+        raise ValueError("layer_statistic_plot needs at least one series")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.2), layout="constrained")
+    for label, values in series.items():
+        values = np.asarray(values, dtype=np.float64)
+        ax.plot(np.arange(1, values.size + 1), values, marker="o", markersize=3, label=label)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return ax.figure
+
+
+def before_after_histograms(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    labels: tuple[str, str] = ("before", "after"),
+    bins: int = 40,
+    title: str | None = None,
+) -> Figure:
+    """Two histograms side by side: the same quantity before and after a transformation.
+
+    before, after: arrays of any shape (all entries pooled). Each panel's title gives the
+    label, the mean and the std, so a learner can read the change off the figure.
+    Returns the Figure, with 2 axes.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), layout="constrained")
+    for ax, values, label in zip(axes, (before, after), labels, strict=True):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        ax.hist(values, bins=bins, density=True, color="tab:blue")
+        ax.set_title(f"{label}\nmean {values.mean():.3g}, std {values.std():.3g}", fontsize=9)
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -1,0 +1,71 @@
+"""PyTorch references in float64: the oracle every check compares a learner's numpy code with.
+
+One function per reference; numpy arrays in, numpy arrays out (float64). Nothing here is
+ever shown to a learner as a solution: it only calls PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def as_tensor(array, requires_grad: bool = False) -> torch.Tensor:
+    """A float64 tensor holding a private copy of ``array`` (safe for read-only inputs)."""
+    return torch.tensor(np.array(array, dtype=np.float64), requires_grad=requires_grad)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of ``tensor`` (detached)."""
+    return tensor.detach().numpy().astype(np.float64, copy=True)
+
+
+def batch_statistics_reference(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature batch mean and biased variance of x (N, D): two arrays of shape (D,)."""
+    var, mean = torch.var_mean(as_tensor(x), dim=0, correction=0)
+    return to_numpy(mean), to_numpy(var)
+
+
+def batchnorm_statistics_reference(x, eps: float = 1e-5) -> dict[str, np.ndarray]:
+    """What a batchnorm forward caches about x (N, D): "mean", "var" (biased), "inv_std"
+    (all (D,)) and "x_hat" (N, D), the normalized x."""
+    xt = as_tensor(x)
+    var, mean = torch.var_mean(xt, dim=0, correction=0)
+    x_hat = F.batch_norm(xt, None, None, training=True, eps=eps)
+    return {
+        "mean": to_numpy(mean),
+        "var": to_numpy(var),
+        "inv_std": to_numpy(torch.rsqrt(var + eps)),
+        "x_hat": to_numpy(x_hat),
+    }
+
+
+def _batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float):
+    """Training-mode batch norm of x (N, D) or (N, C, ...) with per-feature gamma and beta."""
+    return F.batch_norm(x, None, None, weight=gamma, bias=beta, training=True, eps=eps)
+
+
+def batchnorm_forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
+    """``F.batch_norm(training=True)`` of x (N, D) with gamma, beta (D,): out of shape (N, D).
+
+    The batch statistics are the per-feature mean and the biased variance, eps inside the
+    square root. Raises ValueError for N=1 (PyTorch refuses a batch of one in training).
+    """
+    with torch.no_grad():
+        out = _batch_norm(as_tensor(x), as_tensor(gamma), as_tensor(beta), eps)
+    return to_numpy(out)
+
+
+def batchnorm_gradients_reference(
+    x, gamma, beta, dout, eps: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Autograd gradients of ``sum(batch_norm(x, gamma, beta) * dout)``.
+
+    x, dout: (N, D); gamma, beta: (D,). Returns (dx (N, D), dgamma (D,), dbeta (D,)).
+    """
+    xt = as_tensor(x, requires_grad=True)
+    gt = as_tensor(gamma, requires_grad=True)
+    bt = as_tensor(beta, requires_grad=True)
+    _batch_norm(xt, gt, bt, eps).backward(as_tensor(dout))
+    return to_numpy(xt.grad), to_numpy(gt.grad), to_numpy(bt.grad)
