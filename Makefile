@@ -22,10 +22,11 @@ demo: $(VENV)/.installed  ## build the release, grade samples/, print grades, wr
 lab: $(VENV)/.installed  ## open JupyterLab on the student notebooks
 	$(BIN)/jupyter lab notebooks/
 
-test: $(VENV)/.installed  ## lint, build check, and the whole test suite
+test: $(VENV)/.installed  ## lint, release check, validation of every lesson, the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m grader build --check
+	$(BIN)/python -m grader validate
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed  ## the test suite without the slow (notebook-executing) tests

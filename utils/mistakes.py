@@ -121,10 +121,16 @@ def forward_mistakes(case: Case) -> dict[str, np.ndarray]:
 
 
 def statistics_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
-    """Known-wrong per-feature "var" and "inv_std" (D,) on ``case``."""
+    """Known-wrong per-feature "var" and "inv_std" (D,), and "x_hat" (N, D), on ``case``."""
+    ones, zeros = np.ones_like(case.gamma), np.zeros_like(case.beta)
     with _quietly():
         var = case.x.var(axis=0)
         return {
+            "x_hat": {  # the normalization mistakes, seen before gamma and beta apply
+                description: wrong(case.x, ones, zeros, case.eps)
+                for description, wrong in FORWARD_MISTAKES.items()
+                if "gamma" not in description and "beta" not in description
+            },
             "var": {
                 "the variance is the unbiased one (ddof=1, divided by N - 1); batch norm uses "
                 "the biased one (divided by N)": case.x.var(axis=0, ddof=1),
