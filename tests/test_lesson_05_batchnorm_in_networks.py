@@ -1,0 +1,418 @@
+"""Lesson 05: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Every planted bug must lose the points of its exercise's grade cell, and where the diagnosis
+should name the mistake, the failure message must contain the expected hint. An independently
+written correct implementation keeps full points; calling PyTorch loses them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+BUILD = ["test_build_mlp"]
+STEP = ["test_train_step"]
+ACCURACY = ["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("05_batchnorm_in_networks")
+
+
+def _code_grade_ids(nb) -> list[str]:
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    ]
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    grade_ids = _code_grade_ids(nb)
+    outcomes = nb.run_tests(grade_ids)
+    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    assert set(grade_ids) == {*BUILD, *STEP, *ACCURACY, "test_answer_q1", "test_answer_q2"}
+
+
+def test_points_are_as_announced(nb):
+    assert [nb.points(g) for g in (*BUILD, *STEP, *ACCURACY)] == [3, 4, 2]
+    assert nb.points("written_claims") == 3
+
+
+def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
+    for grade_id in ("build_mlp", "train_step", "accuracy"):
+        tail = nb.cell_source(grade_id).split("### END SOLUTION", 1)[1]
+        assert tail.strip().startswith("return "), grade_id
+
+
+def test_the_experiments_show_what_the_text_says(nb):
+    ns = nb.namespace
+    # 5.2: the plain network diverges at a rate where the BatchNorm network still trains
+    lr_plain, lr_bn = ns["lr_acc"][False], ns["lr_acc"][True]
+    assert any(p < 0.2 and b > 0.9 for p, b in zip(lr_plain, lr_bn, strict=True))
+    # 5.3: BatchNorm trains at every init scale, the plain network does not
+    assert min(ns["init_acc"][True]) > 0.5 and min(ns["init_acc"][False]) < 0.2
+    # 5.4: the bias before BatchNorm gets no gradient beyond rounding
+    assert ns["largest_bias_grad"] < 1e-12 < ns["largest_weight_grad"]
+    # 5.5: the noise falls with the batch size
+    assert all(a > b for a, b in zip(ns["spread"], ns["spread"][1:], strict=False))
+    # 5.6: sorted batches in training mode collapse, eval mode does not
+    assert ns["results"]["train mode, sorted, 45"] < 0.5 < ns["results"]["eval mode (correct)"]
+
+
+# --- build_mlp ----------------------------------------------------------------------------------
+
+_BUILD_TEMPLATE = """
+def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
+    layers = []
+    pairs = list(zip(dims[:-1], dims[1:]))
+    for i, (d_in, d_out) in enumerate(pairs):
+        last = i == len(pairs) - 1
+{body}
+    return layers
+"""
+
+
+def _build_with(body: str) -> str:
+    indented = "\n".join("        " + line for line in body.strip().splitlines())
+    return _BUILD_TEMPLATE.format(body=indented)
+
+
+BUILD_BUGS = {
+    "after the ReLU": _build_with("""
+layers.append(Linear(d_in, d_out, rng, bias=last or not use_bn, init_scale=init_scale))
+if not last:
+    layers.append(ReLU())
+    if use_bn:
+        layers.append(BatchNorm1d(d_out))
+"""),
+    "keeps its bias although BatchNorm1d follows": _build_with("""
+layers.append(Linear(d_in, d_out, rng, init_scale=init_scale))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "has no bias, but no BatchNorm1d follows": _build_with("""
+layers.append(Linear(d_in, d_out, rng, bias=not use_bn, init_scale=init_scale))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "must be a plain Linear": _build_with("""
+layers.append(Linear(d_in, d_out, rng, bias=not use_bn, init_scale=init_scale))
+layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "use_bn=False, but": _build_with("""
+layers.append(Linear(d_in, d_out, rng, bias=last, init_scale=init_scale))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()]
+"""),
+    "use_bn=True, but there is no BatchNorm1d": _build_with("""
+layers.append(Linear(d_in, d_out, rng, init_scale=init_scale))
+if not last:
+    layers.append(ReLU())
+"""),
+    "init_scale was not passed": _build_with("""
+layers.append(Linear(d_in, d_out, rng, bias=last or not use_bn))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "give every Linear the rng": _build_with("""
+layers.append(Linear(d_in, d_out, np.random.default_rng(i), bias=last or not use_bn,
+                     init_scale=init_scale))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "weight of shape": _build_with("""
+layers.append(Linear(d_out, d_in, rng, bias=last or not use_bn, init_scale=init_scale))
+if not last:
+    layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+"""),
+    "create the layers in order": """
+def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
+    # the output layer is created first, so it takes the first random numbers
+    out = Linear(dims[-2], dims[-1], rng, init_scale=init_scale)
+    layers = []
+    for d_in, d_out in zip(dims[:-2], dims[1:-1]):
+        layers.append(Linear(d_in, d_out, rng, bias=not use_bn, init_scale=init_scale))
+        layers += [BatchNorm1d(d_out), ReLU()] if use_bn else [ReLU()]
+    return layers + [out]
+""",
+}
+"""substring of the expected failure message -> planted bug."""
+
+
+@pytest.mark.parametrize("hint", list(BUILD_BUGS))
+def test_build_mlp_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(BUILD, code=BUILD_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_independent_build_mlp_keeps_the_points(nb):
+    code = """
+def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
+    *hidden, output = [(dims[k], dims[k + 1]) for k in range(len(dims) - 1)]
+    layers = []
+    for fan_in, fan_out in hidden:
+        block = [Linear(fan_in, fan_out, rng, bias=not use_bn, init_scale=init_scale)]
+        if use_bn:
+            block.append(BatchNorm1d(fan_out))
+        layers.extend(block + [ReLU()])
+    return layers + [Linear(*output, rng, init_scale=init_scale)]
+"""
+    assert nb.score(BUILD, code=code) == 3
+
+
+def test_torch_in_build_mlp_loses_the_points(nb):
+    code = """
+import torch
+
+_solution = build_mlp
+
+
+def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
+    torch.manual_seed(0)
+    return _solution(dims, use_bn, rng, init_scale)
+"""
+    (outcome,) = nb.run_tests(BUILD, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- train_step ---------------------------------------------------------------------------------
+
+_STEP_TEMPLATE = """
+def train_step(layers, x, y, lr):
+{mode}
+    out = x
+    for layer in layers:
+        out = layer.forward(out)
+    loss, grad = softmax_cross_entropy(out, y)
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+{update}
+    return loss
+"""
+_TRAIN = """
+    for layer in layers:
+        layer.train()
+"""
+_UPDATE = """
+    for layer in layers:
+        for p in layer.parameters():
+            p.data -= {step}
+"""
+
+
+def _step_with(mode: str = _TRAIN, step: str = "lr * p.grad", update: str = _UPDATE) -> str:
+    return _STEP_TEMPLATE.format(mode=mode.rstrip(), update=update.format(step=step).rstrip())
+
+
+STEP_BUGS = {
+    "wrong sign": _step_with(step="-lr * p.grad"),
+    "learning rate was not applied": _step_with(step="p.grad"),
+    "stayed in evaluation mode": _step_with(mode=""),
+    "gamma and beta were not updated": _step_with(
+        update="""
+    for layer in layers:
+        if isinstance(layer, Linear):
+            for p in layer.parameters():
+                p.data -= lr * p.grad
+"""
+    ),
+    "Linear layers were not updated": _step_with(
+        update="""
+    for layer in layers:
+        if not isinstance(layer, Linear):
+            for p in layer.parameters():
+                p.data -= lr * p.grad
+"""
+    ),
+    "after the update": _step_with(
+        update="""
+    for layer in layers:
+        for p in layer.parameters():
+            p.data -= lr * p.grad
+    out = x
+    for layer in layers:
+        out = layer.eval().forward(out)
+    loss = softmax_cross_entropy(out, y)[0]
+"""
+    ),
+    "the updated parameters": _step_with(step="lr * p.grad / len(x)"),  # a second 1/N
+    "the returned loss": """
+def train_step(layers, x, y, lr):
+    for layer in layers:
+        layer.train()
+    out = x
+    for layer in layers:
+        out = layer.forward(out)
+    loss, grad = softmax_cross_entropy(out, y)
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    for layer in layers:
+        for p in layer.parameters():
+            p.data -= lr * p.grad
+    return loss * len(x)  # the summed loss
+""",
+}
+"""substring of the expected failure message -> planted bug."""
+
+
+@pytest.mark.parametrize("hint", list(STEP_BUGS))
+def test_train_step_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(STEP, code=STEP_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_backward_in_forward_order_loses_the_points(nb):
+    code = _STEP_TEMPLATE.format(mode=_TRAIN.rstrip(), update=_UPDATE.format(step="lr * p.grad"))
+    code = code.replace("reversed(layers)", "layers")
+    (outcome,) = nb.run_tests(STEP, code=code)
+    assert not outcome.passed
+
+
+def test_independent_train_step_keeps_the_points(nb):
+    # Each layer is updated right after its own backward: its backward has already used the
+    # old weights for dx, so this interleaved order is correct too.
+    code = """
+def train_step(layers, x, y, lr):
+    activations = [x]
+    for layer in layers:
+        layer.training = True
+        activations.append(layer(activations[-1]))
+    loss, upstream = softmax_cross_entropy(activations[-1], y)
+    for layer in layers[::-1]:
+        upstream = layer.backward(upstream)
+        for parameter in layer.parameters():
+            parameter.data = parameter.data - lr * parameter.grad
+    return float(loss)
+"""
+    assert nb.score(STEP, code=code) == 4
+
+
+def test_torch_in_train_step_loses_the_points(nb):
+    code = """
+import torch
+import torch.nn.functional as F
+
+_solution = train_step
+
+
+def train_step(layers, x, y, lr):
+    loss = _solution(layers, x, y, lr)
+    return F.relu(torch.tensor(loss)).item()
+"""
+    (outcome,) = nb.run_tests(STEP, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- accuracy -----------------------------------------------------------------------------------
+
+_ACCURACY_TEMPLATE = """
+def _predict(layers, x):
+    for layer in layers:
+        x = layer.forward(x)
+    return x.argmax(axis=1)
+
+
+def accuracy(layers, x, y, batch_size=256):
+{mode}
+    pieces = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    hits = [_predict(layers, xb) == yb for xb, yb in pieces]
+    return {result}
+"""
+_EVAL = """
+    for layer in layers:
+        layer.eval()
+"""
+_CORRECT_RESULT = "np.concatenate(hits).mean()"
+
+
+def _accuracy_with(mode: str = _EVAL, result: str = _CORRECT_RESULT) -> str:
+    return _ACCURACY_TEMPLATE.format(mode=mode.rstrip() or "    pass", result=result)
+
+
+ACCURACY_BUGS = {
+    "still in training mode": _accuracy_with(mode=""),
+    "per-batch accuracies": _accuracy_with(result="np.mean([h.mean() for h in hits])"),
+    "incomplete batch was left out": _accuracy_with(
+        result="np.concatenate([h for h in hits if len(h) == batch_size]).mean()"
+    ),
+    "only the first batch": _accuracy_with(result="hits[0].mean()"),
+    "a percentage instead": _accuracy_with(result="100 * np.concatenate(hits).mean()"),
+    "the number of correct predictions": _accuracy_with(result="np.concatenate(hits).sum()"),
+    "changed the BatchNorm running statistics": _accuracy_with(
+        mode="""
+    for layer in layers:
+        layer.train()
+    _predict(layers, x[:8])  # a "warm-up" pass in training mode
+    for layer in layers:
+        layer.eval()
+"""
+    ),
+}
+"""substring of the expected failure message -> planted bug."""
+
+
+@pytest.mark.parametrize("hint", list(ACCURACY_BUGS))
+def test_accuracy_bugs_lose_the_points(nb, hint):
+    (outcome,) = nb.run_tests(ACCURACY, code=ACCURACY_BUGS[hint])
+    assert not outcome.passed
+    assert hint in outcome.message
+
+
+def test_independent_accuracy_keeps_the_points(nb):
+    code = """
+def accuracy(layers, x, y, batch_size=256):
+    for layer in layers:
+        layer.train(False)
+    chunks = np.array_split(np.arange(len(x)), max(1, -(-len(x) // batch_size)))
+    predictions = []
+    for rows in chunks:
+        out = x[rows]
+        for layer in layers:
+            out = layer(out)
+        predictions.extend(np.argmax(out, axis=1).tolist())
+    return float(np.count_nonzero(np.array(predictions) == y)) / len(y)
+"""
+    assert nb.score(ACCURACY, code=code) == 2
+
+
+def test_torch_in_accuracy_loses_the_points(nb):
+    code = """
+import torch
+
+_solution = accuracy
+
+
+def accuracy(layers, x, y, batch_size=256):
+    return torch.tensor(_solution(layers, x, y, batch_size)).item()
+"""
+    (outcome,) = nb.run_tests(ACCURACY, code=code)
+    assert not outcome.passed
+    assert "PyTorch" in outcome.message
+
+
+# --- knowledge check -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("grade_id", "name"), [("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")]
+)
+def test_every_wrong_or_malformed_answer_loses_the_point(nb, grade_id, name):
+    key = nb.namespace[name]
+    for answer in ("a", "b", "c", "d", "B", "", None):
+        (outcome,) = nb.run_tests([grade_id], **{name: answer})
+        assert outcome.passed == (answer == key), answer
+
+
+def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb):
+    for grade_id in ("test_answer_q1", "test_answer_q2"):
+        visible = nb.cell_source(grade_id).split("### BEGIN HIDDEN TESTS")[0]
+        assert "==" not in visible

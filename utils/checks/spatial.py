@@ -1,0 +1,554 @@
+"""Checks for lesson 06: spatial batch normalization of convolutional feature maps.
+
+x has shape (N, C, H, W); gamma and beta one value per channel, (C,). Each channel is
+normalized with the mean and the biased variance of its N * H * W values. The module has four
+sections: the PyTorch references (F.batch_norm on 4-D input, autograd), the known-wrong
+variants used to name a mistake, the seeded cases, and the checks the notebook's grade cells
+call. As everywhere in the course, the learner's functions run through ``call_without_torch``,
+gradients are checked against autograd and against centered differences of the learner's own
+forward, and a failure message names the case and, where it can, the mistake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils import mistakes, reference
+from utils.cases import Case, make_case
+from utils.checks.batchnorm import STEP_PER_SPREAD, _on_cases, _unchanged, run_forward
+from utils.diagnose import (
+    FINITE_DIFFERENCE,
+    MATCH,
+    TIGHT,
+    CheckFailure,
+    as_float_array,
+    assert_close,
+)
+from utils.diagnose import report as report_line
+from utils.gradcheck import numerical_gradient, relative_error
+from utils.guard import call_without_torch
+
+CHANNEL_AXES = (0, 2, 3)
+"""The axes a channel's statistics are taken over: the batch and both spatial axes."""
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__name__", "your function")
+
+
+# --- PyTorch references ------------------------------------------------------------------------
+
+
+def channels_to_rows_reference(x) -> np.ndarray:
+    """x (N, C, H, W) as a matrix (N*H*W, C): one row per position (n, h, w) in C order."""
+    xt = reference.as_tensor(x)
+    return reference.to_numpy(xt.permute(0, 2, 3, 1).reshape(-1, xt.shape[1]))
+
+
+def rows_to_channels_reference(rows, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """The inverse of ``channels_to_rows_reference``: rows (N*H*W, C) back to ``shape``."""
+    n, c, h, w = shape
+    return reference.to_numpy(reference.as_tensor(rows).reshape(n, h, w, c).permute(0, 3, 1, 2))
+
+
+def spatial_forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
+    """``F.batch_norm(training=True)`` of x (N, C, H, W) with gamma, beta (C,): (N, C, H, W)."""
+    with torch.no_grad():
+        out = F.batch_norm(
+            reference.as_tensor(x),
+            None,
+            None,
+            reference.as_tensor(gamma),
+            reference.as_tensor(beta),
+            training=True,
+            eps=eps,
+        )
+    return reference.to_numpy(out)
+
+
+def spatial_gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
+    """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dout)`` for 4-D x.
+
+    Returns (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
+    """
+    xt, gt, bt = (reference.as_tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(reference.as_tensor(dout))
+    return reference.to_numpy(xt.grad), reference.to_numpy(gt.grad), reference.to_numpy(bt.grad)
+
+
+# --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+
+def _unrows(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    n, c, h, w = shape
+    return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def _lifted(forward_2d: Callable) -> Callable:
+    """A lesson-02 forward variant applied to the rows, as the reshape route would."""
+    return lambda x, g, b, eps: _unrows(forward_2d(_rows(x), g, b, eps), x.shape)
+
+
+def _over(axes, ddof: int = 0) -> Callable:
+    """The forward with statistics over ``axes`` instead of (0, 2, 3)."""
+
+    def forward(x, gamma, beta, eps):
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, ddof=ddof, keepdims=True)
+        x_hat = (x - mean) / np.sqrt(var + eps)
+        return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+
+    return forward
+
+
+def _correct_2d(x, gamma, beta, eps):
+    return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
+
+
+def forward_reshape_without_transpose(x, gamma, beta, eps):
+    return _correct_2d(x.reshape(-1, x.shape[1]), gamma, beta, eps).reshape(x.shape)
+
+
+def forward_reshape_in_without_transpose(x, gamma, beta, eps):
+    """x.reshape(-1, C) going in, but the correct way back."""
+    return _unrows(_correct_2d(x.reshape(-1, x.shape[1]), gamma, beta, eps), x.shape)
+
+
+def forward_back_without_transpose(x, gamma, beta, eps):
+    return _correct_2d(_rows(x), gamma, beta, eps).reshape(x.shape)
+
+
+def _dividing_sums_by_n(mean_too: bool) -> Callable:
+    """The forward whose variance (and, if ``mean_too``, mean) divides a sum over (0, 2, 3)
+    by N = x.shape[0] instead of by N * H * W."""
+
+    def forward(x, gamma, beta, eps):
+        n = x.shape[0]
+        total = x.sum(axis=CHANNEL_AXES, keepdims=True)
+        mean = total / n if mean_too else x.mean(axis=CHANNEL_AXES, keepdims=True)
+        var = ((x - mean) ** 2).sum(axis=CHANNEL_AXES, keepdims=True) / n
+        x_hat = (x - mean) / np.sqrt(var + eps)
+        return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+
+    return forward
+
+
+def forward_affine_along_width(x, gamma, beta, eps):
+    """gamma * x_hat with gamma (C,) broadcasts along W; only runs when W == C."""
+    if x.shape[3] != x.shape[1]:
+        return None
+    x_hat = (x - x.mean(axis=CHANNEL_AXES, keepdims=True)) / np.sqrt(
+        x.var(axis=CHANNEL_AXES, keepdims=True) + eps
+    )
+    return gamma * x_hat + beta
+
+
+_ROUTE_HINT = "transpose to (N, H, W, C) first, e.g. x.transpose(0, 2, 3, 1).reshape(-1, C)"
+
+FORWARD_MISTAKES = {
+    "the statistics are taken per position over the batch only (axis=0); a channel's "
+    "statistics run over the batch and all positions, axis=(0, 2, 3)": _over(0),
+    "the statistics are taken over the batch and the channels (axis=(0, 1)); they are per "
+    "channel, over axis=(0, 2, 3)": _over((0, 1)),
+    "the statistics are taken per example and channel (axis=(2, 3), instance norm); batch "
+    "norm also averages over the batch, axis=(0, 2, 3)": _over((2, 3)),
+    "the statistics are taken per example over (1, 2, 3) (layer norm); batch norm uses "
+    "axis=(0, 2, 3)": _over((1, 2, 3)),
+    "the statistics are taken over the whole array; they are per channel, axis=(0, 2, 3)": (
+        _over(None)
+    ),
+    f"x was reshaped to (-1, C) without moving the channel axis last, which mixes channels "
+    f"in every row: {_ROUTE_HINT}": forward_reshape_without_transpose,
+    f"x was reshaped to (-1, C) without moving the channel axis last (the way back is right, "
+    f"but the rows mixed channels): {_ROUTE_HINT}": forward_reshape_in_without_transpose,
+    "the rows were put back with reshape alone; reshape them to (N, H, W, C) and transpose "
+    "with (0, 3, 1, 2)": forward_back_without_transpose,
+    "the sums over (0, 2, 3) are divided by N instead of by N * H * W, the number of values "
+    "of a channel": _dividing_sums_by_n(mean_too=True),
+    "the variance's sum over (0, 2, 3) is divided by N instead of by N * H * W, the number of "
+    "values of a channel": _dividing_sums_by_n(mean_too=False),
+    "gamma and beta of shape (C,) were broadcast along the last axis (W); reshape them to "
+    "(1, C, 1, 1)": forward_affine_along_width,
+    "the variance is the unbiased one (ddof=1, divided by N*H*W - 1); batch norm uses the "
+    "biased one (divided by N*H*W)": _over(CHANNEL_AXES, ddof=1),
+    "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps": _lifted(
+        mistakes.forward_eps_outside_sqrt
+    ),
+    "eps is missing: divide by sqrt(var + eps)": _lifted(mistakes.forward_without_eps),
+    "(x - mean) is divided by (var + eps) instead of by its square root": _lifted(
+        mistakes.forward_divides_by_variance
+    ),
+    "gamma and beta are swapped: out = gamma * x_hat + beta": _lifted(
+        mistakes.forward_gamma_beta_swapped
+    ),
+    "gamma and beta are not applied: out = gamma * x_hat + beta": _lifted(
+        mistakes.forward_without_gamma_and_beta
+    ),
+    "eps is fixed at 1e-5 instead of using the eps argument": _lifted(mistakes.forward_default_eps),
+}
+"""description -> wrong forward(x, gamma, beta, eps) of 4-D x (None where it cannot run)."""
+
+
+def forward_mistakes(case: Case) -> dict[str, np.ndarray]:
+    """Every known-wrong spatial forward output on ``case`` that can be computed."""
+    with np.errstate(all="ignore"):
+        outputs = {
+            d: f(case.x, case.gamma, case.beta, case.eps) for d, f in FORWARD_MISTAKES.items()
+        }
+    return {d: out for d, out in outputs.items() if out is not None}
+
+
+def _closed_form_dx(x, gamma, dout, eps, axes=CHANNEL_AXES, count=None):
+    """The closed-form dx with sums over ``axes`` divided by ``count`` (default: their size)."""
+    mean = x.mean(axis=CHANNEL_AXES, keepdims=True)
+    inv_std = 1 / np.sqrt(x.var(axis=CHANNEL_AXES, keepdims=True) + eps)
+    x_hat = (x - mean) * inv_std
+    dx_hat = dout * gamma.reshape(1, -1, 1, 1)
+    total = np.sum(dx_hat, axis=axes, keepdims=True)
+    m = count if count is not None else dx_hat.size // total.size
+    total = total + x_hat * np.sum(dx_hat * x_hat, axis=axes, keepdims=True)
+    return inv_std / m * (m * dx_hat - total)
+
+
+def _lifted_dx(dx_2d: Callable) -> Callable:
+    return lambda x, g, dout, eps: _unrows(dx_2d(_rows(x), g, _rows(dout), eps), x.shape)
+
+
+def _correct_dx_2d(x, gamma, dout, eps):
+    x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
+    dx_hat = dout * gamma
+    n = len(x)
+    return (n * dx_hat - dx_hat.sum(0) - x_hat * (dx_hat * x_hat).sum(0)) / (
+        n * np.sqrt(x.var(axis=0) + eps)
+    )
+
+
+def dx_dout_reshaped_without_transpose(x, gamma, dout, eps):
+    return _unrows(_correct_dx_2d(_rows(x), gamma, dout.reshape(-1, x.shape[1]), eps), x.shape)
+
+
+def dx_back_without_transpose(x, gamma, dout, eps):
+    return _correct_dx_2d(_rows(x), gamma, _rows(dout), eps).reshape(x.shape)
+
+
+DX_MISTAKES = {
+    "the sums in dx run over the batch axis only (axis=0); they run over axis=(0, 2, 3)": (
+        lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, axes=0)
+    ),
+    "the sums in dx are divided by N instead of by N * H * W, the number of values of a "
+    "channel": lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, count=x.shape[0]),
+    "the sums in dx run over the channels (axis=1) instead of over axis=(0, 2, 3)": (
+        lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, axes=1)
+    ),
+    f"dout was reshaped to (-1, C) without moving the channel axis last: {_ROUTE_HINT}": (
+        dx_dout_reshaped_without_transpose
+    ),
+    "the rows of dx were put back with reshape alone; reshape them to (N, H, W, C) and "
+    "transpose with (0, 3, 1, 2)": dx_back_without_transpose,
+    "dx is missing the mean term (the -sum(dx_hat) / (N*H*W) that flows through the mean)": (
+        _lifted_dx(mistakes.dx_without_mean_term)
+    ),
+    "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / (N*H*W) that flows "
+    "through the variance)": _lifted_dx(mistakes.dx_without_variance_term),
+    "the mean and variance are treated as constants (dx = gamma * inv_std * dout); they "
+    "depend on x too": _lifted_dx(mistakes.dx_with_constant_statistics),
+    "dx forgets gamma: dx_hat = dout * gamma, not dout": _lifted_dx(mistakes.dx_without_gamma),
+    "the backward uses the unbiased variance (N*H*W - 1); the forward divides by N*H*W": (
+        _lifted_dx(mistakes.dx_with_unbiased_variance)
+    ),
+    "the backward drops eps (1 / sqrt(var) instead of 1 / sqrt(var + eps))": _lifted_dx(
+        mistakes.dx_without_eps
+    ),
+}
+"""description -> wrong dx(x, gamma, dout, eps) of 4-D x and dout."""
+
+
+def backward_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
+    """Known-wrong dx (N, C, H, W), dgamma and dbeta (C,) on ``case``."""
+    x, gamma, dout, eps = case.x, case.gamma, case.dout, case.eps
+    c = x.shape[1]
+    with np.errstate(all="ignore"):
+        wrong_dx = {d: f(x, gamma, dout, eps) for d, f in DX_MISTAKES.items()}
+        x_hat = (x - x.mean(axis=CHANNEL_AXES, keepdims=True)) / np.sqrt(
+            x.var(axis=CHANNEL_AXES, keepdims=True) + eps
+        )
+    sum_dout, sum_dout_x_hat = dout.sum(axis=CHANNEL_AXES), (dout * x_hat).sum(axis=CHANNEL_AXES)
+    scrambled = "was summed after reshape(-1, C) without moving the channel axis last"
+    return {
+        "dx": wrong_dx,
+        "dgamma": {
+            "dgamma is sum(dout): the x_hat factor is missing, or dgamma and dbeta are "
+            "swapped": sum_dout,
+            "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat) over (0, 2, 3)": (
+                (dout * x).sum(axis=CHANNEL_AXES)
+            ),
+            f"dgamma {scrambled}": (dout * x_hat).reshape(-1, c).sum(axis=0),
+            "dgamma averages over the positions; it is the sum over (0, 2, 3)": (
+                (dout * x_hat).mean(axis=(2, 3)).sum(axis=0)
+            ),
+        },
+        "dbeta": {
+            "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped": sum_dout_x_hat,
+            "dbeta averages dout; it is the sum over (0, 2, 3)": dout.mean(axis=CHANNEL_AXES),
+            f"dbeta {scrambled}": dout.reshape(-1, c).sum(axis=0),
+        },
+    }
+
+
+# --- cases -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelsLastCase(Case):
+    """A case whose x is an (N, C, H, W) view of an array stored as (N, H, W, C)."""
+
+    def fresh(self) -> ChannelsLastCase:
+        copy = super().fresh()
+        return dataclasses.replace(copy, x=channels_last_view(self.x))
+
+
+def channels_last_view(x: np.ndarray) -> np.ndarray:
+    """A copy of x (N, C, H, W), stored channels-last (NHWC) and seen through a transposed,
+    non-contiguous (N, C, H, W) view. Always a copy, never memory shared with x."""
+    return np.array(x.transpose(0, 2, 3, 1), order="C").transpose(0, 3, 1, 2)
+
+
+VISIBLE_SHAPE = (2, 3, 2, 2)
+
+HIDDEN_SHAPES = (
+    (2, 3, 2, 3),  # W == C: gamma of shape (C,) broadcast along W runs without an error
+    (3, 2, 3, 1),  # H != W, W = 1
+    (1, 3, 2, 2),  # a batch of one: legal here, each channel still has H * W values
+    (4, 1, 3, 2),  # a single channel
+    (5, 3, 1, 1),  # 1 x 1 maps: the same as lesson 02's batch norm
+)
+
+SPECIAL_SHAPE = (2, 3, 3, 2)
+
+
+def visible_case() -> Case:
+    """The small fixed case of the visible checks: x of shape (2, 3, 2, 2)."""
+    return make_case(VISIBLE_SHAPE, 2015, f"visible case, x of shape {VISIBLE_SHAPE}")
+
+
+def hidden_cases(seed: int = 60_606) -> list[Case]:
+    """One random case per shape of HIDDEN_SHAPES, then on SPECIAL_SHAPE: gamma/beta far from
+    1/0, a large offset, a near-constant channel, a channels-last view, an F-ordered and a
+    strided x, and a non-default eps."""
+    cases = [
+        make_case(shape, seed + i, f"random x of shape {shape}")
+        for i, shape in enumerate(HIDDEN_SHAPES)
+    ]
+    special = [
+        ("gamma and beta far from 1 and 0", {"far_affine": True}),
+        ("large mean offset (1e4)", {"offset": 1e4}),
+        ("a near-constant channel (variance ~1e-7)", {"near_constant": True}),
+        ("non-contiguous x (a transposed view)", {"layout": "transposed"}),
+        ("non-contiguous x (every other column of a wider array)", {"layout": "strided"}),
+        ("eps=1e-3 passed as an argument", {"eps": 1e-3}),
+    ]
+    for k, (label, options) in enumerate(special, start=len(cases)):
+        cases.append(make_case(SPECIAL_SHAPE, seed + k, label, **options))
+    nhwc = make_case(SPECIAL_SHAPE, seed + len(cases), "non-contiguous x (a channels-last view)")
+    cases.append(ChannelsLastCase(**{**vars(nhwc), "x": channels_last_view(nhwc.x)}))
+    return cases
+
+
+# --- checks: channels_to_rows / rows_to_channels ---------------------------------------------
+
+
+def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: Case) -> float:
+    x = case.fresh().x
+    rows = call_without_torch(channels_to_rows, x, name=_name(channels_to_rows))
+    _unchanged(case.x, x, channels_to_rows, "x")
+    n, c, h, w = case.x.shape
+    expected = channels_to_rows_reference(case.x)
+    wrong_rows = {
+        f"x was reshaped to (-1, C) without moving the channel axis last: {_ROUTE_HINT}": (
+            case.x.reshape(-1, c)
+        ),
+        "the rows hold positions in the order (n, w, h); the docstring asks for n, then h, "
+        "then w: transpose with (0, 2, 3, 1)": case.x.transpose(0, 3, 2, 1).reshape(-1, c),
+    }
+    err_rows = assert_close("rows", rows, expected, mistakes=wrong_rows)
+    given = expected.copy()
+    back = call_without_torch(rows_to_channels, given, case.x.shape, name=_name(rows_to_channels))
+    _unchanged(expected, given, rows_to_channels, "rows")
+    wrong_back = {
+        "the rows were put back with reshape alone; reshape them to (N, H, W, C) and transpose "
+        "with (0, 3, 1, 2)": expected.reshape(case.x.shape),
+    }
+    return max(err_rows, assert_close("rows_to_channels(rows)", back, case.x, mistakes=wrong_back))
+
+
+def check_channel_rows(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
+    """Visible check of the (N, C, H, W) <-> (N*H*W, C) conversions on the small case."""
+    err = _on_cases(
+        [visible_case()], lambda c: _layout_error(channels_to_rows, rows_to_channels, c)
+    )
+    report_line(f"{_name(channels_to_rows)} and {_name(rows_to_channels)}", err)
+
+
+def check_channel_rows_hidden(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
+    """Hidden check of the conversions on every hidden case."""
+    cases = hidden_cases()
+    err = _on_cases(cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
+    report_line(
+        f"{_name(channels_to_rows)} and {_name(rows_to_channels)} on {len(cases)} cases", err
+    )
+
+
+# --- checks: forward ---------------------------------------------------------------------------
+
+
+def _checked_forward(forward: Callable, case: Case) -> tuple[float, object]:
+    """(relative error of the learner's output, the learner's cache) on ``case``."""
+    out, cache = run_forward(forward, case)
+    expected = spatial_forward_reference(case.x, case.gamma, case.beta, case.eps)
+    wrong = _distinct(forward_mistakes(case), expected)
+    return assert_close("out", out, expected, mistakes=wrong), cache
+
+
+def _forward_error(forward: Callable, case: Case) -> float:
+    return _checked_forward(forward, case)[0]
+
+
+def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, np.ndarray]:
+    """The variants that differ from ``expected`` on this case: one that coincides with the
+    right answer here (say, dividing by N when H = W = 1) must not name another mistake."""
+    return {d: a for d, a in wrong.items() if not relative_error(a, expected) <= MATCH}
+
+
+def check_spatial_forward(forward: Callable) -> None:
+    """Visible check of a spatial forward against F.batch_norm on the small (2, 3, 2, 2) case."""
+    err = _on_cases([visible_case()], lambda c: _forward_error(forward, c))
+    report_line(_name(forward), err)
+
+
+def check_spatial_forward_hidden(forward: Callable) -> None:
+    """Hidden check of a spatial forward on every hidden case."""
+    cases = hidden_cases()
+    err = _on_cases(cases, lambda c: _forward_error(forward, c))
+    report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
+
+
+# --- checks: backward --------------------------------------------------------------------------
+
+
+def _per_channel(value, what: str, shape: tuple) -> np.ndarray:
+    """``value`` as a (C,) float64 array, or a CheckFailure whose hint reads its shape."""
+    n, c, h, w = shape
+    arr = as_float_array(value, what)
+    if arr.shape == (c,):
+        return arr
+    hints = [
+        ((c, h, w), "one value per channel and position: sum over the positions too"),
+        ((n, c), "one value per example and channel: sum over the batch too"),
+        ((h, w), "one value per position: sum over the batch and the positions"),
+        ((1, c, 1, 1), "the keepdims shape: return one value per channel, shape (C,)"),
+    ]
+    matching = [hint for hint_shape, hint in hints if arr.shape == hint_shape]
+    hint = f" ({'; or '.join(matching)}; axis=(0, 2, 3))" if matching else ""
+    raise CheckFailure(
+        f"{what} has shape {arr.shape}; expected one value per channel, ({c},){hint}."
+    )
+
+
+def _run_backward(backward: Callable, case: Case, cache) -> tuple[np.ndarray, ...]:
+    dout = case.dout.copy()
+    result = call_without_torch(backward, dout, cache, name=_name(backward))
+    _unchanged(case.dout, dout, backward, "dout")
+    if not (isinstance(result, tuple) and len(result) == 3):
+        raise CheckFailure(f"{_name(backward)} must return a tuple (dx, dgamma, dbeta).")
+    dx, dgamma, dbeta = result
+    return (
+        as_float_array(dx, "dx", case.x.shape),
+        _per_channel(dgamma, "dgamma", case.x.shape),
+        _per_channel(dbeta, "dbeta", case.x.shape),
+    )
+
+
+def _finite_differences(forward: Callable, case: Case) -> tuple[np.ndarray, ...]:
+    """Centered differences of ``sum(forward(x, gamma, beta, eps)[0] * dout)`` with respect to
+    x, gamma and beta; each lambda perturbs its own argument."""
+    x, gamma, beta = case.fresh().x, case.gamma.copy(), case.beta.copy()
+    spread = np.sqrt(np.min(case.x.var(axis=CHANNEL_AXES)) + case.eps)
+    h_x = STEP_PER_SPREAD * min(1.0, spread)
+    return (
+        numerical_gradient(lambda x_: forward(x_, gamma, beta, case.eps)[0], x, case.dout, h_x),
+        numerical_gradient(lambda g_: forward(x, g_, beta, case.eps)[0], gamma, case.dout),
+        numerical_gradient(lambda b_: forward(x, gamma, b_, case.eps)[0], beta, case.dout),
+    )
+
+
+def _compare_gradients(grads, expected, wrong=None, tol=TIGHT) -> float:
+    wrong = wrong or {}
+    return max(
+        assert_close(n, g, e, mistakes=wrong.get(n), tol=tol)
+        for n, g, e in zip(("dx", "dgamma", "dbeta"), grads, expected, strict=True)
+    )
+
+
+def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple[float, float]:
+    """(error against autograd, error against finite differences) of ``backward`` on the
+    cache of the learner's ``forward``. The cache's contents are the learner's own choice, so
+    a wrong forward cannot be replaced by a reference: it is blamed first."""
+    try:
+        _, cache = _checked_forward(forward, case)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"fix {_name(forward)} first: the backward is checked on the cache your forward "
+            f"makes. {failure}"
+        ) from None
+    grads = _run_backward(backward, case, cache)
+    expected = spatial_gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
+    wrong = backward_mistakes(case)
+    wrong = {k: _distinct(v, e) for (k, v), e in zip(wrong.items(), expected, strict=True)}
+    err_autograd = _compare_gradients(grads, expected, wrong)
+    numeric = call_without_torch(_finite_differences, forward, case, name=_name(forward))
+    try:
+        err_fd = _compare_gradients(grads, numeric, tol=FINITE_DIFFERENCE)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"{failure} (This compares with centered differences of your {_name(forward)}, "
+            "while PyTorch's autograd agreed with your gradients: is that forward consistent?)"
+        ) from None
+    return err_autograd, err_fd
+
+
+def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case], label: str):
+    results = []
+
+    def check_one(case: Case) -> float:
+        results.append(_backward_errors(backward, forward, case))
+        return results[-1][0]
+
+    _on_cases(cases, check_one)
+    name = f"{_name(backward)}{label}"
+    report_line(f"{name} vs PyTorch autograd (dx, dgamma, dbeta)", max(r[0] for r in results))
+    report_line(
+        f"{name} vs centered differences of {_name(forward)}",
+        max(r[1] for r in results),
+        FINITE_DIFFERENCE,
+    )
+
+
+def check_spatial_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of a spatial backward ``(dout, cache) -> (dx, dgamma, dbeta)`` on the
+    small case, with the cache made by ``forward``."""
+    _check_backward_on(backward, forward, [visible_case()], "")
+
+
+def check_spatial_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of a spatial backward on every hidden case."""
+    cases = hidden_cases()
+    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
