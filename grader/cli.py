@@ -7,10 +7,11 @@ validate); 2 the command could not run (bad input, unknown assignment, unsupport
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from grader.course import REPO_ROOT, Course
+from grader.course import NOTEBOOK_TIMEOUT_FACTOR, REPO_ROOT, Course
 
 OK, PROBLEMS, CANNOT_RUN = 0, 1, 2
 
@@ -110,7 +111,8 @@ def _add_limits(p: argparse.ArgumentParser, timeout: int = 60) -> None:
         type=int,
         default=timeout,
         metavar="S",
-        help=f"seconds a notebook cell may run (default {timeout})",
+        help=f"seconds a notebook cell may run (default {timeout}); a whole notebook may run "
+        f"{NOTEBOOK_TIMEOUT_FACTOR} times that",
     )
     p.add_argument(
         "--memory-limit",
@@ -179,11 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A",
         help="grade only this assignment (repeatable; default: all)",
     )
-    _add_workers(p, 1)
+    _add_workers(p, os.cpu_count() or 1)
     p.add_argument(
         "--scheduler",
         metavar="ADDR",
-        help="Dask scheduler address to grade on a cluster (not supported yet)",
+        help="grade on a Dask cluster: its scheduler's address, e.g. tcp://127.0.0.1:8786 "
+        "(workers must see the course and the temp folder at the same paths)",
     )
     _add_limits(p)
     p.set_defaults(run=cmd_grade)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from grader.check import CheckError
     from grader.demo import DemoError
     from grader.feedback import FeedbackError
-    from grader.grade import SchedulerNotSupported
+    from grader.grade import SchedulerError
 
     try:
         return args.run(args)
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckError,
         DemoError,
         FeedbackError,
-        SchedulerNotSupported,
+        SchedulerError,
         FileNotFoundError,
         ValueError,
     ) as exc:

@@ -61,7 +61,7 @@ def collect(source: Path, notebooks: dict[str, list[str]], workdir: Path):
     else:
         raise ValueError(f"{source} is neither a folder nor a zip file")
 
-    found, problems = [], []
+    found, problems = [], _empty_folders(source) if source.is_dir() else []
     for name, path in entries:
         submission, problem = _map_entry(name, path, notebooks)
         if submission:
@@ -70,6 +70,17 @@ def collect(source: Path, notebooks: dict[str, list[str]], workdir: Path):
             problems.append(problem)
     kept, duplicates = _latest(found)
     return [_staged(sub, workdir) for sub in kept], problems + duplicates
+
+
+def _empty_folders(source: Path) -> list[str]:
+    """A line for each student or assignment folder that holds no notebook at all."""
+    problems = []
+    for folder in sorted(p for p in source.glob("*") if p.is_dir()):
+        if folder.name.startswith(".") or folder.name in IGNORED_PARTS:
+            continue
+        if not any(folder.rglob("*.ipynb")):
+            problems.append(f"nothing to grade in {folder.name}/: it holds no notebook")
+    return problems
 
 
 def _extract(archive: Path, workdir: Path):

@@ -21,6 +21,7 @@ from traitlets.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_ID = "normlab"
+NOTEBOOK_TIMEOUT_FACTOR = 5  # a notebook may run this many per-cell timeouts (--timeout) in all
 
 
 def ensure_venv_on_path() -> None:

@@ -5,8 +5,13 @@ gradebook with its release is generated into a scratch folder; every worker grad
 private copy of that template, in its own process (``--workers N``, a local process pool), and
 hands back a picklable SubmissionResult. Only this process writes the course gradebook, one
 result at a time, as results arrive — nbgrader's shared-SQLite trap (its issue #174) never
-arises. A Dask cluster (``--scheduler``) would submit the same ``grade_submission`` calls,
-with the template and submissions on storage the workers share; it is not wired up yet.
+arises.
+
+With ``--scheduler tcp://HOST:PORT`` the same ``grade_submission`` calls go to a Dask
+distributed cluster instead. Its workers must see the course tree, the run's scratch folder
+(template and collected submissions, under ``worker.grading_root()``) and the Python
+environment at the same paths as this process — one machine, or a shared filesystem; that is
+checked on every worker before anything is submitted.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ from grader.collect import Submission, collect
 from grader.course import Course
 from grader.gradebook import record, register_assignments
 from grader.score import points_text
-from grader.worker import SubmissionResult, grade_submission
+from grader.worker import SubmissionResult, grade_submission, grading_root
 
 
-class SchedulerNotSupported(RuntimeError):
-    """``--scheduler`` (grading on a Dask cluster) is designed for but not implemented."""
+class SchedulerError(RuntimeError):
+    """The Dask cluster cannot be used (unreachable, or its workers cannot see our files)."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,15 @@ def grade(
 ) -> GradeRun:
     """Grade every submission under ``source`` (folder or zip) of ``assignments`` (default: all
     assignments of the course) and record the results in the course directory."""
-    if options.scheduler:
-        raise SchedulerNotSupported(
-            f"--scheduler {options.scheduler}: grading on a Dask cluster is not supported yet; "
-            "use --workers N for local processes"
-        )
     chosen = _chosen_assignments(course, assignments)
+    if options.scheduler:
+        _connect(options.scheduler).close()  # an unreachable cluster fails before any work
     run = GradeRun()
-    with tempfile.TemporaryDirectory(prefix="normlab-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="run-", dir=grading_root()) as tmp:
         submissions, run.problems = _collect_chosen(course, source, chosen, Path(tmp))
         if submissions:
-            run.results = _grade_all(course, submissions, Path(tmp), options, progress)
+            private = (str(course.course_dir), str(Path(source).resolve()))
+            run.results = _grade_all(course, submissions, Path(tmp), options, progress, private)
     return run
 
 
@@ -81,7 +84,12 @@ def _collect_chosen(course: Course, source: Path, chosen: list[str], scratch: Pa
 
 
 def _grade_all(
-    course, submissions: list[Submission], scratch: Path, options: GradeOptions, progress: bool
+    course,
+    submissions: list[Submission],
+    scratch: Path,
+    options: GradeOptions,
+    progress: bool,
+    private: tuple[str, ...],
 ) -> list[SubmissionResult]:
     """Grade in workers, record here as results arrive; results sorted by student."""
     needed = sorted({s.assignment for s in submissions})
@@ -97,11 +105,12 @@ def _grade_all(
             template_db,
             options.timeout,
             options.memory_limit,
+            private,
         )
 
     results = []
     with tqdm(total=len(submissions), desc="grading", unit="notebook", disable=not progress) as bar:
-        for sub, result in run_jobs(submissions, job, options.workers):
+        for sub, result in run_jobs(submissions, job, options.workers, options.scheduler):
             record(course, result, sub.path, sub.lms_user_id)
             results.append(result)
             bar.set_postfix_str(f"{sub.student}/{sub.assignment}", refresh=False)
@@ -121,10 +130,14 @@ def _chosen_assignments(course: Course, assignments: list[str] | None) -> list[s
 
 
 def run_jobs(
-    items: list, job: Callable[[object], tuple], workers: int
+    items: list, job: Callable[[object], tuple], workers: int, scheduler: str | None = None
 ) -> Iterator[tuple[object, SubmissionResult]]:
     """(item, grade_submission(*job(item))) for each item, as they finish; ``workers`` > 1 uses
-    that many local processes. A worker that fails unexpectedly yields an error result."""
+    that many local processes, ``scheduler`` a Dask cluster. A worker that fails unexpectedly
+    yields an error result."""
+    if scheduler:
+        yield from _run_on_dask(items, job, scheduler)
+        return
     if workers <= 1:
         for item in items:
             yield item, _safely(item, job)
@@ -138,6 +151,48 @@ def run_jobs(
                 yield item, future.result()
             except Exception as exc:  # a worker process died: this submission only
                 yield item, _crashed(job(item), exc)
+
+
+def _run_on_dask(items: list, job, scheduler: str) -> Iterator[tuple[object, SubmissionResult]]:
+    from distributed import as_completed as dask_completed
+
+    with _connect(scheduler) as client:
+        _check_workers_see(client, {str(p) for item in items for p in job(item)[3:5]}, scheduler)
+        futures = {client.submit(grade_submission, *job(item), pure=False): item for item in items}
+        for future in dask_completed(futures, loop=client.loop):
+            item = futures[future]
+            try:
+                yield item, future.result()
+            except Exception as exc:  # a worker died (KilledWorker) or a bug of ours
+                yield item, _crashed(job(item), exc)
+
+
+def _connect(scheduler: str):
+    """A Dask client of the scheduler at ``scheduler``, or SchedulerError."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="5s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+
+
+def _check_workers_see(client, paths: set[str], scheduler: str) -> None:
+    """SchedulerError unless the cluster has workers and each of them sees every path."""
+    if not client.scheduler_info().get("workers"):
+        raise SchedulerError(f"the Dask scheduler at {scheduler} has no workers")
+    missing = client.run(_missing_paths, sorted(paths))
+    blind = {worker: paths for worker, paths in missing.items() if paths}
+    if blind:
+        worker, paths = sorted(blind.items())[0]
+        raise SchedulerError(
+            f"Dask worker {worker} cannot see {paths[0]} (and {len(paths) - 1} more): grading on a "
+            "cluster needs the course and the scratch folder at the same paths on every worker"
+        )
+
+
+def _missing_paths(paths: list[str]) -> list[str]:
+    return [p for p in paths if not Path(p).exists()]
 
 
 def _safely(item, job) -> SubmissionResult:

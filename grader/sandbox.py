@@ -1,34 +1,50 @@
-"""Confine a grading kernel: a memory limit, and no sign that it is being graded.
+"""Confine a grading kernel: a memory limit, a file and process fence, no sign that it is being
+graded, a wall-clock cap for the whole notebook, and an integrity probe after every test cell.
 
 nbgrader has no memory limit (its issue #1429) and tells student code it is being graded
-through ``NBGRADER_EXECUTION``. The kernel manager here starts every kernel through this
-module's launcher::
+through ``NBGRADER_EXECUTION``. The kernel manager here starts every kernel through
+``grader.launcher``::
 
-    python -I -m grader.sandbox LIMIT_BYTES -- KERNEL_COMMAND...
+    python -I -m grader.launcher LIMIT_BYTES RULES_JSON -- python -m ipykernel_launcher ARGS...
 
 which caps the kernel's data segment (RLIMIT_DATA: heap and anonymous mappings, so numpy and
-torch allocations, but not the shared libraries) — an allocation over the limit raises
-MemoryError in the student's cell instead of taking the machine down — removes the grader's
-environment variables (``NBGRADER_EXECUTION``; ``MPLBACKEND``, so figures render inline as in
-JupyterLab), and then becomes the kernel (exec).
+torch allocations — an allocation over the limit raises MemoryError in the student's cell),
+removes the grader's environment variables (``NBGRADER_EXECUTION``; ``MPLBACKEND``, so figures
+render inline as in JupyterLab), installs ``grader.jail``'s audit hook (files outside the
+working copy, other processes, ctypes symbol lookups) and then runs the IPython kernel in this
+same process (isolated mode: no PYTHONPATH, no user site-packages).
 
-This confines accidents, not adversaries: the kernel runs as the grading user, and student
-code shares its interpreter with the tests. POSIX only; elsewhere kernels start unconfined.
+``SandboxedExecute`` takes a fingerprint of what the tests rely on before the first cell runs
+(``grader.jail.fingerprint``; the worker keeps it, out of the kernel's reach), takes another
+after every test cell, and writes the differences — tampering — to ``integrity_report`` for the
+worker. A notebook that runs past ``notebook_timeout`` seconds in all is stopped.
+
+POSIX only; elsewhere kernels start unconfined. docs/grading-safety.md says what this cannot
+stop (C code, and code written against this very module).
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import json
 import os
-import resource
 import sys
+import time
+from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.util import run_sync
+from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Integer
+from traitlets import Float, Integer, Unicode
 
-# NBGRADER_EXECUTION tells student code it is being graded; MPLBACKEND (the Makefile sets Agg)
-# would stop the kernel drawing figures inline as in the learner's JupyterLab.
-GRADER_ENV_VARS = ("NBGRADER_EXECUTION", "MPLBACKEND")
+PROBE_TIMEOUT = 30  # seconds the kernel gets to answer an integrity probe
+MAX_FINDINGS = 5
+
+
+class NotebookTimeoutError(RuntimeError):
+    """The notebook as a whole ran past its wall-clock cap."""
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -37,41 +53,151 @@ class SandboxKernelManager(AsyncKernelManager):
     memory_limit = Integer(0, help="Data-segment limit of the kernel in bytes; 0: none").tag(
         config=True
     )
+    jail_rules = Unicode("{}", help="JSON rules for grader.jail (private, allowed paths)").tag(
+        config=True
+    )
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments=extra_arguments)
-        if os.name != "posix":  # no exec nor rlimits: the kernel runs unconfined
+        if os.name != "posix":  # no rlimits nor audit-hook launcher: the kernel runs unconfined
             return cmd
-        return [sys.executable, "-I", "-m", "grader.sandbox", str(self.memory_limit), "--", *cmd]
+        return [
+            sys.executable,
+            "-I",
+            "-m",
+            "grader.launcher",
+            str(self.memory_limit),
+            self.jail_rules,
+            "--",
+            *cmd,
+        ]
 
 
 class SandboxedExecute(Execute):
-    """nbgrader's Execute with kernels from SandboxKernelManager.
+    """nbgrader's Execute with kernels from SandboxKernelManager, a notebook wall-clock cap and
+    an integrity probe after every test cell.
 
     Execute passes its kernel manager class as a constructor argument, which beats any
     configuration, so the class is swapped here.
     """
 
+    notebook_timeout = Float(0, help="Seconds the whole notebook may run; 0: no cap").tag(
+        config=True
+    )
+    integrity_report = Unicode("", help="Where to write the integrity findings (JSON)").tag(
+        config=True
+    )
+
     def __init__(self, **kwargs):
         kwargs["kernel_manager_class"] = SandboxKernelManager
         super().__init__(**kwargs)
 
+    def preprocess(self, nb, resources=None, km=None):
+        self._imports, self._names = locked_imports(nb)
+        self._baseline, self._findings = None, []
+        self._started = time.monotonic()
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            if self.integrity_report:
+                Path(self.integrity_report).write_text(json.dumps(self._findings))
 
-def confine(memory_limit: int) -> None:
-    """Apply the memory limit (bytes, 0: none) and drop the grader's variables, in this process."""
-    if memory_limit > 0:
-        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
-    for name in GRADER_ENV_VARS:
-        os.environ.pop(name, None)
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if self._baseline is None and self.integrity_report:
+            self._baseline = await self._probe(baseline=True)
+            if self._baseline is None:
+                self._findings.append("the integrity probe could not take a baseline")
+                self._baseline = {}
+        elapsed = time.monotonic() - self._started
+        if self.notebook_timeout and elapsed > self.notebook_timeout and cell.cell_type == "code":
+            raise NotebookTimeoutError(
+                f"the notebook ran longer than its {self.notebook_timeout:g} s wall-clock limit"
+            )
+        cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        if self.integrity_report and cell.cell_type == "code" and nbutils.is_grade(cell):
+            if self._baseline and not self._findings:
+                now = await self._probe(baseline=False)
+                where = cell.metadata.nbgrader.get("grade_id", f"cell {cell_index}")
+                if now is None:
+                    self._findings.append(f"after {where}: the integrity probe got no answer")
+                else:
+                    self._findings += [f"after {where}: {f}" for f in compare(self._baseline, now)]
+        return cell
+
+    execute_cell = run_sync(async_execute_cell)  # the parent binds its own coroutine here
+
+    async def _probe(self, baseline: bool) -> dict | None:
+        expression = (
+            f"__import__('grader.jail').jail.fingerprint({self._imports!r}, "
+            f"{tuple(self._names)!r}, {baseline!r})"
+        )
+        try:
+            msg_id = await _maybe_await(
+                self.kc.execute(
+                    "", silent=True, store_history=False, user_expressions={"fp": expression}
+                )
+            )
+            reply = await asyncio.wait_for(self.async_wait_for_reply(msg_id), PROBE_TIMEOUT)
+            answer = reply["content"]["user_expressions"]["fp"]
+            if answer.get("status") != "ok":
+                return None
+            return json.loads(ast.literal_eval(answer["data"]["text/plain"]))
+        except Exception:  # no answer, a malformed one, a dead kernel: all untrustworthy
+            return None
 
 
-def main(argv: list[str]) -> None:
-    limit, separator, *cmd = argv
-    if separator != "--" or not cmd:
-        raise SystemExit("usage: python -m grader.sandbox LIMIT_BYTES -- COMMAND...")
-    confine(int(limit))
-    os.execv(cmd[0], cmd)
+async def _maybe_await(value):
+    return await value if asyncio.iscoroutine(value) else value
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def locked_imports(nb) -> tuple[str, list[str]]:
+    """The import statements of the notebook's locked cells (set-up and test cells, restored
+    from the gradebook before execution, hidden tests included) and the names the set-up cells'
+    imports bind.
+
+    The probe's baseline runs every statement, so each module a test will use is fingerprinted
+    before any student code runs, even one only a hidden test imports; only the set-up cells'
+    names are checked as bindings (a test cell's names do not exist until it has run).
+    """
+    statements, names = [], []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("locked") or meta.get("solution"):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                if any(alias.name == "*" for alias in node.names):
+                    continue
+                statements.append(ast.unparse(node))
+                if not meta.get("grade"):
+                    names += [(a.asname or a.name).split(".")[0] for a in node.names]
+    return "\n".join(dict.fromkeys(statements)), sorted(set(names))
+
+
+def compare(baseline: dict, now: dict) -> list[str]:
+    """What changed since the baseline fingerprint, one readable line each (at most a few)."""
+    findings = []
+    for module, attributes in baseline.get("modules", {}).items():
+        current = now.get("modules", {}).get(module)
+        if current is None:
+            findings.append(f"module {module} was unloaded")
+            continue
+        for name, token in attributes.items():
+            if name not in current:
+                findings.append(f"{module}.{name} was deleted")
+            elif current[name] != token:
+                findings.append(f"{module}.{name} was replaced or modified")
+    for module, identity in baseline.get("identity", {}).items():
+        if module in now.get("identity", {}) and now["identity"][module] != identity:
+            findings.append(f"sys.modules[{module!r}] was replaced")
+    for name, identity in baseline.get("bindings", {}).items():
+        if now.get("bindings", {}).get(name) != identity:
+            findings.append(f"{name!r}, imported by a locked cell, was rebound")
+    for point, ids in baseline.get("hooks", {}).items():
+        if now.get("hooks", {}).get(point) != ids:
+            findings.append(f"{point} was changed")
+    return findings[:MAX_FINDINGS]

@@ -4,14 +4,23 @@
 worker alike. In a scratch directory holding only a private copy of the template gradebook and
 the student's notebook (no other submitted file can shadow an import), it runs nbgrader's
 autograde — restore cells from the release, overwrite locked and test cells from the gradebook
-(hidden tests included), execute with a per-cell timeout in a sandboxed kernel, score — and
-reads the scores back. Any failure (unreadable JSON, wrong notebook name, a kernel that dies)
-comes back as a result with ``error`` set and 0 points, never as an exception.
+(hidden tests included), execute in a sandboxed kernel (per-cell timeout, a wall-clock cap of
+``NOTEBOOK_TIMEOUT_FACTOR`` x the per-cell timeout for the notebook, a memory limit, a file and
+process fence, an integrity probe after every test cell), score — and reads the scores back.
+
+Any failure (unreadable JSON, wrong notebook name, a kernel that dies, tampering with what the
+tests rely on) comes back as a result with ``error`` set and 0 points, never as an exception;
+its notebook for feedback is then the graded one (tampering) or the release, headed by a note
+that says why it scored 0.
+
+Scratch directories live under ``grading_root()``, which the kernel may not read: a
+submission sees neither its own gradebook copy nor other students' scratch directories.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -36,7 +45,14 @@ from nbgrader.preprocessors import (
 from traitlets.config import Config
 
 from grader.build import template_release
-from grader.course import COURSE_ID, Course, capture_log, ensure_venv_on_path, quiet_nbgrader
+from grader.course import (
+    COURSE_ID,
+    NOTEBOOK_TIMEOUT_FACTOR,
+    Course,
+    capture_log,
+    ensure_venv_on_path,
+    quiet_nbgrader,
+)
 from grader.sandbox import SandboxedExecute
 from grader.sanitize import RestoreCells
 from grader.score import StrictSaveAutoGrades, failure_message
@@ -45,7 +61,17 @@ GIB = 2**30
 KNOWN_ERRORS = {
     "DeadKernelError": "the kernel died (a crash, os._exit, or the memory limit)",
     "CellTimeoutError": "a cell ran past the time limit and could not be interrupted",
+    "NotebookTimeoutError": "the notebook ran past its wall-clock limit",
 }
+TAMPERING = "tampering detected"
+
+
+def grading_root() -> Path:
+    """The folder every grading scratch directory of this user on this machine lives in."""
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    root = Path(tempfile.gettempdir()) / f"normlab-grading-{uid}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
 
 
 @dataclass(frozen=True)
@@ -93,28 +119,32 @@ def grade_submission(
     template_db,
     timeout: int = 60,
     memory_limit: float = 4.0,
+    private: tuple = (),
 ) -> SubmissionResult:
     """Grade ``notebook_path`` as ``student``'s submission of ``assignment``.
 
     course_root: the source tree (its ``solutions/<assignment>/`` files other than notebooks are
     copied next to the notebook, as nbgrader does); template_db: a gradebook from
     ``build.make_template``, with its release beside it; timeout: seconds per cell;
-    memory_limit: GiB for the kernel's data segment (0: none).
+    memory_limit: GiB for the kernel's data segment (0: none); private: more folders the
+    kernel may not read (the course directory, the submissions).
     """
     started = time.monotonic()
     notebook_path, template_db = Path(notebook_path), Path(template_db)
+    limits = Limits(timeout, memory_limit, tuple(str(p) for p in private))
     with quiet_nbgrader():
-        result = _grade(
-            Path(course_root),
-            assignment,
-            student,
-            notebook_path,
-            template_db,
-            timeout,
-            memory_limit,
-        )
+        result = _grade(Path(course_root), assignment, student, notebook_path, template_db, limits)
+    if result.error:
+        result.notebook_json = _noted(result, template_db)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: int
+    memory_limit: float
+    private: tuple[str, ...]
 
 
 def notebooks_of(template_db: Path, assignment: str) -> list[str]:
@@ -135,7 +165,7 @@ def grade_cells(release: Path) -> list[CellGrade]:
     return tests
 
 
-def _grade(course_root, assignment, student, notebook_path, template_db, timeout, memory_limit):
+def _grade(course_root, assignment, student, notebook_path, template_db, limits):
     expected = notebooks_of(template_db, assignment)
     name = notebook_path.stem
     if name not in expected:
@@ -148,25 +178,54 @@ def _grade(course_root, assignment, student, notebook_path, template_db, timeout
             target,
             f"wrong notebook name {notebook_path.name!r}: expected {wanted}",
         )
-    problem = unreadable(notebook_path)
+    problem = unreadable(notebook_path) or foreign(
+        notebook_path, template_release(template_db, assignment, name)
+    )
     if problem:
         return _failed(template_db, student, assignment, name, problem)
-    with tempfile.TemporaryDirectory(prefix="normlab-grade-", ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="grade-", dir=grading_root(), ignore_cleanup_errors=True
+    ) as tmp:
         scratch = Path(tmp)
         try:
             autograded = _autograde(
-                scratch,
-                course_root,
-                assignment,
-                student,
-                notebook_path,
-                template_db,
-                timeout,
-                memory_limit,
+                scratch, course_root, assignment, student, notebook_path, template_db, limits
             )
         except AutogradeError as exc:
             return _failed(template_db, student, assignment, name, str(exc))
-        return _read_back(scratch / "gradebook.db", autograded, template_db, student, assignment)
+        result = _read_back(scratch / "gradebook.db", autograded, template_db, student, assignment)
+        findings = json.loads((scratch / "integrity.json").read_text(encoding="utf-8"))
+        if findings:
+            result = _tampered(result, findings)
+        return result
+
+
+def _tampered(result: SubmissionResult, findings: list[str]) -> SubmissionResult:
+    """``result`` scored 0 everywhere, with the tampering as its error."""
+    reason = f"{TAMPERING} ({'; '.join(findings)}); the notebook scores 0"
+    tests = [CellGrade(t.grade_id, 0.0, t.max_score, reason, t.manual) for t in result.tests]
+    result.tests, result.error = tests, reason
+    return result
+
+
+def _noted(result: SubmissionResult, template_db: Path) -> str | None:
+    """The notebook feedback is made from for a failed result: the graded notebook if there is
+    one, else the release, with a first cell saying why it scored 0."""
+    if result.notebook_json is not None:
+        nb = nbformat.reads(result.notebook_json, as_version=4)
+    else:
+        release = template_release(template_db, result.assignment, result.notebook)
+        if not release.exists():
+            return None
+        nb = nbformat.read(release, as_version=4)
+    note = nbformat.v4.new_markdown_cell(
+        f"**Not graded: this notebook scores 0.** Reason: {result.error}"
+    )
+    note.pop("id", None)
+    if nb.get("nbformat_minor", 0) >= 5:
+        note.id = "normlab-grading-note"
+    nb.cells.insert(0, note)
+    return nbformat.writes(nb)
 
 
 def unreadable(path: Path) -> str | None:
@@ -187,13 +246,27 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
+def foreign(path: Path, release: Path) -> str | None:
+    """Why ``path`` is not a copy of ``release`` (it shares none of its graded cells), or None."""
+    wanted = {_grade_id(c) for c in nbformat.read(release, as_version=4).cells} - {None}
+    found = {_grade_id(c) for c in nbformat.read(path, as_version=4).cells} - {None}
+    if wanted and not wanted & found:
+        return (
+            f"{path.name} has none of the cells of {release.stem}.ipynb: a notebook of "
+            "another assignment, or one rebuilt from scratch? Hand in the release notebook"
+        )
+    return None
+
+
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
 class AutogradeError(RuntimeError):
     """nbgrader could not grade the notebook; the message says why in a line."""
 
 
-def _autograde(
-    scratch, course_root, assignment, student, notebook_path, template_db, timeout, memory_limit
-) -> Path:
+def _autograde(scratch, course_root, assignment, student, notebook_path, template_db, limits):
     """Run nbgrader's autograde in ``scratch``; returns the autograded notebook's path."""
     ensure_venv_on_path()
     db = scratch / "gradebook.db"
@@ -204,7 +277,10 @@ def _autograde(
     submitted.parent.mkdir(parents=True)
     shutil.copyfile(notebook_path, submitted)
 
-    config = _autograde_config(root, course_root, db, assignment, student, timeout, memory_limit)
+    config = _autograde_config(root, course_root, db, assignment, student, limits)
+    config.SandboxedExecute.integrity_report = str(scratch / "integrity.json")
+    private = [str(course_root), str(grading_root()), str(Path(template_db).parent)]
+    config.SandboxKernelManager.jail_rules = json.dumps({"private": private + [*limits.private]})
     config.RestoreCells.release = str(template_release(template_db, assignment, notebook))
     converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
     errors = capture_log(converter, "grade")
@@ -218,7 +294,8 @@ def _autograde(
     return autograded
 
 
-def _autograde_config(root, course_root, db, assignment, student, timeout, memory_limit) -> Config:
+def _autograde_config(root, course_root, db, assignment, student, limits: Limits) -> Config:
+    timeout = int(limits.timeout)
     c = Config()
     c.CourseDirectory.root = str(root)
     c.CourseDirectory.course_id = COURSE_ID
@@ -243,15 +320,20 @@ def _autograde_config(root, course_root, db, assignment, student, timeout, memor
         AssignLatePenalties,
         CheckCellMetadata,
     ]
-    c.Execute.timeout = int(timeout)
-    c.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]  # no start-up chatter
+    c.Execute.timeout = timeout
+    c.SandboxedExecute.notebook_timeout = timeout * NOTEBOOK_TIMEOUT_FACTOR
+    c.Execute.extra_arguments = [
+        "--IPKernelApp.log_level=ERROR",  # no start-up chatter
+        "--HistoryManager.hist_file=:memory:",  # the kernel may write its working copy only
+    ]
     c.Execute.shutdown_kernel = "immediate"  # nothing in a graded kernel is worth waiting for
     c.Execute.error_on_timeout = {
         "ename": "CellTimeoutError",
         "evalue": f"the cell ran longer than the {int(timeout)} s limit",
         "traceback": [f"CellTimeoutError: the cell ran longer than the {int(timeout)} s limit"],
     }
-    c.SandboxKernelManager.memory_limit = int(memory_limit * GIB) if memory_limit else 0
+    memory = limits.memory_limit
+    c.SandboxKernelManager.memory_limit = int(memory * GIB) if memory else 0
     c.Application.log_level = "WARN"
     return c
 

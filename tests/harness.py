@@ -91,3 +91,33 @@ class SolvedNotebook:
             for o in self.run_tests(grade_ids, code, **overrides)
             if o.passed
         )
+
+    def code_grade_ids(self) -> list[str]:
+        """The grade ids of every auto-graded code cell, in notebook order."""
+        return [
+            c.metadata["nbgrader"]["grade_id"]
+            for c in self.nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+        ]
+
+    def assert_passes_everything(self) -> list[str]:
+        """Every auto-graded cell passes on the solution; returns their grade ids."""
+        grade_ids = self.code_grade_ids()
+        outcomes = self.run_tests(grade_ids)
+        assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+        return grade_ids
+
+    def assert_loses_points(self, grade_ids, code: str, hint: str | None = None) -> None:
+        """``code`` fails every cell in ``grade_ids``; with ``hint``, each message names it."""
+        outcomes = self.run_tests(grade_ids, code=code)
+        kept = [o.grade_id for o in outcomes if o.passed]
+        assert not kept, f"planted bug kept the points of {kept}"
+        if hint is not None:
+            for o in outcomes:
+                assert hint in o.message, f"{o.grade_id}: expected {hint!r} in {o.message!r}"
+
+    def assert_keeps_points(self, grade_ids, code: str) -> None:
+        """``code`` (an independent correct implementation) passes every cell in ``grade_ids``."""
+        outcomes = self.run_tests(grade_ids, code=code)
+        failed = [(o.grade_id, o.message) for o in outcomes if not o.passed]
+        assert not failed, failed

@@ -17,7 +17,7 @@ from nbgrader.utils import determine_grade
 from grader.cli import build_parser, main
 from grader.collect import collect
 from grader.markup import HIDDEN_TESTS, SOLUTION, lines_outside, redact_hidden_tests, region_lines
-from grader.sandbox import SandboxKernelManager
+from grader.sandbox import SandboxKernelManager, compare, locked_imports
 from grader.sanitize import restore_cells
 from grader.score import cell_score, failure_message
 from grader.validate import leaks
@@ -300,13 +300,13 @@ def test_top_level_help_lists_every_command(capsys):
         assert command in out
 
 
-def test_grading_on_a_scheduler_is_refused_clearly(tmp_path, capsys):
+def test_an_unreachable_scheduler_is_refused_clearly(tmp_path, capsys):
     code = main(
         [
             "grade",
-            str(tmp_path),
+            str(COURSE / "submissions"),
             "--scheduler",
-            "tcp://x:8786",
+            "tcp://127.0.0.1:9",
             "--root",
             str(COURSE),
             "--course-dir",
@@ -314,7 +314,7 @@ def test_grading_on_a_scheduler_is_refused_clearly(tmp_path, capsys):
         ]
     )
     assert code == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
 
 
@@ -366,34 +366,150 @@ def test_grading_an_unknown_assignment_is_refused(tmp_path, capsys):
 # ---- sandbox --------------------------------------------------------------------------------
 
 
-def test_the_sandbox_limits_memory_and_drops_the_graders_variables():
+def test_the_sandbox_refuses_anything_but_an_ipython_kernel():
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", "grader.launcher", "0", "{}", "--", sys.executable, "-c", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "IPython kernels only" in done.stderr
+
+
+def test_confine_limits_memory_and_drops_the_graders_variables():
     probe = (
-        "import os, resource; print(resource.getrlimit(resource.RLIMIT_DATA)[0], "
+        "import os, resource\n"
+        "from grader.launcher import confine\n"
+        "confine(2**30)\n"
+        "print(resource.getrlimit(resource.RLIMIT_DATA)[0], "
         "[v for v in ('NBGRADER_EXECUTION', 'MPLBACKEND') if v in os.environ])"
     )
     env = {**os.environ, "NBGRADER_EXECUTION": "autograde", "MPLBACKEND": "Agg"}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-m",
-            "grader.sandbox",
-            str(2**30),
-            "--",
-            sys.executable,
-            "-c",
-            probe,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.split(maxsplit=1) == [str(2**30), "[]\n"]
 
 
+def test_the_jail_blocks_private_reads_outside_writes_and_other_processes(tmp_path):
+    private, work = tmp_path / "private", tmp_path / "work"
+    private.mkdir(), work.mkdir()
+    (private / "secret.txt").write_text("hidden")
+    probe = (
+        "import json, os, sys\n"
+        "from grader import jail\n"
+        f"jail.install({{'writable': [{str(work)!r}], 'private': [{str(private)!r}]}})\n"
+        "def attempt(f):\n"
+        "    try:\n"
+        "        f()\n"
+        "        return 'done'\n"
+        "    except PermissionError:\n"
+        "        return 'blocked'\n"
+        "print(json.dumps([\n"
+        f"    attempt(lambda: open({str(private / 'secret.txt')!r}).read()),\n"
+        f"    attempt(lambda: open({str(work / '..' / 'private' / 'secret.txt')!r}).read()),\n"
+        f"    attempt(lambda: open({str(tmp_path / 'out.txt')!r}, 'w')),\n"
+        f"    attempt(lambda: open({str(work / 'mine.txt')!r}, 'w').write('ok')),\n"
+        "    attempt(lambda: os.kill(os.getppid(), 0)),\n"
+        "    attempt(lambda: os.system('true')),\n"
+        "    attempt(lambda: __import__('gc').get_objects()),\n"
+        "]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [
+        "blocked",
+        "blocked",
+        "blocked",
+        "done",
+        "blocked",
+        "blocked",
+        "blocked",
+    ]
+    assert not (tmp_path / "out.txt").exists() and (work / "mine.txt").read_text() == "ok"
+
+
 def test_kernels_start_through_the_sandbox():
-    manager = SandboxKernelManager(kernel_name="python3", memory_limit=123)
+    manager = SandboxKernelManager(kernel_name="python3", memory_limit=123, jail_rules="{}")
     cmd = manager.format_kernel_cmd()
-    assert cmd[1:6] == ["-I", "-m", "grader.sandbox", "123", "--"]
-    assert "ipykernel_launcher" in " ".join(cmd[6:])
+    assert cmd[1:7] == ["-I", "-m", "grader.launcher", "123", "{}", "--"]
+    assert "ipykernel_launcher" in " ".join(cmd[7:])
+
+
+# ---- integrity ------------------------------------------------------------------------------
+
+
+def test_locked_imports_are_the_import_lines_of_locked_setup_and_test_cells():
+    nb = release()
+    nb.cells.append(new_code_cell("import os as not_locked"))
+    imports, names = locked_imports(nb)
+    # the release's test cell imports nothing visible; the gradebook restores the hidden import
+    assert imports == "import numpy as np" and names == ["np"]
+    source = nbformat.read(COURSE / "solutions" / "toy" / "toy.ipynb", as_version=4)
+    imports, names = locked_imports(source)
+    assert imports.splitlines() == [
+        "import numpy as np",
+        "from utils.guard import call_without_torch",
+    ]
+    assert names == ["np"]  # a test cell's names are not bound until it runs
+
+
+def test_compare_names_every_kind_of_change_and_nothing_else():
+    baseline = {
+        "modules": {"numpy": {"allclose": [1, 2], "sum": [3]}, "utils.x": {"check": [4]}},
+        "identity": {"numpy": 10},
+        "bindings": {"np": 10},
+        "hooks": {"IPython event pre_run_cell": []},
+    }
+    assert compare(baseline, json.loads(json.dumps(baseline))) == []
+    now = {
+        "modules": {"numpy": {"allclose": [9, 2], "extra": [5]}},
+        "identity": {"numpy": 11},
+        "bindings": {"np": 12},
+        "hooks": {"IPython event pre_run_cell": [7]},
+    }
+    assert compare(baseline, now) == [
+        "numpy.allclose was replaced or modified",
+        "numpy.sum was deleted",
+        "module utils.x was unloaded",
+        "sys.modules['numpy'] was replaced",
+        "'np', imported by a locked cell, was rebound",
+    ]
+
+
+def test_the_fingerprint_sees_patched_torch_utils_and_tracers():
+    """What the probe compares: each cheat changes the fingerprint, restoring it does not."""
+    import sys
+
+    import torch.nn.functional as F
+
+    import utils.diagnose
+    from grader import jail
+
+    imports = "import torch\nimport utils.diagnose\nimport no_such_module_at_all"
+    baseline = json.loads(jail.fingerprint(imports, (), baseline=True))
+    assert compare(baseline, json.loads(jail.fingerprint(imports))) == []
+    cheats = {
+        "torch.nn.functional.batch_norm was replaced or modified": (F, "batch_norm"),
+        "utils.diagnose.assert_close was replaced or modified": (utils.diagnose, "assert_close"),
+    }
+    for finding, (module, name) in cheats.items():
+        original = getattr(module, name)
+        setattr(module, name, lambda *a, **k: None)
+        try:
+            assert finding in compare(baseline, json.loads(jail.fingerprint(imports)))
+        finally:
+            setattr(module, name, original)
+    original = utils.diagnose.assert_close.__defaults__
+    utils.diagnose.assert_close.__defaults__ = None
+    try:
+        assert compare(baseline, json.loads(jail.fingerprint(imports)))
+    finally:
+        utils.diagnose.assert_close.__defaults__ = original
+    tracer = sys.gettrace()
+    sys.settrace(lambda *args: None)
+    try:
+        assert "sys.gettrace was changed" in compare(
+            baseline, json.loads(jail.fingerprint(imports))
+        )
+    finally:
+        sys.settrace(tracer)
+    assert compare(baseline, json.loads(jail.fingerprint(imports))) == []

@@ -7,7 +7,7 @@ close to the reference, the variant it *is* close to names the mistake in the me
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -99,3 +99,26 @@ def assert_close(
 def report(what: str, err: float, tol: float = TIGHT) -> None:
     """Print the one line a learner sees after a passing check."""
     print(f"{what}: max relative error {err:.1e} (below {tol:.0e}) — correct")
+
+
+def on_cases(cases: Iterable, check_one: Callable) -> float:
+    """Run ``check_one`` on each case; a failure names the case (its ``label``).
+
+    Returns the largest error ``check_one`` reported.
+    """
+    worst = 0.0
+    for case in cases:
+        try:
+            worst = max(worst, check_one(case))
+        except CheckFailure as failure:
+            raise CheckFailure(f"[{case.label}] {failure}") from None
+    return worst
+
+
+def assert_unchanged(before, after, what: str, argument: str) -> None:
+    """Fail when the learner's function ``what`` changed its input ``argument`` in place."""
+    if not np.array_equal(before, after, equal_nan=True):
+        raise CheckFailure(
+            f"{what} changed its input {argument} in place; the caller still needs it. "
+            "Work on new arrays (x - mean makes one) instead of -= or *=."
+        )

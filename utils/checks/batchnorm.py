@@ -10,13 +10,21 @@ checked twice: against autograd and against centered differences of the learner'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
 from utils import mistakes, reference
 from utils.cases import Case, hidden_cases, visible_case
-from utils.diagnose import FINITE_DIFFERENCE, TIGHT, CheckFailure, as_float_array, assert_close
+from utils.diagnose import (
+    FINITE_DIFFERENCE,
+    TIGHT,
+    CheckFailure,
+    as_float_array,
+    assert_close,
+    assert_unchanged,
+    on_cases,
+)
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient
 from utils.guard import call_without_torch
@@ -33,17 +41,6 @@ def _name(fn: Callable) -> str:
     return getattr(fn, "__name__", "your function")
 
 
-def _on_cases(cases: Iterable[Case], check_one: Callable[[Case], float]) -> float:
-    """Run ``check_one`` on each case; a failure names the case. Returns the largest error."""
-    worst = 0.0
-    for case in cases:
-        try:
-            worst = max(worst, check_one(case))
-        except CheckFailure as failure:
-            raise CheckFailure(f"[{case.label}] {failure}") from None
-    return worst
-
-
 def _per_feature(value, what: str, case: Case) -> np.ndarray:
     """``value`` as a (D,) float64 array; (1, D) (keepdims) is accepted too."""
     n, d = case.x.shape
@@ -54,21 +51,13 @@ def _per_feature(value, what: str, case: Case) -> np.ndarray:
     raise CheckFailure(f"{what} has shape {arr.shape}; expected one per feature, ({d},){hint}.")
 
 
-def _unchanged(before: np.ndarray, after: np.ndarray, fn: Callable, argument: str) -> None:
-    if not np.array_equal(before, after, equal_nan=True):
-        raise CheckFailure(
-            f"{_name(fn)} changed its input {argument} in place; the caller still needs it. "
-            "Work on new arrays (x - mean makes one) instead of -= or *=."
-        )
-
-
 # --- batch statistics (warm-up of lesson 02) ------------------------------------------------
 
 
 def _statistics_error(batch_statistics: Callable, case: Case) -> float:
     given = case.fresh()
     result = call_without_torch(batch_statistics, given.x, name=_name(batch_statistics))
-    _unchanged(case.x, given.x, batch_statistics, "x")
+    assert_unchanged(case.x, given.x, _name(batch_statistics), "x")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CheckFailure(f"{_name(batch_statistics)} must return a tuple (mean, var).")
     mean, var = (_per_feature(v, k, case) for v, k in zip(result, ("mean", "var"), strict=True))
@@ -82,14 +71,14 @@ def _statistics_error(batch_statistics: Callable, case: Case) -> float:
 
 def check_batch_statistics(batch_statistics: Callable) -> None:
     """Visible check of ``batch_statistics(x) -> (mean, var)`` on the small fixed case."""
-    err = _on_cases([visible_case()], lambda c: _statistics_error(batch_statistics, c))
+    err = on_cases([visible_case()], lambda c: _statistics_error(batch_statistics, c))
     report_line(f"{_name(batch_statistics)} (mean, var)", err)
 
 
 def check_batch_statistics_hidden(batch_statistics: Callable) -> None:
     """Hidden check of ``batch_statistics`` on every hidden case."""
     cases = hidden_cases()
-    err = _on_cases(cases, lambda c: _statistics_error(batch_statistics, c))
+    err = on_cases(cases, lambda c: _statistics_error(batch_statistics, c))
     report_line(f"{_name(batch_statistics)} on {len(cases)} hidden cases", err)
 
 
@@ -105,7 +94,7 @@ def run_forward(forward: Callable, case: Case) -> tuple[np.ndarray, dict]:
     result = call_without_torch(
         forward, given.x, given.gamma, given.beta, given.eps, name=_name(forward)
     )
-    _unchanged(case.x, given.x, forward, "x")
+    assert_unchanged(case.x, given.x, _name(forward), "x")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CheckFailure(f"{_name(forward)} must return a tuple (out, cache).")
     out, cache = result
@@ -120,14 +109,14 @@ def _forward_error(forward: Callable, case: Case) -> float:
 
 def check_batchnorm_forward(forward: Callable) -> None:
     """Visible check of ``batchnorm_forward`` against F.batch_norm on the small fixed case."""
-    err = _on_cases([visible_case()], lambda c: _forward_error(forward, c))
+    err = on_cases([visible_case()], lambda c: _forward_error(forward, c))
     report_line(_name(forward), err)
 
 
 def check_batchnorm_forward_hidden(forward: Callable) -> None:
     """Hidden check of ``batchnorm_forward`` on every hidden case."""
     cases = hidden_cases()
-    err = _on_cases(cases, lambda c: _forward_error(forward, c))
+    err = on_cases(cases, lambda c: _forward_error(forward, c))
     report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
 
 
@@ -164,14 +153,14 @@ def _cache_error(cache, case: Case) -> float:
 
 def check_batchnorm_cache(forward: Callable) -> None:
     """Visible check that ``forward``'s cache holds the contract's keys with correct values."""
-    err = _on_cases([visible_case()], lambda c: _cache_error(run_forward(forward, c)[1], c))
+    err = on_cases([visible_case()], lambda c: _cache_error(run_forward(forward, c)[1], c))
     report_line(f"{_name(forward)} cache ({', '.join(CACHE_KEYS)})", err)
 
 
 def check_batchnorm_cache_hidden(forward: Callable) -> None:
     """Hidden check of ``forward``'s cache on every hidden case."""
     cases = hidden_cases()
-    err = _on_cases(cases, lambda c: _cache_error(run_forward(forward, c)[1], c))
+    err = on_cases(cases, lambda c: _cache_error(run_forward(forward, c)[1], c))
     report_line(f"{_name(forward)} cache on {len(cases)} hidden cases", err)
 
 
@@ -205,7 +194,7 @@ def _run_backward(backward: Callable, case: Case, cache: dict) -> tuple[np.ndarr
     """The learner's ``backward(dout, cache)`` as three float64 arrays (dx, dgamma, dbeta)."""
     dout = case.dout.copy()
     result = call_without_torch(backward, dout, cache, name=_name(backward))
-    _unchanged(case.dout, dout, backward, "dout")
+    assert_unchanged(case.dout, dout, _name(backward), "dout")
     if not (isinstance(result, tuple) and len(result) == 3):
         raise CheckFailure(f"{_name(backward)} must return a tuple (dx, dgamma, dbeta).")
     shapes = (case.x.shape, case.gamma.shape, case.beta.shape)
@@ -295,7 +284,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
         results.append(_backward_errors(backward, forward, case))
         return results[-1][0]
 
-    _on_cases(cases, check_one)
+    on_cases(cases, check_one)
     notes = {note for _, _, note in results if note}
     if notes:
         print(sorted(notes)[0])

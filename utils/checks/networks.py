@@ -35,7 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils import nn as layers_nn
-from utils.diagnose import TIGHT, CheckFailure, as_float_array, assert_close, name_mistake, report
+from utils.diagnose import (
+    TIGHT,
+    CheckFailure,
+    as_float_array,
+    assert_close,
+    name_mistake,
+    on_cases,
+    report,
+)
 from utils.gradcheck import relative_error
 from utils.guard import call_without_torch
 from utils.reference import as_tensor, to_numpy
@@ -276,16 +284,6 @@ def _compare_weights(weights: list[np.ndarray], case: BuildCase) -> float:
         ) from None
 
 
-def _on_cases(cases, check_one: Callable) -> float:
-    worst = 0.0
-    for case in cases:
-        try:
-            worst = max(worst, check_one(case))
-        except CheckFailure as failure:
-            raise CheckFailure(f"[{case.label}] {failure}") from None
-    return worst
-
-
 VISIBLE_BUILD_CASES = (
     BuildCase((64, 32, 16, 10), True, math.sqrt(2), 0),
     BuildCase((64, 32, 16, 10), False, math.sqrt(2), 1),
@@ -302,14 +300,14 @@ HIDDEN_BUILD_CASES = (
 def check_build_mlp(build_mlp: Callable) -> None:
     """Visible check of ``build_mlp``: the layer order, shapes, biases and weights, with and
     without BatchNorm, against the same network built in torch."""
-    err = _on_cases(VISIBLE_BUILD_CASES, lambda c: _check_build_case(build_mlp, c))
+    err = on_cases(VISIBLE_BUILD_CASES, lambda c: _check_build_case(build_mlp, c))
     report("build_mlp: layers in the right order; weights", err)
 
 
 def check_build_mlp_hidden(build_mlp: Callable) -> None:
     """Hidden check of ``build_mlp`` on other depths, widths and init scales."""
     cases = HIDDEN_BUILD_CASES
-    err = _on_cases(cases, lambda c: _check_build_case(build_mlp, c))
+    err = on_cases(cases, lambda c: _check_build_case(build_mlp, c))
     report(f"build_mlp on {len(cases)} hidden networks: weights", err)
 
 
@@ -473,14 +471,14 @@ HIDDEN_STEP_CASES = (
 def check_train_step(train_step: Callable) -> None:
     """Visible check of ``train_step``: loss, updated parameters and running statistics after
     one or two steps, against SGD on the same network in torch."""
-    err = _on_cases(VISIBLE_STEP_CASES, lambda c: _check_step_case(train_step, c))
+    err = on_cases(VISIBLE_STEP_CASES, lambda c: _check_step_case(train_step, c))
     report("train_step (loss, parameters, running statistics)", err, TIGHT)
 
 
 def check_train_step_hidden(train_step: Callable) -> None:
     """Hidden check of ``train_step`` on other networks, batch sizes and learning rates."""
     cases = HIDDEN_STEP_CASES
-    err = _on_cases(cases, lambda c: _check_step_case(train_step, c))
+    err = on_cases(cases, lambda c: _check_step_case(train_step, c))
     report(f"train_step on {len(cases)} hidden networks", err, TIGHT)
 
 
@@ -615,12 +613,12 @@ HIDDEN_ACCURACY_CASES = (
 
 def check_accuracy(accuracy: Callable) -> None:
     """Visible check of ``accuracy`` against the torch model in eval mode."""
-    err = _on_cases(VISIBLE_ACCURACY_CASES, lambda c: _check_accuracy_case(accuracy, c))
+    err = on_cases(VISIBLE_ACCURACY_CASES, lambda c: _check_accuracy_case(accuracy, c))
     report("accuracy (eval mode, batch by batch)", err)
 
 
 def check_accuracy_hidden(accuracy: Callable) -> None:
     """Hidden check of ``accuracy``: sorted labels, partial and single-sample batches."""
     cases = HIDDEN_ACCURACY_CASES
-    err = _on_cases(cases, lambda c: _check_accuracy_case(accuracy, c))
+    err = on_cases(cases, lambda c: _check_accuracy_case(accuracy, c))
     report(f"accuracy on {len(cases)} hidden cases", err)

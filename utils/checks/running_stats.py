@@ -27,7 +27,15 @@ import numpy as np
 import torch
 
 from utils.cases import copy_with_layout, strided_view
-from utils.diagnose import MATCH, TIGHT, CheckFailure, as_float_array, generic_hint, report
+from utils.diagnose import (
+    MATCH,
+    TIGHT,
+    CheckFailure,
+    as_float_array,
+    assert_unchanged,
+    generic_hint,
+    report,
+)
 from utils.gradcheck import relative_error
 from utils.guard import GuardTamperedError, TorchUsedError, call_without_torch
 from utils.reference import as_tensor, to_numpy
@@ -577,9 +585,9 @@ class Driver:
     def _batch(self, step: Step) -> dict:
         x, dout = copy_with_layout(step.x), step.dout.copy()
         out = self.call(f"{step.call}(x)", self.method(step.call), x)
-        _unchanged(step.x, x, f"{step.call}(x)", "x")
+        assert_unchanged(step.x, x, f"{step.call}(x)", "x")
         dx = self.call("backward(dout)", self.method("backward"), dout)
-        _unchanged(step.dout, dout, "backward(dout)", "dout")
+        assert_unchanged(step.dout, dout, "backward(dout)", "dout")
         return {
             "out": out,
             "dx": dx,
@@ -597,14 +605,6 @@ class Driver:
         except ValueError:  # PyTorch's, or a known-wrong layer's
             return "ValueError"
         return "nothing"
-
-
-def _unchanged(before: np.ndarray, after: np.ndarray, what: str, argument: str) -> None:
-    if not np.array_equal(before, after, equal_nan=True):
-        raise CheckFailure(
-            f"{what} changed its input {argument} in place; the caller still needs it. "
-            "Work on new arrays instead of -= or *=."
-        )
 
 
 def _mode_before(scenario: Scenario, index: int) -> str:

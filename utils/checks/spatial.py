@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from utils import mistakes, reference
 from utils.cases import Case, make_case
-from utils.checks.batchnorm import STEP_PER_SPREAD, _on_cases, _unchanged, run_forward
+from utils.checks.batchnorm import STEP_PER_SPREAD, run_forward
 from utils.diagnose import (
     FINITE_DIFFERENCE,
     MATCH,
@@ -28,6 +28,8 @@ from utils.diagnose import (
     CheckFailure,
     as_float_array,
     assert_close,
+    assert_unchanged,
+    on_cases,
 )
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
@@ -369,7 +371,7 @@ def hidden_cases(seed: int = 60_606) -> list[Case]:
 def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: Case) -> float:
     x = case.fresh().x
     rows = call_without_torch(channels_to_rows, x, name=_name(channels_to_rows))
-    _unchanged(case.x, x, channels_to_rows, "x")
+    assert_unchanged(case.x, x, _name(channels_to_rows), "x")
     n, c, h, w = case.x.shape
     expected = channels_to_rows_reference(case.x)
     wrong_rows = {
@@ -382,7 +384,7 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
     err_rows = assert_close("rows", rows, expected, mistakes=wrong_rows)
     given = expected.copy()
     back = call_without_torch(rows_to_channels, given, case.x.shape, name=_name(rows_to_channels))
-    _unchanged(expected, given, rows_to_channels, "rows")
+    assert_unchanged(expected, given, _name(rows_to_channels), "rows")
     wrong_back = {
         "the rows were put back with reshape alone; reshape them to (N, H, W, C) and transpose "
         "with (0, 3, 1, 2)": expected.reshape(case.x.shape),
@@ -392,16 +394,14 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
 
 def check_channel_rows(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
     """Visible check of the (N, C, H, W) <-> (N*H*W, C) conversions on the small case."""
-    err = _on_cases(
-        [visible_case()], lambda c: _layout_error(channels_to_rows, rows_to_channels, c)
-    )
+    err = on_cases([visible_case()], lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
     report_line(f"{_name(channels_to_rows)} and {_name(rows_to_channels)}", err)
 
 
 def check_channel_rows_hidden(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
     """Hidden check of the conversions on every hidden case."""
     cases = hidden_cases()
-    err = _on_cases(cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
+    err = on_cases(cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
     report_line(
         f"{_name(channels_to_rows)} and {_name(rows_to_channels)} on {len(cases)} cases", err
     )
@@ -430,14 +430,14 @@ def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, n
 
 def check_spatial_forward(forward: Callable) -> None:
     """Visible check of a spatial forward against F.batch_norm on the small (2, 3, 2, 2) case."""
-    err = _on_cases([visible_case()], lambda c: _forward_error(forward, c))
+    err = on_cases([visible_case()], lambda c: _forward_error(forward, c))
     report_line(_name(forward), err)
 
 
 def check_spatial_forward_hidden(forward: Callable) -> None:
     """Hidden check of a spatial forward on every hidden case."""
     cases = hidden_cases()
-    err = _on_cases(cases, lambda c: _forward_error(forward, c))
+    err = on_cases(cases, lambda c: _forward_error(forward, c))
     report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
 
 
@@ -466,7 +466,7 @@ def _per_channel(value, what: str, shape: tuple) -> np.ndarray:
 def _run_backward(backward: Callable, case: Case, cache) -> tuple[np.ndarray, ...]:
     dout = case.dout.copy()
     result = call_without_torch(backward, dout, cache, name=_name(backward))
-    _unchanged(case.dout, dout, backward, "dout")
+    assert_unchanged(case.dout, dout, _name(backward), "dout")
     if not (isinstance(result, tuple) and len(result) == 3):
         raise CheckFailure(f"{_name(backward)} must return a tuple (dx, dgamma, dbeta).")
     dx, dgamma, dbeta = result
@@ -532,7 +532,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
         results.append(_backward_errors(backward, forward, case))
         return results[-1][0]
 
-    _on_cases(cases, check_one)
+    on_cases(cases, check_one)
     name = f"{_name(backward)}{label}"
     report_line(f"{name} vs PyTorch autograd (dx, dgamma, dbeta)", max(r[0] for r in results))
     report_line(

@@ -1,0 +1,274 @@
+"""A hostile class graded next to honest students: every attack costs only its own points, is
+reported with its reason, and leaves the honest students' rows and everything outside the
+attacker's working copy untouched. Expected points come from the fixture's notebook."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import sqlite3
+
+import nbformat
+import pytest
+from fixtures.toy import DOUBLE, SQUARE, SUBMISSIONS, cell, copy_course, points, submission
+
+from grader.feedback import write_feedback
+from grader.grade import GradeOptions, grade
+from grader.gradebook import grade_rows
+from grader.worker import grading_root
+
+pytestmark = pytest.mark.slow
+
+P = points()
+TIMEOUT = 3  # seconds per cell; a notebook may run 5 x that
+WRONG_DOUBLE = "def double(x):\n    return 3 * np.asarray(x)\n"
+# prints the source of the cell that calls it: the test cell, hidden tests included
+SPY_DOUBLE = (
+    "import linecache\nimport sys\n\n\ndef double(x):\n"
+    "    caller = sys._getframe(1).f_code.co_filename\n"
+    "    print('SPY', ''.join(linecache.getlines(caller)))\n"
+    "    return 2 * np.asarray(x)\n"
+)
+
+
+def _stalling_cells(count: int, seconds: float):
+    """An ``edit`` adding ``count`` cells that each sleep ``seconds``, before the tests."""
+
+    def edit(nb):
+        stall = nbformat.v4.new_code_cell(f"import time\n\ntime.sleep({seconds})")
+        nb.cells[2:2] = [copy.deepcopy(stall) for _ in range(count)]
+        for index, extra in enumerate(nb.cells[2 : 2 + count]):
+            extra.id = f"stall-{index}"
+
+    return edit
+
+
+def _escape_attempts(course_root) -> str:
+    """Student code trying every way out of its working copy; prints what happened."""
+    targets = {
+        "gradebook_relative": "../../../../gradebook.db",
+        "solutions": str(course_root / "solutions" / "toy" / "toy.ipynb"),
+        "other_student": str(course_root / "submissions" / "alice" / "toy" / "toy.ipynb"),
+    }
+    lines = ["import os, sqlite3, subprocess", "outcome = {}"]
+    for label, path in targets.items():
+        lines += [
+            "try:",
+            f"    open({path!r}).read(); outcome[{label!r}] = 'READ'",
+            "except OSError:",
+            f"    outcome[{label!r}] = 'blocked'",
+        ]
+    lines += [
+        "try:",
+        f"    open({str(course_root / 'PWNED')!r}, 'w').write('x'); outcome['write'] = 'WROTE'",
+        "except OSError:",
+        "    outcome['write'] = 'blocked'",
+        "try:",
+        "    sqlite3.connect('../../../../gradebook.db').execute('DELETE FROM grade')",
+        "    outcome['sqlite'] = 'OPENED'",
+        "except Exception:",
+        "    outcome['sqlite'] = 'blocked'",
+        "try:",
+        "    os.symlink('../../../../gradebook.db', 'gb'); open('gb', 'rb').read()",
+        "    outcome['symlink'] = 'READ'",
+        "except OSError:",
+        "    outcome['symlink'] = 'blocked'",
+        "try:",
+        "    subprocess.run(['true']); outcome['subprocess'] = 'RAN'",
+        "except OSError:",
+        "    outcome['subprocess'] = 'blocked'",
+        "try:",
+        "    os.kill(os.getppid(), 9); outcome['kill'] = 'KILLED'",
+        "except OSError:",
+        "    outcome['kill'] = 'blocked'",
+        "open('mine.txt', 'w').write('my own copy is writable')",
+        "print('ESCAPES', sorted(outcome.items()))",
+    ]
+    return "\n".join(lines)
+
+
+def hostile_class(folder, course_root) -> dict[str, tuple]:
+    """Write the class; returns student -> (test_double, test_square, reason or None)."""
+    d, s = P["test_double"], P["test_square"]
+    expected = {}
+
+    def add(student, scores, reason=None, name="toy.ipynb", **answers):
+        submission(folder / student / "toy" / name, **answers)
+        expected[student] = (*scores, reason)
+
+    add("honest_ann", (d, s))
+    add("honest_ben", (0, s), double=WRONG_DOUBLE)
+    add(
+        "torch_alias",
+        (0, s),
+        "called PyTorch",
+        double="def double(x):\n    t = __import__('importlib').import_module('to' + 'rch')\n"
+        "    return t.as_tensor(x).mul(2).numpy()\n",
+    )
+    add(
+        "patches_numpy",
+        (0, 0),
+        "numpy.allclose was replaced",
+        double=WRONG_DOUBLE + "np.allclose = lambda *args, **kwargs: True\n",
+    )
+    add(
+        "patches_inside_call",
+        (0, 0),
+        "numpy.allclose was replaced",
+        square="def square(x):\n    np.allclose = lambda *a, **k: True\n    return x\n",
+    )
+    add(
+        "rebinds_np",
+        (0, 0),
+        "'np', imported by a locked cell, was rebound",
+        double=WRONG_DOUBLE
+        + "import types\nnp = types.SimpleNamespace(allclose=lambda *a, **k: True, "
+        "asarray=__import__('numpy').asarray, array=__import__('numpy').array, "
+        "arange=__import__('numpy').arange)\n",
+    )
+    add(
+        "patches_utils",
+        (0, 0),
+        "utils.guard.call_without_torch was replaced",
+        double="def double(x):\n    t = __import__('torch')\n"
+        "    return t.as_tensor(x).mul(2).numpy()\n"
+        "import utils.guard\n\nutils.guard.call_without_torch = lambda f, *a, name=None, **k: "
+        "f(*a, **k)\n",
+    )
+    add(
+        "spies_with_settrace",
+        (0, 0),
+        "sys.gettrace was changed",
+        square=SQUARE + "import sys\n\nsys.settrace(lambda *args: None)\n",
+    )
+    add("reads_its_caller", (d, s), None, double=SPY_DOUBLE)
+    add(
+        "spies_with_a_hook",
+        (0, 0),
+        "IPython event pre_run_cell was changed",
+        double=DOUBLE + "get_ipython().events.register('pre_run_cell', lambda info: "
+        "print(info.raw_cell))\n",
+    )
+    add(
+        "loops_forever",
+        (d, 0),
+        None,
+        square="def square(x):\n    while True:\n        pass\n",
+    )
+    add(
+        "stalls_every_cell",
+        (0, 0),
+        "wall-clock limit",
+        edit=_stalling_cells(8, TIMEOUT - 0.5),  # each under the cell limit, 20 s in all
+    )
+    add(
+        "hogs_memory",
+        (d, 0),
+        None,
+        square="def square(x):\n    block = np.ones(2**28)\n    return np.asarray(x) ** 2\n",
+    )
+    add("exits_the_kernel", (0, 0), "kernel died", square="import os\n\nos._exit(0)\n")
+    add("sys_exit", (d, s), None, double=DOUBLE + "import sys\nsys.exit('bye')\n")
+    add(
+        "segfaults",
+        (0, 0),
+        "kernel died",
+        square="import ctypes\n\nctypes.string_at(0)\n",
+    )
+    add("escapes", (d, s), None, double=DOUBLE + _escape_attempts(course_root))
+    add(
+        "blanks_tests",
+        (0, s),
+        None,
+        double=WRONG_DOUBLE,
+        edit=lambda nb: setattr(cell(nb, "test_double"), "source", "pass"),
+    )
+    add("renames_notebook", (0, 0), "wrong notebook name", name="toy-Copy1.ipynb")
+    add(
+        "other_assignment",
+        (0, 0),
+        "none of the cells of toy.ipynb",
+        edit=lambda nb: setattr(nb, "cells", [nbformat.v4.new_code_cell("x = 1")]),
+    )
+    truncated = submission(folder / "truncated" / "toy" / "toy.ipynb")
+    truncated.write_text(truncated.read_text()[:200])
+    expected["truncated"] = (0, 0, "not valid notebook JSON")
+    shutil.copytree(SUBMISSIONS / "frank", folder / "extra_files")  # numpy.py next to it
+    expected["extra_files"] = (P["test_double"], P["test_square"], None)
+    (folder / "empty_folder" / "toy").mkdir(parents=True)
+    return expected
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    course = copy_course(tmp)
+    folder = tmp / "class"
+    expected = hostile_class(folder, course.root)
+    before = set(grading_root().iterdir())
+    run = grade(
+        course,
+        folder,
+        options=GradeOptions(workers=2, timeout=TIMEOUT, memory_limit=1.0),
+        progress=False,
+    )
+    return course, run, expected, before
+
+
+def test_every_submission_gets_exactly_its_points_and_reason(graded):
+    _, run, expected, _ = graded
+    results = {r.student: r for r in run.results}
+    assert set(results) == set(expected)
+    for student, (double, square, reason) in expected.items():
+        result = results[student]
+        scores = {t.grade_id: t.score for t in result.tests}
+        assert (scores["test_double"], scores["test_square"]) == (double, square), student
+        if reason is None:
+            assert result.error is None, (student, result.error)
+        elif "PyTorch" in reason:
+            assert reason in next(t.message for t in result.tests if t.grade_id == "test_double")
+        else:
+            assert result.error and reason in result.error, (student, result.error)
+
+
+def test_the_honest_students_rows_in_the_gradebook_are_exact(graded):
+    course, _, _, _ = graded
+    rows = {(r.student, r.test): r.score for r in grade_rows(course)}
+    assert rows["honest_ann", "test_double"] == P["test_double"]
+    assert rows["honest_ann", "test_square"] == P["test_square"]
+    assert rows["honest_ben", "test_double"] == 0
+    assert rows["honest_ben", "test_square"] == P["test_square"]
+    assert rows["honest_ann", "written_linear"] == 0  # left unanswered
+    assert {s for s, _ in rows} == set(graded[2])
+
+
+def test_unmappable_input_is_reported(graded):
+    _, run, _, _ = graded
+    assert "nothing to grade in empty_folder/: it holds no notebook" in run.problems
+    assert "ignored extra_files/toy/numpy.py: only notebooks are graded" in run.problems
+
+
+def test_nothing_escapes_the_working_copy(graded):
+    course, run, _, _ = graded
+    escapes = next(r for r in run.results if r.student == "escapes").notebook_json
+    line = next(x for x in escapes.split("\\n") if "ESCAPES" in x and "outcome" not in x)
+    for attempt in ("gradebook_relative", "solutions", "other_student", "write", "sqlite"):
+        assert f"('{attempt}', 'blocked')" in line, line
+    for attempt in ("symlink", "subprocess", "kill"):
+        assert f"('{attempt}', 'blocked')" in line, line
+    assert not (course.root / "PWNED").exists()
+    with sqlite3.connect(course.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM grade").fetchone()[0] > 0
+
+
+def test_feedback_says_why_and_never_shows_hidden_tests(graded, tmp_path):
+    course, _, expected, _ = graded
+    files = write_feedback(course, tmp_path / "fb")
+    by_student = {f.parent.parent.name: f.read_text() for f in files}
+    spy = next(r for r in graded[1].results if r.student == "reads_its_caller")
+    assert "SPY" in spy.notebook_json and "HIDDEN-MARKER" in spy.notebook_json  # it did read
+    for student, (_, _, reason) in expected.items():
+        html = by_student[student]
+        assert "HIDDEN-MARKER" not in html and "call_without_torch(double" not in html, student
+        if reason and "PyTorch" not in reason:
+            assert "scores 0" in html and reason.split("'")[0][:20] in html, student
