@@ -119,11 +119,12 @@ WATCHED_SYS = (
     "gettrace",
     "modules",
 )
-# attributes their own libraries rebind: IPython's builtins around each execution, and
-# torch._dynamo, imported lazily by torch itself, wraps torch.manual_seed
+# attributes their own libraries rebind: IPython's builtins around each execution,
+# torch._dynamo, imported lazily by torch itself, wraps torch.manual_seed, and
+# torch.set_default_dtype rebinds torch.Storage (a learner may set the default dtype)
 VOLATILE = {
     "builtins": {"_", "__", "___", "get_ipython", "exit", "quit", "display"},
-    "torch": {"manual_seed"},
+    "torch": {"manual_seed", "Storage"},
 }
 
 

@@ -487,6 +487,17 @@ def test_the_fingerprint_sees_patched_torch_utils_and_tracers():
     imports = "import torch\nimport utils.diagnose\nimport no_such_module_at_all"
     baseline = json.loads(jail.fingerprint(imports, (), baseline=True))
     assert compare(baseline, json.loads(jail.fingerprint(imports))) == []
+    import numpy as np
+    import torch
+
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # a learner's settings are not tampering
+    np.set_printoptions(precision=3)
+    try:
+        assert compare(baseline, json.loads(jail.fingerprint(imports))) == []
+    finally:
+        torch.set_default_dtype(dtype)
+        np.set_printoptions(precision=8)
     cheats = {
         "torch.nn.functional.batch_norm was replaced or modified": (F, "batch_norm"),
         "utils.diagnose.assert_close was replaced or modified": (utils.diagnose, "assert_close"),

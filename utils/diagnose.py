@@ -122,3 +122,13 @@ def assert_unchanged(before, after, what: str, argument: str) -> None:
             f"{what} changed its input {argument} in place; the caller still needs it. "
             "Work on new arrays (x - mean makes one) instead of -= or *=."
         )
+
+
+def compare_gradients(names, grads, expected, wrong=None, tol: float = TIGHT) -> float:
+    """``assert_close`` for each named gradient (``dx``, ``dgamma``, ...) in turn, naming a
+    known-wrong variant from ``wrong`` (name -> {hint: array}); returns the largest error."""
+    wrong = wrong or {}
+    return max(
+        assert_close(n, g, e, mistakes=wrong.get(n), tol=tol)
+        for n, g, e in zip(names, grads, expected, strict=True)
+    )

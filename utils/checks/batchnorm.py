@@ -18,11 +18,11 @@ from utils import mistakes, reference
 from utils.cases import Case, hidden_cases, visible_case
 from utils.diagnose import (
     FINITE_DIFFERENCE,
-    TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
     assert_unchanged,
+    compare_gradients,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -49,6 +49,9 @@ def _per_feature(value, what: str, case: Case) -> np.ndarray:
         return arr.reshape(d)
     hint = " (one value per sample: reduce over the batch, axis=0)" if arr.shape == (n,) else ""
     raise CheckFailure(f"{what} has shape {arr.shape}; expected one per feature, ({d},){hint}.")
+
+
+GRADIENTS = ("dx", "dgamma", "dbeta")
 
 
 # --- batch statistics (warm-up of lesson 02) ------------------------------------------------
@@ -222,15 +225,6 @@ def _reference_forward(x, gamma, beta, eps):
     return reference.batchnorm_forward_reference(x, gamma, beta, eps), None
 
 
-def _compare_gradients(grads, expected, wrong=None, tol=TIGHT) -> float:
-    names = ("dx", "dgamma", "dbeta")
-    wrong = wrong or {}
-    return max(
-        assert_close(n, g, e, mistakes=wrong.get(n), tol=tol)
-        for n, g, e in zip(names, grads, expected, strict=True)
-    )
-
-
 def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple:
     """(error against autograd, error against finite differences, note or None) of
     ``backward`` on ``case``.
@@ -247,7 +241,9 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
     )
     try:
         grads = _run_backward(backward, case, cache)
-        err_autograd = _compare_gradients(grads, expected, mistakes.backward_mistakes(case))
+        err_autograd = compare_gradients(
+            GRADIENTS, grads, expected, mistakes.backward_mistakes(case)
+        )
     except (CheckFailure, KeyError) as failure:
         if problem is None:
             raise
@@ -262,7 +258,7 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
     else:
         numeric, differenced = _finite_differences(_reference_forward, case), "PyTorch's forward"
     try:
-        err_fd = _compare_gradients(grads, numeric, tol=FINITE_DIFFERENCE)
+        err_fd = compare_gradients(GRADIENTS, grads, numeric, tol=FINITE_DIFFERENCE)
     except CheckFailure as failure:
         raise CheckFailure(
             f"{failure} (This compares with centered differences of {differenced}, while "

@@ -24,11 +24,11 @@ from utils.checks.batchnorm import STEP_PER_SPREAD, run_forward
 from utils.diagnose import (
     FINITE_DIFFERENCE,
     MATCH,
-    TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
     assert_unchanged,
+    compare_gradients,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -41,6 +41,9 @@ CHANNEL_AXES = (0, 2, 3)
 
 def _name(fn: Callable) -> str:
     return getattr(fn, "__name__", "your function")
+
+
+GRADIENTS = ("dx", "dgamma", "dbeta")
 
 
 # --- PyTorch references ------------------------------------------------------------------------
@@ -490,14 +493,6 @@ def _finite_differences(forward: Callable, case: Case) -> tuple[np.ndarray, ...]
     )
 
 
-def _compare_gradients(grads, expected, wrong=None, tol=TIGHT) -> float:
-    wrong = wrong or {}
-    return max(
-        assert_close(n, g, e, mistakes=wrong.get(n), tol=tol)
-        for n, g, e in zip(("dx", "dgamma", "dbeta"), grads, expected, strict=True)
-    )
-
-
 def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple[float, float]:
     """(error against autograd, error against finite differences) of ``backward`` on the
     cache of the learner's ``forward``. The cache's contents are the learner's own choice, so
@@ -513,10 +508,10 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
     expected = spatial_gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
     wrong = backward_mistakes(case)
     wrong = {k: _distinct(v, e) for (k, v), e in zip(wrong.items(), expected, strict=True)}
-    err_autograd = _compare_gradients(grads, expected, wrong)
+    err_autograd = compare_gradients(GRADIENTS, grads, expected, wrong)
     numeric = call_without_torch(_finite_differences, forward, case, name=_name(forward))
     try:
-        err_fd = _compare_gradients(grads, numeric, tol=FINITE_DIFFERENCE)
+        err_fd = compare_gradients(GRADIENTS, grads, numeric, tol=FINITE_DIFFERENCE)
     except CheckFailure as failure:
         raise CheckFailure(
             f"{failure} (This compares with centered differences of your {_name(forward)}, "

@@ -1,0 +1,261 @@
+"""utils.checks.why: the references agree with the closed forms, the laws of scale invariance
+hold, every named mistake differs from the right answer, and the checks fail when they should.
+
+The lesson's own grade cells against planted bugs are in
+tests/test_lesson_08_why_batchnorm_works.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from utils.checks import why
+from utils.checks.why import (
+    HIDDEN_ICS_CASES,
+    HIDDEN_LANDSCAPE_CASES,
+    HIDDEN_SCALE_CASES,
+    HIDDEN_SHIFT_CASES,
+    VISIBLE_ICS_CASES,
+    VISIBLE_LANDSCAPE_CASES,
+    VISIBLE_SCALE_CASES,
+    VISIBLE_SHIFT_CASES,
+    IcsCase,
+    LandscapeCase,
+    ScaleCase,
+    ShiftCase,
+    along_gradient_reference,
+    assert_close_scaled,
+    gradient_ics_reference,
+    input_shift_reference,
+    merge_equal,
+    output_changes_reference,
+    weight_gradient_norms_reference,
+)
+from utils.diagnose import CheckFailure
+from utils.landscape import linear_bn, linear_only
+
+SCALE_CASES = VISIBLE_SCALE_CASES + HIDDEN_SCALE_CASES
+LANDSCAPE_CASES = VISIBLE_LANDSCAPE_CASES + HIDDEN_LANDSCAPE_CASES
+SHIFT_CASES = VISIBLE_SHIFT_CASES + HIDDEN_SHIFT_CASES
+ICS_CASES = VISIBLE_ICS_CASES + HIDDEN_ICS_CASES
+
+
+# --- the laws the lesson teaches, on the references ---------------------------------------------
+
+
+@given(
+    n=st.integers(2, 12),
+    d_in=st.integers(1, 6),
+    d_out=st.integers(1, 5),
+    alphas=st.lists(st.floats(0.01, 100.0), min_size=1, max_size=4),
+    seed=st.integers(0, 10_000),
+)
+def test_batchnorm_without_eps_is_invariant_and_its_gradient_follows_one_over_alpha(
+    n, d_in, d_out, alphas, seed
+):
+    weight, x, upstream = ScaleCase(
+        "Linear -> BatchNorm (eps=0)", n, d_in, d_out, (), seed
+    ).inputs()
+    changes = output_changes_reference(linear_bn, weight, x, alphas)
+    assert np.all(changes < 1e-9)
+    norms = weight_gradient_norms_reference(linear_bn, weight, x, alphas, upstream)
+    at_one = weight_gradient_norms_reference(linear_bn, weight, x, [1.0], upstream)[0]
+    np.testing.assert_allclose(norms * np.array(alphas), at_one, rtol=1e-9, atol=1e-12)
+
+
+@given(alphas=st.lists(st.floats(0.01, 100.0), min_size=1, max_size=4), seed=st.integers(0, 99))
+def test_without_batchnorm_both_laws_fail(alphas, seed):
+    weight, x, upstream = ScaleCase("Linear without BatchNorm", 7, 4, 3, (), seed).inputs()
+    changes = output_changes_reference(linear_only, weight, x, alphas)
+    np.testing.assert_allclose(changes, np.abs(np.array(alphas) - 1), rtol=1e-12, atol=1e-14)
+    norms = weight_gradient_norms_reference(linear_only, weight, x, alphas, upstream)
+    expected = np.linalg.norm(upstream.numpy().T @ x.numpy())
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+
+
+def test_eps_breaks_the_invariance_only_for_small_weights():
+    weight, x, _ = ScaleCase("Linear -> BatchNorm (eps=1e-5)", 32, 8, 6, (), 2).inputs()
+    layer = why.LAYERS["Linear -> BatchNorm (eps=1e-5)"]
+    small, large = output_changes_reference(layer, weight, x, [1e-3, 10.0])
+    assert small > 0.1 and large < 1e-4
+
+
+# --- two routes to the same numbers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in LANDSCAPE_CASES if c.closed_form() is not None], ids=str
+)
+def test_landscape_closed_forms_match_autograd(case):
+    losses, changes = case.closed_form()
+    ref = along_gradient_reference(case)
+    np.testing.assert_allclose(ref["losses"], losses, rtol=1e-12)
+    np.testing.assert_allclose(ref["changes"], changes, rtol=1e-10)
+
+
+def test_every_landscape_kind_is_covered():
+    kinds = {c.kind for c in LANDSCAPE_CASES}
+    assert kinds == {"quadratic", "saddle", "least squares", "mlp", "mlp with BatchNorm"}
+
+
+@pytest.mark.parametrize("case", [c for c in ICS_CASES if c.kind == "deep linear"], ids=str)
+def test_deep_linear_closed_form_matches_autograd(case):
+    difference, cosine, norm = case.closed_form()
+    ref = gradient_ics_reference(case)
+    assert ref[0] == pytest.approx(difference, rel=1e-10, abs=1e-14 * norm)
+    assert ref[1] == pytest.approx(cosine, rel=1e-12)
+    assert ref[2] == pytest.approx(norm, rel=1e-12)
+
+
+def test_the_first_layer_has_no_covariate_shift():
+    difference, cosine, _ = IcsCase("deep linear", 0, 0.3, 2).closed_form()
+    assert difference == 0.0 and cosine == pytest.approx(1.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("case", [c for c in SHIFT_CASES if c.kind == "additive"], ids=str)
+def test_additive_shift_closed_form_matches_the_hooks(case):
+    np.testing.assert_allclose(input_shift_reference(case)[:2], case.closed_form(), atol=1e-14)
+
+
+def test_cases_rebuild_identically():
+    for case in (LANDSCAPE_CASES[1], SHIFT_CASES[1], ICS_CASES[1]):
+        first, second = case.build()[0], case.build()[0]
+        for p, q in zip(first.parameters(), second.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
+# --- every named mistake is detectable ----------------------------------------------------------
+
+
+def _far(a, b) -> bool:
+    return not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
+
+
+def test_each_landscape_mistake_differs_from_the_answer_on_some_case():
+    for what in ("losses", "changes"):
+        hints = why._variants(LANDSCAPE_CASES[0], what)
+        for hint in hints:
+            assert any(
+                _far(why._variants(c, what)[hint], why._expected(c, what)) for c in LANDSCAPE_CASES
+            ), hint
+
+
+def test_each_ics_mistake_differs_from_the_answer_on_some_case():
+    for options in ({"updated": "through"}, {"updated": "all"}, {"sign": 1.0}):
+        assert any(
+            _far(gradient_ics_reference(c, **options)[:2], gradient_ics_reference(c)[:2])
+            for c in ICS_CASES
+        ), options
+    # "only the previous module" differs from "every earlier module" once two modules precede
+    case = IcsCase("deep linear", 2, 0.3, 0)
+    assert _far(
+        gradient_ics_reference(case, updated="previous")[:2], gradient_ics_reference(case)[:2]
+    )
+
+
+def test_each_shift_mistake_differs_from_the_answer_on_some_case():
+    ref = {c: input_shift_reference(c) for c in SHIFT_CASES}
+    assert any(_far(input_shift_reference(c, where="output")[:2], ref[c][:2]) for c in SHIFT_CASES)
+    assert any(_far(input_shift_reference(c, eval_mode=True)[:2], ref[c][:2]) for c in SHIFT_CASES)
+    assert any(_far(ref[c][3], ref[c][1]) for c in SHIFT_CASES)  # unbiased std
+    assert any(_far(ref[c][2], ref[c][0]) for c in SHIFT_CASES)  # elementwise
+
+
+def test_the_scale_cases_cover_both_laws_and_their_failure():
+    names = {c.layer_name for c in SCALE_CASES}
+    assert {"Linear -> BatchNorm (eps=0)", "Linear without BatchNorm"} <= names
+    assert any(c.n == 2 for c in SCALE_CASES) and any(c.d_out == 1 for c in SCALE_CASES)
+
+
+# --- the comparison helpers ---------------------------------------------------------------------
+
+
+def test_assert_close_scaled_accepts_rounding_around_zero():
+    assert assert_close_scaled("x", [1e-16, -2e-16], [0.0, 0.0], 1.0) < 1e-15
+
+
+def test_assert_close_scaled_names_the_matching_mistake_or_falls_back():
+    with pytest.raises(CheckFailure, match="it looks like doubled"):
+        assert_close_scaled("x", [2.0, 4.0], [1.0, 2.0], 2.0, {"doubled": np.array([2.0, 4.0])})
+    with pytest.raises(CheckFailure, match="no known mistake matches; try again"):
+        assert_close_scaled("x", [3.0, 4.0], [1.0, 2.0], 2.0, {}, "try again")
+
+
+def test_assert_close_scaled_accepts_tensors_and_rejects_wrong_shapes():
+    assert assert_close_scaled("x", torch.tensor([1.0, 2.0]), [1.0, 2.0], 1.0) == 0.0
+    with pytest.raises(CheckFailure, match="shape"):
+        assert_close_scaled("x", [1.0], [1.0, 2.0], 1.0)
+
+
+def test_merge_equal_joins_the_hints_of_equal_values():
+    merged = merge_equal({"a": np.array([1.0]), "b": np.array([2.0]), "c": np.array([1.0])})
+    assert set(merged) == {"a; or c", "b"}
+
+
+# --- the checks themselves, on implementations written here -------------------------------------
+
+
+def _output_changes(layer, weight, x, alphas):
+    f0 = layer(x, weight)
+    return [float((layer(x, a * weight) - f0).norm() / f0.norm()) for a in alphas]
+
+
+def _losses_without_restoring(model, loss_fn, step_sizes):
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss_fn(), params)
+    start = [p.detach().clone() for p in params]
+    out = []
+    with torch.no_grad():
+        for eta in step_sizes:
+            for p, w, g in zip(params, start, grads, strict=True):
+                p.copy_(w - eta * g)
+            out.append(float(loss_fn()))
+    return out
+
+
+def test_check_output_changes_passes_a_correct_implementation(capsys):
+    why.check_output_changes(_output_changes)
+    why.check_output_changes_hidden(_output_changes)
+    assert "correct" in capsys.readouterr().out
+
+
+def test_a_measurement_that_leaves_the_weights_moved_fails():
+    with pytest.raises(CheckFailure, match="left the parameters moved"):
+        why.check_losses_along_gradient(_losses_without_restoring)
+
+
+def test_a_shift_with_a_leftover_hook_fails():
+    def input_shift(model, layer, x, update):
+        layer.register_forward_pre_hook(lambda m, i: None)
+        update()
+        return 0.0, 0.0
+
+    with pytest.raises(CheckFailure, match="left a hook registered"):
+        why.check_input_shift(input_shift)
+
+
+def test_case_labels_name_the_case():
+    assert "quadratic" in LandscapeCase("quadratic", 4, (0.1,), 0).label
+    assert "module 2" in ShiftCase("additive", 2, 0).label
+    assert "lr=0.3" in IcsCase("deep linear", 2, 0.3, 0).label
+
+
+def test_a_harmless_warning_of_the_learner_never_reaches_the_test_cell():
+    def noisy_output_changes(layer, weight, x, alphas):
+        weight = weight.clone().requires_grad_(True)
+        f0 = layer(x, weight)
+        return [float((layer(x, a * weight) - f0).norm() / f0.norm()) for a in alphas]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        noisy_output_changes(linear_only, torch.ones(2, 2), torch.eye(2), [2.0])
+        assert caught, "the planted warning must be real for this test to mean anything"
+        caught.clear()
+        why.check_output_changes(noisy_output_changes)
+    assert not caught

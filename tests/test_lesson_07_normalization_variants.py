@@ -1,0 +1,453 @@
+"""Lesson 07: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Each of the eight contract functions gets planted bugs (classic mistakes) that must lose its
+points with a hint naming the mistake; one independently written correct implementation of
+all eight (explicit loops over the sets and a Jacobian per set, nothing shared with the
+solution) must keep full points; a PyTorch-using version must lose them all.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+LN_FORWARD = ["test_layernorm_forward"]
+LN_BACKWARD = ["test_layernorm_backward"]
+GN_FORWARD = ["test_groupnorm_forward"]
+GN_BACKWARD = ["test_groupnorm_backward"]
+IN_FORWARD = ["test_instancenorm_forward"]
+IN_BACKWARD = ["test_instancenorm_backward"]
+RMS_FORWARD = ["test_rmsnorm_forward"]
+RMS_BACKWARD = ["test_rmsnorm_backward"]
+EXERCISES = (
+    LN_FORWARD + LN_BACKWARD + GN_FORWARD + GN_BACKWARD
+    + IN_FORWARD + IN_BACKWARD + RMS_FORWARD + RMS_BACKWARD
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("07_normalization_variants")
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    grade_ids = nb.assert_passes_everything()
+    assert set(grade_ids) == {*EXERCISES, "test_kc_q1", "test_kc_q2"}
+
+
+def test_points_are_as_announced(nb):
+    assert [nb.points(g) for g in EXERCISES] == [2, 3, 3, 3, 1, 1, 2, 3]
+
+
+def test_the_experiment_shows_only_batch_norm_depends_on_the_batch(nb):
+    dependence, sizes = nb.namespace["dependence"], nb.namespace["batch_sizes"]
+    batch = dependence["batch norm"]
+    assert list(sizes) == sorted(sizes, reverse=True)
+    assert all(a < b for a, b in zip(batch, batch[1:], strict=False)) and batch[-1] > 0.5
+    for name, values in dependence.items():
+        if name != "batch norm":
+            assert max(values) < 1e-12, name
+
+
+# --- planted bugs, one parametrized test per exercise --------------------------------------
+
+LN_FORWARD_TEMPLATE = """
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis={axes}, keepdims=True)
+    var = x.var(axis={axes}, ddof={ddof}, keepdims=True)
+    xh = ({centered}) / {denominator}
+    return {affine}, {{"gamma": gamma, "x_hat": xh}}
+"""
+LN_FORWARD_GOOD = dict(
+    axes="-1", ddof="0", centered="x - mu", denominator="np.sqrt(var + eps)",
+    affine="gamma * xh + beta",
+)  # fmt: skip
+LN_FORWARD_BUGS = [
+    ({"axes": "0"}, "batch axis (axis=0): that is batch norm"),
+    ({"ddof": "1"}, "unbiased"),
+    ({"denominator": "(np.sqrt(var) + eps)"}, "outside the square root"),
+    ({"denominator": "np.sqrt(var + 1e-5)"}, "eps argument"),
+    ({"affine": "beta * xh + gamma"}, "swapped"),
+    ({"centered": "x", "denominator": "np.sqrt((x**2).mean(-1, keepdims=True) + eps)"}, "RMSNorm"),
+    ({"axes": "tuple(range(1, x.ndim))"}, "all its axes"),
+]
+
+LN_BACKWARD_TEMPLATE = """
+def layernorm_backward(dout, cache):
+    xh = cache["x_hat"]
+    s = 1 / np.sqrt(((cache["x"] - cache["x"].mean(-1, keepdims=True)) ** 2).mean(
+        -1, keepdims=True) + cache["eps"])
+    d = {dxh}
+    m = {m}
+    dx = s * (d - {mean_term} - xh * (d * xh).sum({sum_axis}, keepdims=True) / {var_count})
+    rows = tuple(range(dout.ndim - 1))
+    return dx, {dgamma}, {dbeta}
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    xh = (x - mu) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return gamma * xh + beta, {{"x": x, "x_hat": xh, "gamma": gamma, "eps": eps}}
+"""
+LN_BACKWARD_GOOD = dict(
+    dxh='dout * cache["gamma"]', m="dout.shape[-1]", mean_term="d.sum(-1, keepdims=True) / m",
+    sum_axis="-1", var_count="m", dgamma="(dout * xh).sum(rows)", dbeta="dout.sum(rows)",
+)  # fmt: skip
+LN_BACKWARD_BUGS = [
+    ({"mean_term": "0"}, "missing the mean term"),
+    ({"var_count": "(m - 1)"}, "unbiased variance (m - 1)"),
+    ({"dxh": "dout"}, "forgets gamma"),
+    (
+        {"m": "dout.shape[0]", "mean_term": "d.sum(0, keepdims=True) / m", "sum_axis": "0"},
+        "batch axis (axis=0), as in batch norm",
+    ),
+    ({"dgamma": "(dout * xh).sum(-1)"}, "a sum over axis=1"),
+    ({"dgamma": "(dout * xh).sum(0, keepdims=True)"}, "keepdims"),
+    ({"dgamma": "dout.sum(rows)"}, "x_hat factor is missing"),
+    ({"dbeta": "dout.mean(rows)"}, "averages dout"),
+]
+
+GN_FORWARD_TEMPLATE = """
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    n, c, h, w = x.shape
+    {guard}
+    g = {groups}
+    v = {view}
+    xh = ((v - v.mean(axis={axes}, keepdims=True))
+          / np.sqrt(v.var(axis={axes}, ddof={ddof}, keepdims=True) + eps)).reshape(x.shape)
+    gm, bt = {params}
+    return gm.reshape(1, -1, 1, 1) * xh + bt.reshape(1, -1, 1, 1), {{"xh": xh}}
+"""
+GN_FORWARD_GOOD = dict(
+    guard="if c % num_groups: raise ValueError('C must be divisible by num_groups')",
+    groups="num_groups", view="x.reshape(n, g, -1)", axes="2", ddof="0", params="gamma, beta",
+)  # fmt: skip
+GN_FORWARD_BUGS = [
+    ({"view": "x.reshape(n, c // g, g, h, w)", "axes": "(1, 3, 4)"}, "interleaved"),
+    (
+        {"params": "np.repeat(gamma[:g], c // g), np.repeat(beta[:g], c // g)"},
+        "the affine is per group",
+    ),
+    ({"groups": "x.shape[1] // num_groups"}, "number of channels per group"),
+    ({"groups": "1"}, "as if it were 1"),
+    ({"view": "x.reshape(n, g, c // g, h, w)"}, "leave out the positions"),
+    ({"axes": "(0, 2)"}, "include the batch axis"),
+    ({"ddof": "1"}, "unbiased"),
+    ({"guard": "pass"}, "must raise ValueError"),
+    ({"guard": "assert c % num_groups == 0"}, "must raise ValueError"),
+]
+
+GN_BACKWARD_TEMPLATE = """
+def groupnorm_backward(dout, cache):
+    n, c, h, w = dout.shape
+    g = cache["g"]
+    xh = cache["xh"].reshape(n, g, -1)
+    s = cache["s"]
+    d = {dxh}.reshape(n, g, -1)
+    m = xh.shape[2]
+    dx = s * (d - {mean_term} - xh * (d * xh).sum({axes}, keepdims=True) / m)
+    return dx.reshape(dout.shape), {dgamma}, dout.sum((0, 2, 3))
+
+
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    n, c = x.shape[:2]
+    if c % num_groups:
+        raise ValueError("C must be divisible by num_groups")
+    v = x.reshape(n, num_groups, -1)
+    s = 1 / np.sqrt(v.var(2, keepdims=True) + eps)
+    xh = ((v - v.mean(2, keepdims=True)) * s).reshape(x.shape)
+    out = gamma[None, :, None, None] * xh + beta[None, :, None, None]
+    return out, {{"xh": xh, "s": s, "g": num_groups, "gamma": gamma}}
+"""
+GN_BACKWARD_GOOD = dict(
+    dxh='(dout * cache["gamma"][:, None, None])', mean_term="d.mean(2, keepdims=True)",
+    axes="2", dgamma='(dout * cache["xh"]).sum((0, 2, 3))',
+)  # fmt: skip
+GN_BACKWARD_BUGS = [
+    ({"mean_term": "0"}, "missing the mean term"),
+    ({"dxh": "dout"}, "forgets gamma"),
+    ({"dgamma": "dout.sum((0, 2, 3))"}, "x_hat factor is missing"),
+    ({"dgamma": '(dout * cache["xh"]).sum((2, 3))'}, "a sum over axis=(2, 3)"),
+    ({"dgamma": '(dout * cache["xh"]).reshape(n, g, -1).sum((0, 2))'}, "shape"),
+]
+
+IN_FORWARD_TEMPLATE = """
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis={axes}, keepdims=True)
+    xh = (x - mu) / {denominator}
+    return {affine}, {{"xh": xh}}
+"""
+IN_FORWARD_GOOD = dict(
+    axes="(2, 3)", denominator="np.sqrt(x.var(axis=(2, 3), keepdims=True) + eps)",
+    affine="gamma.reshape(1, -1, 1, 1) * xh + beta.reshape(1, -1, 1, 1)",
+)  # fmt: skip
+IN_FORWARD_BUGS = [
+    (
+        {"axes": "(0, 2, 3)", "denominator": "np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)"},
+        "that is batch norm",
+    ),
+    (
+        {"axes": "(1, 2, 3)", "denominator": "np.sqrt(x.var(axis=(1, 2, 3), keepdims=True) + eps)"},
+        "that is layer norm",
+    ),
+    ({"denominator": "np.sqrt(x.var(axis=(2, 3), ddof=1, keepdims=True) + eps)"}, "unbiased"),
+    ({"denominator": "(x.std(axis=(2, 3), keepdims=True) + eps)"}, "outside the square root"),
+    ({"affine": "gamma * xh + beta"}, "broadcast"),
+]
+
+IN_BACKWARD_TEMPLATE = """
+def instancenorm_backward(dout, cache):
+    xh, s, g = cache["xh"], cache["s"], cache["gamma"].reshape(1, -1, 1, 1)
+    d = dout * g
+    dx = s * (d - d.mean({axes}, keepdims=True) - {var_term})
+    return dx, {dgamma}, {dbeta}
+
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    s = 1 / np.sqrt(x.var((2, 3), keepdims=True) + eps)
+    xh = (x - x.mean((2, 3), keepdims=True)) * s
+    out = gamma.reshape(1, -1, 1, 1) * xh + beta.reshape(1, -1, 1, 1)
+    return out, {{"xh": xh, "s": s, "gamma": gamma}}
+"""
+IN_BACKWARD_GOOD = dict(
+    axes="(2, 3)", var_term="xh * (d * xh).mean((2, 3), keepdims=True)",
+    dgamma="(dout * xh).sum((0, 2, 3))", dbeta="dout.sum((0, 2, 3))",
+)  # fmt: skip
+IN_BACKWARD_BUGS = [
+    ({"var_term": "0"}, "missing the variance term"),
+    ({"dgamma": "(dout * xh).sum((2, 3))"}, "a sum over axis=(2, 3)"),
+    ({"dbeta": "(dout * xh).sum((0, 2, 3))"}, "swapped"),
+    ({"dgamma": "(dout * xh).sum(0)"}, "a sum over axis=0"),
+]
+
+RMS_FORWARD_TEMPLATE = """
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    z = {z}
+    ms = (z**2).{reduce}(axis={axes}, keepdims=True)
+    xh = z / {denominator}
+    return {out}, {{"xh": xh}}
+"""
+RMS_FORWARD_GOOD = dict(
+    z="x", reduce="mean", axes="-1", denominator="np.sqrt(ms + eps)", out="gamma * xh",
+)  # fmt: skip
+RMS_FORWARD_BUGS = [
+    ({"z": "x - x.mean(-1, keepdims=True)"}, "the mean is subtracted (that is layer norm)"),
+    ({"denominator": "(np.sqrt(ms) + eps)"}, "outside the square root"),
+    ({"reduce": "sum"}, "summed instead of averaged"),
+    ({"axes": "0"}, "over the batch axis"),
+    ({"denominator": "np.sqrt(ms + 1e-6)"}, "eps argument"),
+    ({"out": "xh"}, "gamma is not applied"),
+]
+
+RMS_BACKWARD_TEMPLATE = """
+def rmsnorm_backward(dout, cache):
+    xh, r = cache["xh"], cache["r"]
+    d = {dxh}
+    dx = r * (d - {mean_term} - xh * (d * xh).mean({axes}, keepdims=True))
+    return dx, {dgamma}
+
+
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    r = 1 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    return gamma * x * r, {{"xh": x * r, "r": r, "gamma": gamma}}
+"""
+RMS_BACKWARD_GOOD = dict(
+    dxh='dout * cache["gamma"]', mean_term="0", axes="-1",
+    dgamma="(dout * xh).reshape(-1, dout.shape[-1]).sum(0)",
+)  # fmt: skip
+RMS_BACKWARD_BUGS = [
+    ({"mean_term": "d.mean(-1, keepdims=True)"}, "dx has a mean term"),
+    ({"dxh": "dout"}, "forgets gamma"),
+    ({"axes": "0"}, "over the batch axis (axis=0)"),
+    ({"dgamma": "dout.reshape(-1, dout.shape[-1]).sum(0)"}, "x_hat factor is missing"),
+    ({"dgamma": "(dout * xh).sum(-1)"}, "a sum over axis=1"),
+]
+
+EXERCISE_BUGS = {
+    "layernorm_forward": (LN_FORWARD, LN_FORWARD_TEMPLATE, LN_FORWARD_GOOD, LN_FORWARD_BUGS),
+    "layernorm_backward": (LN_BACKWARD, LN_BACKWARD_TEMPLATE, LN_BACKWARD_GOOD, LN_BACKWARD_BUGS),
+    "groupnorm_forward": (GN_FORWARD, GN_FORWARD_TEMPLATE, GN_FORWARD_GOOD, GN_FORWARD_BUGS),
+    "groupnorm_backward": (GN_BACKWARD, GN_BACKWARD_TEMPLATE, GN_BACKWARD_GOOD, GN_BACKWARD_BUGS),
+    "instancenorm_forward": (IN_FORWARD, IN_FORWARD_TEMPLATE, IN_FORWARD_GOOD, IN_FORWARD_BUGS),
+    "instancenorm_backward": (
+        IN_BACKWARD, IN_BACKWARD_TEMPLATE, IN_BACKWARD_GOOD, IN_BACKWARD_BUGS,
+    ),
+    "rmsnorm_forward": (RMS_FORWARD, RMS_FORWARD_TEMPLATE, RMS_FORWARD_GOOD, RMS_FORWARD_BUGS),
+    "rmsnorm_backward": (
+        RMS_BACKWARD, RMS_BACKWARD_TEMPLATE, RMS_BACKWARD_GOOD, RMS_BACKWARD_BUGS,
+    ),
+}  # fmt: skip
+"""exercise -> (its grade cells, a template, the template's correct filling, [(bug, hint)])."""
+
+PLANTED = [
+    pytest.param(exercise, bug, hint, id=f"{exercise}: {hint}")
+    for exercise, (_, _, _, bugs) in EXERCISE_BUGS.items()
+    for bug, hint in bugs
+]
+
+
+@pytest.mark.parametrize("exercise", list(EXERCISE_BUGS))
+def test_each_template_without_a_bug_keeps_the_points(nb, exercise):
+    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
+    nb.assert_keeps_points(grade_ids, template.format(**good))
+
+
+@pytest.mark.parametrize("exercise, bug, hint", PLANTED)
+def test_planted_bugs_lose_the_points_and_are_named(nb, exercise, bug, hint):
+    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
+    nb.assert_loses_points(grade_ids, template.format(**{**good, **bug}), hint)
+
+
+def test_a_forward_that_modifies_x_in_place_loses_the_points(nb):
+    code = """
+    def layernorm_forward(x, gamma, beta, eps=1e-5):
+        x -= x.mean(axis=-1, keepdims=True)
+        x /= np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)
+        return gamma * x + beta, {}
+    """
+    nb.assert_loses_points(LN_FORWARD, code, "in place")
+
+
+def test_a_wrong_forward_is_blamed_before_the_backward(nb):
+    code = LN_BACKWARD_TEMPLATE.format(**LN_BACKWARD_GOOD).replace(
+        "x.var(-1, keepdims=True)", "x.var(-1, ddof=1, keepdims=True)"
+    )
+    nb.assert_loses_points(LN_BACKWARD, code, "fix layernorm_forward first")
+
+
+# --- independent correct code, and PyTorch -----------------------------------------------------
+
+INDEPENDENT = """
+def _normalize_sets(sets, eps, center):
+    '''sets (S, M): each row normalized by explicit loops; returns (x_hat, jacobians).'''
+    x_hat = np.empty(sets.shape)
+    jacobians = []
+    for i, row in enumerate(sets):
+        m = row.size
+        shifted = row - (sum(row) / m if center else 0.0)
+        scale = (float(np.dot(shifted, shifted)) / m + eps) ** -0.5
+        x_hat[i] = shifted * scale
+        projector = np.eye(m) - (1.0 / m if center else 0.0)
+        jacobians.append(scale * projector - np.outer(shifted, shifted) @ projector * scale**3 / m)
+    return x_hat, jacobians
+
+
+def _pull_back(jacobians, dsets):
+    return np.stack([j.T @ d for j, d in zip(jacobians, dsets)])
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    rows = np.array(x).reshape(-1, x.shape[-1])
+    x_hat, jac = _normalize_sets(rows, eps, center=True)
+    x_hat = x_hat.reshape(x.shape)
+    return np.einsum("...d,d->...d", x_hat, gamma) + beta, (x_hat, gamma, jac)
+
+
+def layernorm_backward(dout, cache):
+    x_hat, gamma, jac = cache
+    d = dout.shape[-1]
+    dx = _pull_back(jac, (dout * gamma).reshape(-1, d)).reshape(dout.shape)
+    flat = dout.reshape(-1, d)
+    return dx, np.einsum("id,id->d", flat, x_hat.reshape(-1, d)), np.einsum("id->d", flat)
+
+
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    n, c, h, w = x.shape
+    if c % num_groups:
+        raise ValueError(f"num_groups={num_groups} does not divide C={c}")
+    size = c // num_groups
+    sets = np.stack([x[i, g * size:(g + 1) * size].ravel()
+                     for i in range(n) for g in range(num_groups)])
+    x_hat, jac = _normalize_sets(sets, eps, center=True)
+    x_hat = x_hat.reshape(x.shape)
+    out = np.einsum("nchw,c->nchw", x_hat, gamma) + beta[:, None, None]
+    return out, (x_hat, gamma, jac, num_groups)
+
+
+def groupnorm_backward(dout, cache):
+    x_hat, gamma, jac, groups = cache
+    n = dout.shape[0]
+    dsets = np.einsum("nchw,c->nchw", dout, gamma).reshape(n * groups, -1)
+    dx = _pull_back(jac, dsets).reshape(dout.shape)
+    return dx, np.einsum("nchw,nchw->c", dout, x_hat), np.einsum("nchw->c", dout)
+
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    x_hat, jac = _normalize_sets(np.array(x).reshape(n * c, h * w), eps, center=True)
+    x_hat = x_hat.reshape(x.shape)
+    return np.einsum("nchw,c->nchw", x_hat, gamma) + beta[:, None, None], (x_hat, gamma, jac)
+
+
+def instancenorm_backward(dout, cache):
+    x_hat, gamma, jac = cache
+    n, c = dout.shape[:2]
+    dsets = np.einsum("nchw,c->nchw", dout, gamma).reshape(n * c, -1)
+    dx = _pull_back(jac, dsets).reshape(dout.shape)
+    return dx, np.einsum("nchw,nchw->c", dout, x_hat), np.einsum("nchw->c", dout)
+
+
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    rows = np.array(x).reshape(-1, x.shape[-1])
+    x_hat, jac = _normalize_sets(rows, eps, center=False)
+    x_hat = x_hat.reshape(x.shape)
+    return np.einsum("...d,d->...d", x_hat, gamma), (x_hat, gamma, jac)
+
+
+def rmsnorm_backward(dout, cache):
+    x_hat, gamma, jac = cache
+    dx = _pull_back(jac, (dout * gamma).reshape(-1, dout.shape[-1])).reshape(dout.shape)
+    d = dout.shape[-1]
+    return dx, np.einsum("id,id->d", dout.reshape(-1, d), x_hat.reshape(-1, d))
+"""
+
+
+def test_independent_implementation_keeps_full_points(nb):
+    assert nb.score(EXERCISES, code=INDEPENDENT) == 18
+
+
+def test_calling_torch_loses_the_points_of_every_exercise(nb):
+    code = """
+    import importlib
+
+    def _via_torch(fn):
+        def forward(x, gamma, *rest):
+            torch = importlib.import_module("torch")
+            t = torch.tensor(np.array(x))
+            return fn(torch, t, gamma, *rest).numpy(), None
+        return forward
+
+    def _backward(dout, cache):
+        importlib.import_module("torch").zeros(1)
+        return (np.zeros(dout.shape), np.zeros(dout.shape[1]), np.zeros(dout.shape[1]))
+
+    layernorm_forward = _via_torch(
+        lambda torch, t, g, b, eps=1e-5: torch.nn.functional.layer_norm(
+            t, t.shape[-1:], torch.tensor(g), torch.tensor(b), eps))
+    groupnorm_forward = _via_torch(
+        lambda torch, t, g, b, groups, eps=1e-5: torch.nn.functional.group_norm(
+            t, groups, torch.tensor(g), torch.tensor(b), eps))
+    instancenorm_forward = _via_torch(
+        lambda torch, t, g, b, eps=1e-5: torch.nn.functional.instance_norm(
+            t, weight=torch.tensor(g), bias=torch.tensor(b), eps=eps))
+    rmsnorm_forward = _via_torch(
+        lambda torch, t, g, eps=1e-6: torch.nn.functional.rms_norm(
+            t, t.shape[-1:], torch.tensor(g), eps))
+    layernorm_backward = groupnorm_backward = instancenorm_backward = _backward
+    rmsnorm_backward = _backward
+    """
+    outcomes = nb.run_tests(EXERCISES, code=code)
+    assert not any(o.passed for o in outcomes)
+    assert all("PyTorch" in o.message for o in outcomes), [o.message for o in outcomes]
+
+
+@pytest.mark.parametrize("question, key", [(1, "c"), (2, "a")])
+def test_knowledge_check_needs_the_right_letter(nb, question, key):
+    grade_id = f"test_kc_q{question}"
+    scores = {
+        letter: nb.score([grade_id], code=f"answer_q{question} = '{letter}'") for letter in "abcd"
+    }
+    assert scores == {letter: int(letter == key) for letter in "abcd"}

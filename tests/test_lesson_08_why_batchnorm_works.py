@@ -1,0 +1,566 @@
+"""Lesson 08: the notebook's own grade cells (hidden tests included) against planted bugs.
+
+Every planted bug must lose the points of its exercise's grade cell, with a failure message
+naming the mistake; an independently written correct implementation keeps full points. The
+lesson allows PyTorch, so there is no torch guard to test here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import SolvedNotebook
+
+pytestmark = pytest.mark.slow
+
+POINTS = {
+    "test_output_changes": 2,
+    "test_weight_gradient_norms": 2,
+    "test_losses_along_gradient": 3,
+    "test_gradient_changes": 3,
+    "test_input_shift": 2,
+    "test_gradient_ics": 3,
+    "test_answer_q1": 1,
+    "test_answer_q2": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return SolvedNotebook("08_why_batchnorm_works")
+
+
+def test_the_solution_passes_every_grade_cell(nb):
+    assert set(nb.assert_passes_everything()) == set(POINTS)
+
+
+def test_points_are_as_announced(nb):
+    assert {g: nb.points(g) for g in POINTS} == POINTS
+    assert nb.points("written_ics") == 3
+    assert nb.points("written_scale") == 2
+
+
+def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
+    for grade_id in (
+        "output_changes",
+        "weight_gradient_norms",
+        "losses_along_gradient",
+        "gradient_changes",
+        "input_shift",
+        "gradient_ics",
+    ):
+        tail = nb.cell_source(grade_id).split("### END SOLUTION", 1)[1]
+        assert tail.strip().startswith("return "), grade_id
+
+
+def test_the_experiments_show_what_the_text_says(nb):
+    ns = nb.namespace
+    np = ns["np"]
+    # 1.1: the exact 1/alpha law with eps=0, no dependence on alpha without BatchNorm
+    slope = ns["loglog_slope"]
+    alphas, norms, large = ns["alphas"], ns["grad_norms"], ns["alphas"] >= 1e-2
+    assert abs(slope(alphas, norms["Linear -> BatchNorm (eps=0)"]) + 1) < 1e-9
+    assert abs(slope(alphas, norms["Linear, no BatchNorm"])) < 1e-9
+    eps_law = slope(alphas[large], norms["Linear -> BatchNorm (eps=1e-5)"][large])
+    assert -1.01 < eps_law < -0.98
+    assert slope(alphas[:3], norms["Linear -> BatchNorm (eps=1e-5)"][:3]) > -0.5  # bent by eps
+    # 4.1: the BatchNorm landscape is smoother along the gradient, by a wide margin
+    loss_range = ns["loss_range"]
+    assert np.median(loss_range["bn"]) * 10 < np.median(loss_range["none"])
+    changes = ns["largest_change"]
+    assert np.median(changes["bn"]) * 3 < np.median(changes["none"])
+    # 4.2: BatchNorm shrinks the input shift; noisy BatchNorm has the largest; it still trains
+    shift = ns["shift"]
+    assert np.median(shift["bn"]) * 5 < np.median(shift["none"]) < np.median(shift["noisy"]) / 2
+    accuracy = {norm: run.test_accuracy for norm, run in ns["runs"].items()}
+    assert accuracy["noisy"] > 0.9 and accuracy["bn"] > 0.9
+    assert abs(accuracy["noisy"] - accuracy["bn"]) < 0.03
+    # 4.2: the gradient ICS does not vanish with BatchNorm
+    assert np.median(ns["ics_cosine"]["bn"]) < 0.8
+    assert np.median(ns["ics_cosine"]["bn"]) < np.median(ns["ics_cosine"]["none"])
+
+
+# --- scale invariance ---------------------------------------------------------------------------
+
+OUTPUT = ["test_output_changes"]
+GRADIENT = ["test_weight_gradient_norms"]
+
+_OUTPUT_TEMPLATE = """
+def output_changes(layer, weight, x, alphas):
+    base = layer(x, weight)
+    result = []
+    for alpha in alphas:
+{body}
+    return np.array(result)
+"""
+
+
+def _output_with(body: str) -> str:
+    return _OUTPUT_TEMPLATE.format(
+        body="\n".join("        " + line for line in body.strip().splitlines())
+    )
+
+
+OUTPUT_BUGS = {
+    "the absolute change": _output_with(
+        "result.append(float(torch.linalg.norm(layer(x, alpha * weight) - base)))"
+    ),
+    "divided by ||f(alpha W)||": _output_with("""
+scaled = layer(x, alpha * weight)
+result.append(float(torch.linalg.norm(scaled - base) / torch.linalg.norm(scaled)))
+"""),
+    "changed weight in place": _output_with("""
+weight *= alpha
+result.append(float(torch.linalg.norm(layer(x, weight) - base) / torch.linalg.norm(base)))
+"""),
+    "changed x in place": _output_with("""
+scaled = layer(x.mul_(1.0), alpha * weight)  # harmless...
+x += 0.0 * alpha + 1e-3  # ...but this one is not
+result.append(float(torch.linalg.norm(scaled - base) / torch.linalg.norm(base)))
+"""),
+    "compare layer(x, alpha * weight)": _output_with(  # alpha never applied
+        "result.append(float(torch.linalg.norm(layer(x, weight) - base) / torch.linalg.norm(base)))"
+    ),
+}
+"""substring of the expected failure message -> planted bug."""
+
+
+@pytest.mark.parametrize("hint", list(OUTPUT_BUGS))
+def test_output_changes_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(OUTPUT, OUTPUT_BUGS[hint], hint)
+
+
+def test_independent_output_changes_keeps_the_points(nb):
+    code = """
+def output_changes(layer, weight, x, alphas):
+    f0 = layer(x, weight).detach().numpy()
+    outs = [layer(x, weight * a).detach().numpy() for a in alphas]
+    return [np.sqrt(((o - f0) ** 2).sum()) / np.sqrt((f0 ** 2).sum()) for o in outs]
+"""
+    assert nb.score(OUTPUT, code=code) == 2
+
+
+_GRADIENT_TEMPLATE = """
+def weight_gradient_norms(layer, weight, x, alphas, upstream):
+    result = []
+    for alpha in alphas:
+{body}
+    return np.array(result)
+"""
+
+
+def _gradient_with(body: str) -> str:
+    return _GRADIENT_TEMPLATE.format(
+        body="\n".join("        " + line for line in body.strip().splitlines())
+    )
+
+
+GRADIENT_BUGS = {
+    "the gradient with respect to W": _gradient_with("""
+w = weight.clone().requires_grad_(True)
+(g,) = torch.autograd.grad((layer(x, alpha * w) * upstream).sum(), w)
+result.append(float(torch.linalg.norm(g)))
+"""),
+    "(or with alpha applied to x)": _gradient_with("""
+w = weight.clone().requires_grad_(True)
+(g,) = torch.autograd.grad((layer(alpha * x, w) * upstream).sum(), w)
+result.append(float(torch.linalg.norm(g)))
+"""),
+    "the squared norm": _gradient_with("""
+v = (alpha * weight).detach().requires_grad_(True)
+(g,) = torch.autograd.grad((layer(x, v) * upstream).sum(), v)
+result.append(float((g ** 2).sum()))
+"""),
+    "the gradient of out.sum()": _gradient_with("""
+v = (alpha * weight).detach().requires_grad_(True)
+(g,) = torch.autograd.grad(layer(x, v).sum(), v)
+result.append(float(torch.linalg.norm(g)))
+"""),
+    "the gradient with respect to x": _gradient_with("""
+v = alpha * weight
+xg = x.clone().requires_grad_(True)
+(g,) = torch.autograd.grad((layer(xg, v) * upstream).sum(), xg)
+result.append(float(torch.linalg.norm(g)))
+"""),
+    "changed weight in place": _gradient_with("""
+weight.mul_(alpha)
+v = weight.detach().clone().requires_grad_(True)
+(g,) = torch.autograd.grad((layer(x, v) * upstream).sum(), v)
+result.append(float(torch.linalg.norm(g)))
+"""),
+}
+
+
+@pytest.mark.parametrize("hint", list(GRADIENT_BUGS))
+def test_weight_gradient_norms_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(GRADIENT, GRADIENT_BUGS[hint], hint)
+
+
+def test_independent_weight_gradient_norms_keeps_the_points(nb):
+    code = """
+def weight_gradient_norms(layer, weight, x, alphas, upstream):
+    out = np.empty(len(alphas))
+    for k, a in enumerate(alphas):
+        v = torch.nn.Parameter(weight * a)
+        layer(x, v).mul(upstream).sum().backward()
+        out[k] = v.grad.pow(2).sum().sqrt().item()
+    return out
+"""
+    assert nb.score(GRADIENT, code=code) == 2
+
+
+# --- the landscape along the gradient -----------------------------------------------------------
+
+LOSSES = ["test_losses_along_gradient"]
+CHANGES = ["test_gradient_changes"]
+
+_LANDSCAPE_TEMPLATE = """
+def {name}(model, loss_fn, step_sizes):
+    params = list(model.parameters())
+{gradient}
+    start = [p.detach().clone() for p in params]
+    out = []
+    for eta in step_sizes:
+        with torch.no_grad():
+            for p, w, g in zip(params, start, grads):
+{step}
+{measure}
+{restore}
+    return np.array(out)
+"""
+_AUTOGRAD = "    grads = torch.autograd.grad(loss_fn(), params)"
+_STEP = "                p.copy_(w - eta * g)"
+_RESTORE = """
+    with torch.no_grad():
+        for p, w in zip(params, start):
+            p.copy_(w)
+"""
+_MEASURE_LOSS = """
+        with torch.no_grad():
+            out.append(float(loss_fn()))
+"""
+_MEASURE_CHANGE = """
+        moved = torch.autograd.grad(loss_fn(), params)
+        out.append(float(torch.sqrt(sum(((g - m) ** 2).sum() for g, m in zip(grads, moved)))))
+"""
+
+
+def _landscape_with(
+    name: str,
+    measure: str,
+    gradient: str = _AUTOGRAD,
+    step: str = _STEP,
+    restore: str = _RESTORE,
+) -> str:
+    return _LANDSCAPE_TEMPLATE.format(
+        name=name,
+        gradient=gradient,
+        step=step,
+        measure=measure.strip("\n"),
+        restore=restore.strip("\n") or "    pass",
+    )
+
+
+def _landscape_bugs(name: str, measure: str) -> dict[str, str]:
+    """The mistakes both landscape measurements can make, as hint -> source."""
+    return {
+        "left the parameters moved": _landscape_with(name, measure, restore=""),
+        "a step along +g": _landscape_with(
+            name, measure, step="                p.copy_(w + eta * g)"
+        ),
+        "steps that accumulate": _landscape_with(
+            name, measure, step="                p -= eta * g"
+        ),
+        "stale .grad": _landscape_with(
+            name,
+            measure,
+            gradient="""
+    loss_fn().backward()
+    grads = [p.grad.clone() for p in params]
+""".strip("\n"),
+        ),
+        "minus the full gradient": _landscape_with(  # a random direction
+            name,
+            measure,
+            gradient=_AUTOGRAD
+            + "\n    gen = torch.Generator().manual_seed(0)"
+            + "\n    grads = [torch.randn(g.shape, generator=gen, dtype=g.dtype) for g in grads]",
+        ),
+        "replaced the model's parameters": _landscape_with(
+            name,
+            measure,
+            restore="""
+    for module in model.modules():
+        for key, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[key] = torch.nn.Parameter(p.detach().clone())
+""",
+        ),
+    }
+
+
+LOSS_BUGS = _landscape_bugs("losses_along_gradient", _MEASURE_LOSS) | {
+    "a unit direction": _landscape_with(
+        "losses_along_gradient",
+        _MEASURE_LOSS,
+        gradient=_AUTOGRAD
+        + "\n    size = torch.sqrt(sum((g ** 2).sum() for g in grads))"
+        + "\n    grads = [g / size for g in grads]",
+    ),
+}
+CHANGE_BUGS = _landscape_bugs("gradient_changes", _MEASURE_CHANGE) | {
+    "a relative change": _landscape_with(
+        "gradient_changes",
+        _MEASURE_CHANGE
+        + "        out[-1] /= float(torch.sqrt(sum((g ** 2).sum() for g in grads)))\n",
+    ),
+    "the norm of the gradient at the moved point": _landscape_with(
+        "gradient_changes",
+        """
+        moved = torch.autograd.grad(loss_fn(), params)
+        out.append(float(torch.sqrt(sum((m ** 2).sum() for m in moved))))
+""",
+    ),
+    "pile up in .grad": _landscape_with(  # the second backward() adds to the first
+        "gradient_changes",
+        """
+        loss_fn().backward()
+        moved = [p.grad.clone() for p in params]
+        out.append(float(torch.sqrt(sum(((g - m) ** 2).sum() for g, m in zip(grads, moved)))))
+""",
+        gradient="""
+    model.zero_grad()
+    loss_fn().backward()
+    grads = [p.grad.clone() for p in params]
+""".strip("\n"),
+    ),
+    "the squared norm": _landscape_with(
+        "gradient_changes",
+        """
+        moved = torch.autograd.grad(loss_fn(), params)
+        out.append(float(sum(((g - m) ** 2).sum() for g, m in zip(grads, moved))))
+""",
+    ),
+}
+
+
+@pytest.mark.parametrize("hint", list(LOSS_BUGS))
+def test_losses_along_gradient_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(LOSSES, LOSS_BUGS[hint], hint)
+
+
+@pytest.mark.parametrize("hint", list(CHANGE_BUGS))
+def test_gradient_changes_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(CHANGES, CHANGE_BUGS[hint], hint)
+
+
+def test_independent_landscape_measurements_keep_the_points(nb):
+    # Flat vectors and a saved state_dict, zero_grad + backward: another shape of solution.
+    code = """
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+
+def _flat_gradient(model, loss_fn):
+    model.zero_grad()
+    loss_fn().backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def _walk(model, loss_fn, step_sizes, measure):
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    w = parameters_to_vector(model.parameters()).detach()
+    g = _flat_gradient(model, loss_fn)
+    values = []
+    for eta in step_sizes:
+        with torch.no_grad():
+            vector_to_parameters(w - eta * g, model.parameters())
+        values.append(measure(g))
+    model.load_state_dict(saved)
+    return np.array(values)
+
+
+def losses_along_gradient(model, loss_fn, step_sizes):
+    def measure(g):
+        with torch.no_grad():
+            return loss_fn().item()
+    return _walk(model, loss_fn, step_sizes, measure)
+
+
+def gradient_changes(model, loss_fn, step_sizes):
+    return _walk(
+        model, loss_fn, step_sizes, lambda g: (g - _flat_gradient(model, loss_fn)).norm().item()
+    )
+"""
+    assert nb.score(LOSSES + CHANGES, code=code) == 6
+
+
+# --- covariate shift ----------------------------------------------------------------------------
+
+SHIFT = ["test_input_shift"]
+ICS = ["test_gradient_ics"]
+
+_SHIFT_TEMPLATE = """
+def _record(model, layer, x):
+    seen = []
+    handle = layer.{hook}(lambda module, *args: seen.append({grab}.detach().clone()))
+    with torch.no_grad():
+        model(x)
+{remove}
+    return seen[0]
+
+
+def input_shift(model, layer, x, update):
+    before = _record(model, layer, x)
+    update()
+    after = _record(model, layer, x)
+    mean = (after.mean(0) - before.mean(0)).abs().mean()
+    std = (after.std(0, correction={correction}) - before.std(0, correction={correction})).abs()
+    return {result}
+"""
+_SHIFT_DEFAULTS = {
+    "hook": "register_forward_pre_hook",
+    "grab": "args[0][0]",
+    "remove": "    handle.remove()",
+    "correction": 0,
+    "result": "float(mean), float(std.mean())",
+}
+
+
+def _shift_with(**changes) -> str:
+    return _SHIFT_TEMPLATE.format(**(_SHIFT_DEFAULTS | changes))
+
+
+SHIFT_BUGS = {
+    "the output of layer was recorded": _shift_with(hook="register_forward_hook", grab="args[1]"),
+    "left a hook registered": _shift_with(remove=""),
+    "the unbiased std": _shift_with(correction=1),
+    "the mean of |after - before|": _shift_with(
+        result="float((after - before).abs().mean()), float((after - before).abs().mean())"
+    ),
+    "called update() 2 times": _shift_with().replace("    update()\n", "    update()\n" * 2),
+    "called update() 0 times": _shift_with().replace("    update()\n", ""),
+    "evaluation mode": _shift_with().replace(
+        "    with torch.no_grad():\n        model(x)",
+        "    was = model.training\n    with torch.no_grad():\n        model.eval()(x)\n"
+        "    model.train(was)",
+    ),
+    "a tuple (mean_shift, std_shift)": _shift_with(result="float(mean)"),
+}
+
+
+@pytest.mark.parametrize("hint", list(SHIFT_BUGS))
+def test_input_shift_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(SHIFT, SHIFT_BUGS[hint], hint)
+
+
+def test_independent_input_shift_keeps_the_points(nb):
+    # A forward hook on the previous module would see the same tensor only in a chain; this
+    # one uses the input argument of a forward hook and numpy statistics.
+    code = """
+def input_shift(model, layer, x, update):
+    stats = []
+
+    def hook(module, inputs, output):
+        h = inputs[0].detach().numpy()
+        stats.append((h.mean(axis=0), h.std(axis=0)))
+
+    for step in range(2):
+        if step:
+            update()
+        handle = layer.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            handle.remove()
+    (m0, s0), (m1, s1) = stats
+    return np.abs(m1 - m0).mean(), np.abs(s1 - s0).mean()
+"""
+    assert nb.score(SHIFT, code=code) == 2
+
+
+_ICS_TEMPLATE = """
+def gradient_ics(model, loss_fn, layer, lr):
+    modules = list(model)
+    moving = [p for m in modules[{select}] for p in m.parameters()]
+    every = list(model.parameters())
+    grads = dict(zip(every, torch.autograd.grad(loss_fn(), every)))
+    g0 = grads[layer.weight]
+    saved = [p.detach().clone() for p in every]
+    with torch.no_grad():
+        for p in moving:
+            p.add_({sign} lr * grads[p])
+    (g1,) = torch.autograd.grad(loss_fn(), [layer.weight])
+{restore}
+    cos = (g0 * g1).sum() / ({denominator})
+    return float({difference}), float(cos)
+"""
+_ICS_DEFAULTS = {
+    "select": ": modules.index(layer)",
+    "sign": "-",
+    "restore": """
+    with torch.no_grad():
+        for p, w in zip(every, saved):
+            p.copy_(w)
+""".strip("\n"),
+    "denominator": "g0.norm() * g1.norm()",
+    "difference": "(g0 - g1).norm()",
+}
+
+
+def _ics_with(**changes) -> str:
+    return _ICS_TEMPLATE.format(**(_ICS_DEFAULTS | changes))
+
+
+ICS_BUGS = {
+    "the layer itself took the step too": _ics_with(select=": modules.index(layer) + 1"),
+    "every layer took the step": _ics_with(select=":"),
+    "only the module right before the layer": _ics_with(
+        select="max(modules.index(layer) - 1, 0) : modules.index(layer)"
+    ),
+    "a step along +grad": _ics_with(sign="+"),
+    "a relative difference": _ics_with(difference="(g0 - g1).norm() / g0.norm()"),
+    "an unnormalized dot product": _ics_with(denominator="1.0"),
+    "left the parameters moved": _ics_with(restore="    pass"),
+    "step every parameter of the modules before layer": _ics_with(  # the wrong layer
+        select=": modules.index(layer)"
+    )
+    .replace("grads[layer.weight]", "grads[every[0]]")
+    .replace("[layer.weight])", "[every[0]])"),
+}
+
+
+@pytest.mark.parametrize("hint", list(ICS_BUGS))
+def test_gradient_ics_bugs_lose_the_points(nb, hint):
+    nb.assert_loses_points(ICS, ICS_BUGS[hint], hint)
+
+
+def test_independent_gradient_ics_keeps_the_points(nb):
+    # Moves the earlier modules with an optimizer and restores them from a state_dict.
+    code = """
+import copy
+
+
+def gradient_ics(model, loss_fn, layer, lr):
+    position = next(i for i, m in enumerate(model) if m is layer)
+    earlier = [p for m in list(model)[:position] for p in m.parameters()]
+    saved = copy.deepcopy(model.state_dict())
+    model.zero_grad()
+    loss_fn().backward()
+    first = layer.weight.grad.clone()
+    if earlier:
+        torch.optim.SGD(earlier, lr=lr).step()
+    model.zero_grad()
+    loss_fn().backward()
+    second = layer.weight.grad.clone()
+    model.load_state_dict(saved)
+    a, b = first.flatten().numpy(), second.flatten().numpy()
+    return np.linalg.norm(a - b), a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+"""
+    assert nb.score(ICS, code=code) == 3
+
+
+def test_wrong_answers_lose_the_knowledge_points(nb):
+    for grade_id, name in (("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")):
+        nb.assert_loses_points([grade_id], f'{name} = "a"', "not the expected answer")
+        nb.assert_loses_points([grade_id], f'{name} = "e"', "must be one of")
