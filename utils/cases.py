@@ -60,9 +60,36 @@ def strided_view(a: np.ndarray) -> np.ndarray:
     return view
 
 
-def _signed(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
+def signed(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
     """Magnitudes in [low, high) with random signs: never 0, never exactly +-1 by accident."""
     return rng.uniform(low, high, size) * rng.choice([-1.0, 1.0], size)
+
+
+def stream_parameters(
+    rng: np.random.Generator,
+    features: int,
+    offset: float = 0.0,
+    near_constant: bool = False,
+    far_affine: bool = False,
+    affine: bool = True,
+) -> tuple:
+    """(loc, scale, gamma, beta) of a stream of batches for a layer with running statistics.
+
+    Each feature's values are drawn around ``loc`` (shifted by ``offset``) with spread ``scale``;
+    near_constant: feature 0 has spread ~3e-4; far_affine: |gamma| 3-8, |beta| 5-20 (else
+    0.5-2 and 0.2-2); affine=False: gamma and beta are None.
+    """
+    loc = rng.normal(0.0, 2.0, features) + offset
+    scale = rng.uniform(0.5, 3.0, features)
+    if near_constant:
+        scale[0] = NEAR_CONSTANT_STD
+    if far_affine:
+        gamma, beta = signed(rng, 3.0, 8.0, features), signed(rng, 5.0, 20.0, features)
+    else:
+        gamma, beta = signed(rng, 0.5, 2.0, features), signed(rng, 0.2, 2.0, features)
+    if not affine:
+        gamma = beta = None
+    return loc, scale, gamma, beta
 
 
 def _feature_index(ndim: int, param_axis: int, feature: int) -> tuple:
@@ -101,9 +128,9 @@ def make_case(
         index = _feature_index(len(shape), param_axis, 0)
         x[index] = loc.ravel()[0] + NEAR_CONSTANT_STD * rng.normal(size=x[index].shape)
     if far_affine:
-        gamma, beta = _signed(rng, 3.0, 8.0, features), _signed(rng, 5.0, 20.0, features)
+        gamma, beta = signed(rng, 3.0, 8.0, features), signed(rng, 5.0, 20.0, features)
     else:
-        gamma, beta = _signed(rng, 0.5, 2.0, features), _signed(rng, 0.2, 2.0, features)
+        gamma, beta = signed(rng, 0.5, 2.0, features), signed(rng, 0.2, 2.0, features)
     dout = rng.normal(size=shape)
     if layout == "transposed":
         x = np.ascontiguousarray(x.T).T

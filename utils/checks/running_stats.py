@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils.cases import copy_with_layout, strided_view
+from utils.cases import copy_with_layout, stream_parameters, strided_view
 from utils.diagnose import (
     MATCH,
     TIGHT,
@@ -93,10 +93,6 @@ class Scenario:
         return f"BatchNorm1d({', '.join(args)})"
 
 
-def _signed(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
-    return rng.uniform(low, high, size) * rng.choice([-1.0, 1.0], size)
-
-
 def make_scenario(
     label: str,
     seed: int,
@@ -121,16 +117,9 @@ def make_scenario(
     """
     rng = np.random.default_rng(seed)
     d = num_features
-    loc = rng.normal(0.0, 2.0, d) + offset
-    scale = rng.uniform(0.5, 3.0, d)
-    if near_constant:
-        scale[0] = 10**-3.5
-    if far_affine:
-        gamma, beta = _signed(rng, 3.0, 8.0, d), _signed(rng, 5.0, 20.0, d)
-    else:
-        gamma, beta = _signed(rng, 0.5, 2.0, d), _signed(rng, 0.2, 2.0, d)
-    if not options.get("affine", True):
-        gamma = beta = None
+    loc, scale, gamma, beta = stream_parameters(
+        rng, d, offset, near_constant, far_affine, options.get("affine", True)
+    )
     steps = []
     for token in script.split():
         if token in ("train", "eval", "train(False)"):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.cases import LARGE_OFFSET, Case, make_case
+from utils.cases import LARGE_OFFSET, Case, make_case, signed, stream_parameters
 from utils.checks.spatial import ChannelsLastCase, channels_last_view
 from utils.diagnose import (
     MATCH,
@@ -528,16 +528,12 @@ class Scenario:
         return TIGHT if self.dtype == torch.float64 else FLOAT32
 
 
-def _signed(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
-    return rng.uniform(low, high, size) * rng.choice([-1.0, 1.0], size)
-
-
 def _saved_state(rng: np.random.Generator, c: int, options: dict) -> dict:
     """A state_dict as a trained nn.BatchNorm2d(c, **options) would have it (float64)."""
     state = {}
     if options.get("affine", True):
-        state["weight"] = torch.tensor(_signed(rng, 0.5, 3.0, c))
-        state["bias"] = torch.tensor(_signed(rng, 0.2, 3.0, c))
+        state["weight"] = torch.tensor(signed(rng, 0.5, 3.0, c))
+        state["bias"] = torch.tensor(signed(rng, 0.2, 3.0, c))
     if options.get("track_running_stats", True):
         state["running_mean"] = torch.tensor(rng.normal(0.0, 3.0, c))
         state["running_var"] = torch.tensor(rng.uniform(0.05, 20.0, c))
@@ -567,16 +563,9 @@ def make_scenario(
     spread ~3e-4; offset: added to every mean."""
     rng = np.random.default_rng(seed)
     c = channels
-    loc = rng.normal(0.0, 2.0, c) + offset
-    scale = rng.uniform(0.5, 3.0, c)
-    if near_constant:
-        scale[0] = 10**-3.5
-    if far_affine:
-        gamma, beta = _signed(rng, 3.0, 8.0, c), _signed(rng, 5.0, 20.0, c)
-    else:
-        gamma, beta = _signed(rng, 0.5, 2.0, c), _signed(rng, 0.2, 2.0, c)
-    if not options.get("affine", True):
-        gamma = beta = None
+    loc, scale, gamma, beta = stream_parameters(
+        rng, c, offset, near_constant, far_affine, options.get("affine", True)
+    )
     steps = []
     for token in script.split():
         if token in ("train", "eval"):
@@ -1249,10 +1238,10 @@ def make_fold_case(
     b = rng.normal(0.0, 1.0, out) if bias else None
     if far:
         mean, var = rng.normal(0.0, 30.0, out), 10.0 ** rng.uniform(-3, 2, out)
-        gamma, beta = _signed(rng, 3.0, 8.0, out), _signed(rng, 5.0, 20.0, out)
+        gamma, beta = signed(rng, 3.0, 8.0, out), signed(rng, 5.0, 20.0, out)
     else:
         mean, var = rng.normal(0.0, 1.0, out), rng.uniform(0.3, 3.0, out)
-        gamma, beta = _signed(rng, 0.5, 2.0, out), _signed(rng, 0.2, 2.0, out)
+        gamma, beta = signed(rng, 0.5, 2.0, out), signed(rng, 0.2, 2.0, out)
     x_shape = (4, weight_shape[1]) if len(weight_shape) == 2 else (2, weight_shape[1], 5, 4)
     x = rng.normal(size=x_shape)
     return FoldCase(label, weight, b, mean, var, gamma, beta, eps, x, kind)
