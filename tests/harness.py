@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +38,13 @@ class TestOutcome:
 
 
 class SolvedNotebook:
-    """A solution notebook executed once; its namespace is reused for each substitution."""
+    """A solution notebook executed once; its namespace is reused for each substitution.
+
+    Gotcha: ``run_tests`` execs the substituted code in a COPY of the namespace, but functions
+    and classes defined by the notebook keep the ORIGINAL namespace as their globals. A
+    substituted helper is therefore not seen by a notebook function that calls it: when that
+    matters, re-define the dependent function (re-exec its cell) in the substituted code too.
+    """
 
     def __init__(self, assignment: str):
         self.nb = nbformat.read(solution_path(assignment), as_version=4)
@@ -121,3 +129,55 @@ class SolvedNotebook:
         outcomes = self.run_tests(grade_ids, code=code)
         failed = [(o.grade_id, o.message) for o in outcomes if not o.passed]
         assert not failed, failed
+
+    def assert_only_the_key_passes(self, grade_id: str, name: str, key, answers="abcd") -> dict:
+        """The knowledge-check cell ``grade_id`` passes when ``name`` is ``key`` and fails for
+        every other answer; returns {answer: TestOutcome}."""
+        outcomes = {a: self.run_tests([grade_id], **{name: a})[0] for a in answers}
+        wrong = {a: o.passed for a, o in outcomes.items() if o.passed != (a == key)}
+        assert not wrong, f"{grade_id}: passed={wrong} (key {key!r})"
+        return outcomes
+
+
+def planted_cases(grade_ids, bugs: Mapping | Iterable) -> list:
+    """pytest params ``(grade_ids, code, hint)``, one per planted bug, for
+    ``SolvedNotebook.assert_loses_points``.
+
+    bugs: {label: (code, hint)} or an iterable of (label, code, hint); hint None when the
+    failure message need not name the mistake.
+    """
+    rows = ((label, *pair) for label, pair in bugs.items()) if isinstance(bugs, Mapping) else bugs
+    return [
+        pytest.param(list(grade_ids), code, hint, id=f"{grade_ids[0]}: {label}")
+        for label, code, hint in rows
+    ]
+
+
+def template_cases(grade_ids, template: str, good: dict, bugs) -> list:
+    """``planted_cases`` for a source template: each (slots, hint) in ``bugs`` fills the
+    template with ``good`` overridden by ``slots``, labelled by its hint."""
+    return planted_cases(
+        grade_ids, [(hint, template.format(**{**good, **slots}), hint) for slots, hint in bugs]
+    )
+
+
+def planted_and_correct_tests(planted: list, correct: dict):
+    """The two slow parametrized tests a lesson file binds at module level (fixture ``nb``):
+    each of ``planted`` (from planted_cases) loses its points and names its hint, and each
+    ``correct`` {label: (grade_ids, code)} keeps full points.
+
+    Usage: ``test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points =
+    planted_and_correct_tests(PLANTED, CORRECT)``.
+    """
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("grade_ids, code, hint", planted)
+    def test_planted_bugs_lose_the_points(nb, grade_ids, code, hint):
+        nb.assert_loses_points(grade_ids, code, hint)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("label", list(correct))
+    def test_correct_code_keeps_the_points(nb, label):
+        nb.assert_keeps_points(*correct[label])
+
+    return test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points

@@ -13,7 +13,7 @@ import warnings
 import nbformat
 import pytest
 
-from tests.harness import SolvedNotebook, solution_path
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, solution_path
 
 ASSIGNMENT = "00_gradient_checking"
 RELATIVE_ERROR = ["test_relative_error"]
@@ -35,23 +35,8 @@ CODE_GRADE_CELLS = (
 
 
 @pytest.fixture(scope="module")
-def notebook() -> SolvedNotebook:
+def nb() -> SolvedNotebook:
     return SolvedNotebook(ASSIGNMENT)
-
-
-def assert_loses_points(notebook, grade_ids, code, hint):
-    outcomes = notebook.run_tests(grade_ids, code=code)
-    passed = [o.grade_id for o in outcomes if o.passed]
-    assert not passed, f"the planted bug kept the points of {passed}"
-    if hint is not None:
-        messages = " | ".join(o.message for o in outcomes)
-        assert hint in messages, f"expected the hint {hint!r} in: {messages}"
-
-
-def assert_full_points(notebook, grade_ids, code):
-    outcomes = notebook.run_tests(grade_ids, code=code)
-    failures = [f"{o.grade_id}: {o.message}" for o in outcomes if not o.passed]
-    assert not failures, failures
 
 
 # --- the notebook itself -------------------------------------------------------------------
@@ -80,19 +65,19 @@ def test_notebook_is_clean_and_marked_up():
 
 
 @pytest.mark.slow
-def test_solution_passes_every_grade_cell_without_writing_to_stderr(notebook):
+def test_solution_passes_every_grade_cell_without_writing_to_stderr(nb):
     stderr = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
         warnings.simplefilter("error")
-        outcomes = notebook.run_tests(CODE_GRADE_CELLS)
-    assert [o for o in outcomes if not o.passed] == []
+        grade_ids = nb.assert_passes_everything()
+    assert set(grade_ids) == set(CODE_GRADE_CELLS)
     assert stderr.getvalue() == ""
 
 
 @pytest.mark.slow
-def test_total_points(notebook):
-    assert sum(notebook.points(g) for g in CODE_GRADE_CELLS) == 11
-    assert notebook.points("written_choosing_h") == 2
+def test_total_points(nb):
+    assert sum(nb.points(g) for g in CODE_GRADE_CELLS) == 11
+    assert nb.points("written_choosing_h") == 2
 
 
 # --- exercise 1: relative_error ------------------------------------------------------------
@@ -208,17 +193,7 @@ RELATIVE_ERROR_BUGS = {
     ),
 }
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", RELATIVE_ERROR_BUGS)
-def test_relative_error_planted_bug_loses_points(notebook, bug):
-    code, hint = RELATIVE_ERROR_BUGS[bug]
-    assert_loses_points(notebook, RELATIVE_ERROR, code, hint)
-
-
-@pytest.mark.slow
-def test_relative_error_independent_implementation_keeps_points(notebook):
-    code = """
+INDEPENDENT_RELATIVE_ERROR = """
     def relative_error(a, b, floor=1e-12):
         a = np.array(a, dtype=np.float64, ndmin=1)
         b = np.array(b, dtype=np.float64, ndmin=1)
@@ -227,7 +202,6 @@ def test_relative_error_independent_implementation_keeps_points(notebook):
         largest = np.linalg.norm(np.concatenate([a.ravel(), b.ravel(), [floor]]), ord=np.inf)
         return np.linalg.norm((a - b).ravel(), ord=np.inf) / largest
     """
-    assert_full_points(notebook, RELATIVE_ERROR, code)
 
 
 # --- exercise 2: numerical_gradient --------------------------------------------------------
@@ -389,18 +363,8 @@ NUMERICAL_GRADIENT_BUGS = {
     ),
 }
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", NUMERICAL_GRADIENT_BUGS)
-def test_numerical_gradient_planted_bug_loses_points(notebook, bug):
-    code, hint = NUMERICAL_GRADIENT_BUGS[bug]
-    assert_loses_points(notebook, NUMERICAL_GRADIENT, code, hint)
-
-
-@pytest.mark.slow
-def test_numerical_gradient_independent_implementation_keeps_points(notebook):
-    # Never touches x: each evaluation gets its own perturbed copy.
-    code = """
+# Never touches x: each evaluation gets its own perturbed copy.
+INDEPENDENT_NUMERICAL_GRADIENT = """
     def numerical_gradient(f, x, dout=None, h=1e-5):
         weight = np.ones(()) if dout is None else np.asarray(dout)
 
@@ -418,7 +382,6 @@ def test_numerical_gradient_independent_implementation_keeps_points(notebook):
             it.iternext()
         return grad
     """
-    assert_full_points(notebook, NUMERICAL_GRADIENT, code)
 
 
 # --- exercise 3: scale and shift -----------------------------------------------------------
@@ -530,35 +493,16 @@ SCALE_SHIFT_BACKWARD_BUGS = {
         "called PyTorch",
     ),
 }
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", SCALE_SHIFT_FORWARD_BUGS)
-def test_scale_shift_forward_planted_bug_loses_points(notebook, bug):
-    code, hint = SCALE_SHIFT_FORWARD_BUGS[bug]
-    assert_loses_points(notebook, SCALE_SHIFT_FORWARD, code, hint)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", SCALE_SHIFT_BACKWARD_BUGS)
-def test_scale_shift_backward_planted_bug_loses_points(notebook, bug):
-    code, hint = SCALE_SHIFT_BACKWARD_BUGS[bug]
-    assert_loses_points(notebook, SCALE_SHIFT_BACKWARD, code, hint)
-
-
-@pytest.mark.slow
-def test_scale_shift_backward_is_also_checked_against_its_own_forward(notebook):
-    # A correct backward paired with a wrong forward: autograd agrees, finite differences not.
-    code = """
+# A correct backward paired with a wrong forward: autograd agrees, finite differences not.
+SCALE_SHIFT_BACKWARD_BUGS["wrong forward"] = (
+    """
     def scale_shift_forward(x, gamma, beta):
         return x * gamma + 2.0 * beta, {"x": x, "gamma": gamma}
-    """
-    assert_loses_points(notebook, SCALE_SHIFT_BACKWARD, code, "not your own forward")
+    """,
+    "not your own forward",
+)
 
-
-@pytest.mark.slow
-def test_scale_shift_independent_implementation_keeps_points(notebook):
-    code = """
+INDEPENDENT_SCALE_SHIFT = """
     def scale_shift_forward(x, gamma, beta):
         out = np.einsum("nd,d->nd", x, gamma) + beta[np.newaxis, :]
         return out, (x.copy(), gamma.copy())
@@ -568,7 +512,6 @@ def test_scale_shift_independent_implementation_keeps_points(notebook):
         ones = np.ones(dout.shape[0])
         return gamma[np.newaxis, :] * dout, np.einsum("nd,nd->d", dout, x), ones @ dout
     """
-    assert_full_points(notebook, SCALE_SHIFT_FORWARD + SCALE_SHIFT_BACKWARD, code)
 
 
 # --- exercise 4: centering -----------------------------------------------------------------
@@ -656,35 +599,16 @@ CENTER_BACKWARD_BUGS = {
         "called PyTorch",
     ),
 }
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", CENTER_FORWARD_BUGS)
-def test_center_forward_planted_bug_loses_points(notebook, bug):
-    code, hint = CENTER_FORWARD_BUGS[bug]
-    assert_loses_points(notebook, CENTER_FORWARD, code, hint)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bug", CENTER_BACKWARD_BUGS)
-def test_center_backward_planted_bug_loses_points(notebook, bug):
-    code, hint = CENTER_BACKWARD_BUGS[bug]
-    assert_loses_points(notebook, CENTER_BACKWARD, code, hint)
-
-
-@pytest.mark.slow
-def test_center_backward_is_also_checked_against_its_own_forward(notebook):
-    code = """
+CENTER_BACKWARD_BUGS["wrong forward"] = (
+    """
     def center_forward(x):
         return x - 0.5 * x.mean(axis=0), {"n": x.shape[0]}
-    """
-    assert_loses_points(notebook, CENTER_BACKWARD, code, "not your own forward")
+    """,
+    "not your own forward",
+)
 
-
-@pytest.mark.slow
-def test_center_independent_implementation_keeps_points(notebook):
-    # Centering as a matrix: out = (I - 11^T / N) x, and its transpose for the gradient.
-    code = """
+# Centering as a matrix: out = (I - 11^T / N) x, and its transpose for the gradient.
+INDEPENDENT_CENTER = """
     def _centering_matrix(n):
         return np.eye(n) - np.full((n, n), 1.0 / n)
 
@@ -694,21 +618,41 @@ def test_center_independent_implementation_keeps_points(notebook):
     def center_backward(dout, n):
         return _centering_matrix(n).T @ dout
     """
-    assert_full_points(notebook, CENTER_FORWARD + CENTER_BACKWARD, code)
+
+
+# --- every exercise: planted bugs lose the points, independent code keeps them ---------------
+
+PLANTED = [
+    *planted_cases(RELATIVE_ERROR, RELATIVE_ERROR_BUGS),
+    *planted_cases(NUMERICAL_GRADIENT, NUMERICAL_GRADIENT_BUGS),
+    *planted_cases(SCALE_SHIFT_FORWARD, SCALE_SHIFT_FORWARD_BUGS),
+    *planted_cases(SCALE_SHIFT_BACKWARD, SCALE_SHIFT_BACKWARD_BUGS),
+    *planted_cases(CENTER_FORWARD, CENTER_FORWARD_BUGS),
+    *planted_cases(CENTER_BACKWARD, CENTER_BACKWARD_BUGS),
+]
+INDEPENDENT = {
+    "relative_error": (RELATIVE_ERROR, INDEPENDENT_RELATIVE_ERROR),
+    "numerical_gradient": (NUMERICAL_GRADIENT, INDEPENDENT_NUMERICAL_GRADIENT),
+    "scale and shift": (SCALE_SHIFT_FORWARD + SCALE_SHIFT_BACKWARD, INDEPENDENT_SCALE_SHIFT),
+    "centering": (CENTER_FORWARD + CENTER_BACKWARD, INDEPENDENT_CENTER),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, INDEPENDENT
+)
 
 
 # --- knowledge check -----------------------------------------------------------------------
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("grade_id, name", [("test_q1", "answer_q1"), ("test_q2", "answer_q2")])
-def test_knowledge_check_gives_the_point_only_for_the_key(notebook, grade_id, name):
-    scores = {answer: notebook.score([grade_id], **{name: answer}) for answer in "abcd"}
-    assert sorted(scores.values()) == [0, 0, 0, 1]
-    assert notebook.score([grade_id], **{name: "e"}) == 0
+@pytest.mark.parametrize("question, key", [(1, "b"), (2, "b")])
+def test_knowledge_check_gives_the_point_only_for_the_key(nb, question, key):
+    nb.assert_only_the_key_passes(f"test_q{question}", f"answer_q{question}", key, "abcde")
 
 
 @pytest.mark.slow
-def test_knowledge_check_failure_does_not_print_the_key(notebook):
-    (outcome,) = notebook.run_tests(["test_q1"], answer_q1="a")
+def test_knowledge_check_failure_does_not_print_the_key(nb):
+    (outcome,) = nb.run_tests(["test_q1"], answer_q1="a")
     assert not outcome.passed and '"b"' not in outcome.message

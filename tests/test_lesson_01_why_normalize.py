@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +23,8 @@ def nb():
     return SolvedNotebook("01_why_normalize")
 
 
-def _code_grade_ids(nb) -> list[str]:
-    return [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-    ]
-
-
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = _code_grade_ids(nb)
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) == {*MLP, *STATS, *INIT, "test_answer_q1", "test_answer_q2"}
 
 
@@ -43,11 +33,9 @@ def test_points_are_as_announced(nb):
     assert nb.points("written_scale") == 3
 
 
-def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
-    for grade_id in ("mlp_activations", "layer_statistics", "init_weights"):
-        source = nb.cell_source(grade_id)
-        tail = source.split("### END SOLUTION", 1)[1]
-        assert tail.strip().startswith("return "), grade_id
+@pytest.mark.parametrize("grade_id", ["mlp_activations", "layer_statistics", "init_weights"])
+def test_exercise_stub_keeps_its_return_outside_the_fence(nb, grade_id):
+    assert nb.cell_source(grade_id).split("### END SOLUTION", 1)[1].strip().startswith("return ")
 
 
 # --- mlp_activations -----------------------------------------------------------------------------
@@ -134,17 +122,7 @@ def mlp_activations(x, weights, activation):  # a leaky ReLU: the hint is generi
 }
 """substring of the expected failure message -> planted bug (leaky: no specific hint)."""
 
-
-@pytest.mark.parametrize("hint", list(MLP_BUGS))
-def test_mlp_activations_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(MLP, code=_F + MLP_BUGS[hint])
-    assert not outcome.passed
-    if hint != "leaky":
-        assert hint in outcome.message
-
-
-def test_independent_mlp_activations_keeps_the_points(nb):
-    code = """
+INDEPENDENT_MLP = """
 from itertools import accumulate
 
 
@@ -155,11 +133,8 @@ def mlp_activations(x, weights, activation):
 
     return list(accumulate(weights, layer, initial=x))[1:]
 """
-    assert nb.score(MLP, code=code) == 3
 
-
-def test_torch_in_mlp_activations_loses_the_points(nb):
-    code = """
+TORCH_MLP = """
 import torch as _t
 
 
@@ -171,9 +146,6 @@ def mlp_activations(x, weights, activation):
         out.append(a.numpy())
     return out
 """
-    (outcome,) = nb.run_tests(MLP, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
 
 
 # --- layer_statistics ----------------------------------------------------------------------------
@@ -252,16 +224,7 @@ def layer_statistics(activations):
 """,
 }
 
-
-@pytest.mark.parametrize("hint", list(STATS_BUGS))
-def test_layer_statistics_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(STATS, code=STATS_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_independent_layer_statistics_keeps_the_points(nb):
-    code = """
+INDEPENDENT_STATS = """
 def layer_statistics(activations):
     rows = []
     for a in activations:
@@ -277,11 +240,8 @@ def layer_statistics(activations):
         })
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 """
-    assert nb.score(STATS, code=code) == 3
 
-
-def test_torch_in_layer_statistics_loses_the_points(nb):
-    code = """
+TORCH_STATS = """
 import torch
 
 
@@ -295,9 +255,6 @@ def layer_statistics(activations):
         "dead": np.array([(t == 0).all(dim=0).double().mean().item() for t in ts]),
     }
 """
-    (outcome,) = nb.run_tests(STATS, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
 
 
 # --- init_weights --------------------------------------------------------------------------------
@@ -343,16 +300,7 @@ def init_weights(dims, scale, rng):
 """,
 }
 
-
-@pytest.mark.parametrize("hint", list(INIT_BUGS))
-def test_init_weights_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(INIT, code=INIT_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_independent_init_weights_keeps_the_points(nb):
-    code = """
+INDEPENDENT_INIT = """
 def init_weights(dims, scale, rng):
     weights = []
     for layer in range(len(dims) - 1):
@@ -360,11 +308,8 @@ def init_weights(dims, scale, rng):
         weights.append(rng.normal(loc=0.0, scale=scale * fan_in ** -0.5, size=(fan_in, fan_out)))
     return weights
 """
-    assert nb.score(INIT, code=code) == 2
 
-
-def test_torch_in_init_weights_loses_the_points(nb):
-    code = """
+TORCH_INIT = """
 import torch
 
 
@@ -377,25 +322,43 @@ def init_weights(dims, scale, rng):
         weights.append(scale * w.T.numpy())
     return weights
 """
-    (outcome,) = nb.run_tests(INIT, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
+
+
+# --- every exercise: planted bugs lose the points, correct code keeps them -----------------------
+
+PLANTED = [
+    *planted_cases(
+        MLP, [(h, _F + code, None if h == "leaky" else h) for h, code in MLP_BUGS.items()]
+    ),
+    *planted_cases(STATS, [(hint, code, hint) for hint, code in STATS_BUGS.items()]),
+    *planted_cases(INIT, [(hint, code, hint) for hint, code in INIT_BUGS.items()]),
+    *planted_cases(MLP, [("calls torch", TORCH_MLP, "PyTorch")]),
+    *planted_cases(STATS, [("calls torch", TORCH_STATS, "PyTorch")]),
+    *planted_cases(INIT, [("calls torch", TORCH_INIT, "PyTorch")]),
+]
+INDEPENDENT = {
+    "mlp_activations": (MLP, INDEPENDENT_MLP),
+    "layer_statistics": (STATS, INDEPENDENT_STATS),
+    "init_weights": (INIT, INDEPENDENT_INIT),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, INDEPENDENT
+)
 
 
 # --- knowledge check -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("grade_id", "name"), [("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")]
-)
-def test_every_wrong_or_malformed_answer_loses_the_point(nb, grade_id, name):
-    key = nb.namespace[name]
-    for answer in ("a", "b", "c", "d", "B", "", None):
-        (outcome,) = nb.run_tests([grade_id], **{name: answer})
-        assert outcome.passed == (answer == key), answer
+KNOWLEDGE_CHECKS = [("test_answer_q1", "answer_q1", "b"), ("test_answer_q2", "answer_q2", "c")]
 
 
-def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb):
-    for grade_id in ("test_answer_q1", "test_answer_q2"):
-        visible = nb.cell_source(grade_id).split("### BEGIN HIDDEN TESTS")[0]
-        assert "==" not in visible
+@pytest.mark.parametrize("grade_id, name, key", KNOWLEDGE_CHECKS)
+def test_every_wrong_or_malformed_answer_loses_the_point(nb, grade_id, name, key):
+    nb.assert_only_the_key_passes(grade_id, name, key, ("a", "b", "c", "d", "B", "", None))
+
+
+@pytest.mark.parametrize("grade_id", [grade_id for grade_id, _, _ in KNOWLEDGE_CHECKS])
+def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb, grade_id):
+    assert "==" not in nb.cell_source(grade_id).split("### BEGIN HIDDEN TESTS")[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,7 @@ def nb():
 
 
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
-    ]
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) >= {*STATS, *FORWARD, *CACHE, "test_kc_q1", "test_kc_q2"}
 
 
@@ -47,16 +41,7 @@ STATISTICS_BUGS = {
     "tuple (mean, var)": "def batch_statistics(x):\n    return [x.mean(0), x.var(0)]",
 }
 
-
-@pytest.mark.parametrize("hint", list(STATISTICS_BUGS))
-def test_batch_statistics_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(STATS, code=STATISTICS_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_independent_batch_statistics_keeps_the_points(nb):
-    code = """
+INDEPENDENT_STATISTICS = """
     def batch_statistics(x):
         n = x.shape[0]
         ones = np.ones(n) / n
@@ -64,7 +49,6 @@ def test_independent_batch_statistics_keeps_the_points(nb):
         var = ones @ np.square(x - mean[None, :])
         return mean, var
     """
-    assert nb.score(STATS, code=code) == 1
 
 
 # --- batchnorm_forward -----------------------------------------------------------------------
@@ -101,20 +85,7 @@ FORWARD_BUGS = [
     ({"denominator": "np.sqrt(var + 1e-5)"}, "eps argument"),
 ]
 
-
-def test_template_with_no_bug_is_correct(nb):
-    assert nb.score(FORWARD + CACHE, code=planted_forward()) == 4
-
-
-@pytest.mark.parametrize("bug, hint", FORWARD_BUGS, ids=[h for _, h in FORWARD_BUGS])
-def test_forward_bugs_lose_the_forward_points_and_are_named(nb, bug, hint):
-    (outcome,) = nb.run_tests(FORWARD, code=planted_forward(**bug))
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
-def test_forward_that_modifies_x_in_place_loses_the_points(nb):
-    code = """
+IN_PLACE_FORWARD = """
     def batchnorm_forward(x, gamma, beta, eps=1e-5):
         mean, var = x.mean(0), x.var(0)
         x -= mean
@@ -123,12 +94,8 @@ def test_forward_that_modifies_x_in_place_loses_the_points(nb):
                      inv_std=1 / np.sqrt(var + eps))
         return gamma * x_hat + beta, cache
     """
-    (outcome,) = nb.run_tests(FORWARD, code=code)
-    assert not outcome.passed and "in place" in outcome.message
 
-
-def test_independent_forward_keeps_full_points(nb):
-    code = """
+INDEPENDENT_FORWARD = """
     def batchnorm_forward(x, gamma, beta, eps=1e-5):
         n = len(x)
         mean = np.add.reduce(x, axis=0, keepdims=True) / n
@@ -140,11 +107,8 @@ def test_independent_forward_keeps_full_points(nb):
         return out, {"x": x, "gamma": gamma, "beta": beta, "eps": eps, "mean": mean,
                      "var": var, "x_hat": x_hat, "inv_std": np.reciprocal(std)}
     """
-    assert nb.score(FORWARD + CACHE, code=code) == 4
 
-
-def test_forward_calling_torch_loses_the_points(nb):
-    code = """
+TORCH_FORWARD = """
     import torch as tt
 
     def batchnorm_forward(x, gamma, beta, eps=1e-5):
@@ -156,9 +120,23 @@ def test_forward_calling_torch_loses_the_points(nb):
                      x_hat=(x - mean) / np.sqrt(var + eps), inv_std=1 / np.sqrt(var + eps))
         return out.numpy(), cache
     """
-    outcomes = nb.run_tests(FORWARD + CACHE, code=code)
-    assert not any(o.passed for o in outcomes)
-    assert all("PyTorch" in o.message for o in outcomes)
+
+PLANTED = [
+    *planted_cases(STATS, [(hint, code, hint) for hint, code in STATISTICS_BUGS.items()]),
+    *template_cases(FORWARD, FORWARD_TEMPLATE, GOOD, FORWARD_BUGS),
+    *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
+    *planted_cases(FORWARD + CACHE, [("calls torch", TORCH_FORWARD, "PyTorch")]),
+]
+CORRECT = {
+    "independent batch_statistics": (STATS, INDEPENDENT_STATISTICS),
+    "template with no bug": (FORWARD + CACHE, planted_forward()),
+    "independent forward": (FORWARD + CACHE, INDEPENDENT_FORWARD),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, CORRECT
+)
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -183,22 +161,16 @@ def test_cache_bugs_lose_the_cache_point_but_not_the_forward_points(nb, edit, hi
         {edit}
         return out, cache
     """
-    forward, cache = nb.run_tests(FORWARD + CACHE, code=code)
-    assert forward.passed
-    assert not cache.passed and hint in cache.message, cache.message
+    nb.assert_keeps_points(FORWARD, code)
+    nb.assert_loses_points(CACHE, code, hint)
 
 
 # --- knowledge check -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("question", [1, 2])
-def test_knowledge_check_needs_the_right_letter(nb, question):
-    grade_id = f"test_kc_q{question}"
-    wrong = [
-        letter
-        for letter in "abcd"
-        if nb.score([grade_id], code=f"answer_q{question} = '{letter}'") == 0
-    ]
-    assert len(wrong) == 3
-    (outcome,) = nb.run_tests([grade_id], code=f"answer_q{question} = 'e'")
-    assert not outcome.passed and "must be one of" in outcome.message
+@pytest.mark.parametrize("question, key", [(1, "c"), (2, "b")])
+def test_knowledge_check_needs_the_right_letter(nb, question, key):
+    outcomes = nb.assert_only_the_key_passes(
+        f"test_kc_q{question}", f"answer_q{question}", key, "abcde"
+    )
+    assert "must be one of" in outcomes["e"].message

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
@@ -22,13 +22,7 @@ def nb():
 
 
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
-    ]
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) >= {*STAGED, *CLOSED, "test_kc_q1", "test_kc_q2"}
     assert nb.points(STAGED[0]) == nb.points(CLOSED[0]) == 3
 
@@ -82,18 +76,6 @@ STAGED_BUGS = [
 ]
 
 
-def test_staged_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(STAGED, code=STAGED_TEMPLATE.format(**STAGED_GOOD)) == 3
-
-
-@pytest.mark.parametrize("bug, hint", STAGED_BUGS, ids=[h for _, h in STAGED_BUGS])
-def test_staged_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = STAGED_TEMPLATE.format(**{**STAGED_GOOD, **bug})
-    (outcome,) = nb.run_tests(STAGED, code=code)
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
 CLOSED_TEMPLATE = """
 def batchnorm_backward(dout, cache):
     xh, s, g = cache["x_hat"], cache["inv_std"], cache["gamma"]
@@ -125,21 +107,7 @@ CLOSED_BUGS = [
     ({"dxh": "-dout * g"}, "dx"),
 ]
 
-
-def test_closed_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(CLOSED, code=CLOSED_TEMPLATE.format(**CLOSED_GOOD)) == 3
-
-
-@pytest.mark.parametrize("bug, hint", CLOSED_BUGS, ids=[h for _, h in CLOSED_BUGS])
-def test_closed_form_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = CLOSED_TEMPLATE.format(**{**CLOSED_GOOD, **bug})
-    (outcome,) = nb.run_tests(CLOSED, code=code)
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
-def test_backward_recomputing_inv_std_without_eps_loses_the_points(nb):
-    code = """
+NO_EPS_BACKWARD = """
     def batchnorm_backward(dout, cache):
         xh, g = cache["x_hat"], cache["gamma"]
         s = 1 / np.sqrt(cache["var"])
@@ -147,12 +115,8 @@ def test_backward_recomputing_inv_std_without_eps_loses_the_points(nb):
         d = dout * g
         return s / n * (n * d - d.sum(0) - xh * (d * xh).sum(0)), (dout * xh).sum(0), dout.sum(0)
     """
-    (outcome,) = nb.run_tests(CLOSED, code=code)
-    assert not outcome.passed and "drops eps" in outcome.message, outcome.message
 
-
-def test_independent_jacobian_backward_keeps_full_points_in_both_exercises(nb):
-    code = """
+INDEPENDENT = """
     def _jacobian_backward(dout, cache):
         x, gamma, eps = cache["x"], cache["gamma"], cache["eps"]
         n, d = x.shape
@@ -169,11 +133,8 @@ def test_independent_jacobian_backward_keeps_full_points_in_both_exercises(nb):
     batchnorm_backward_staged = _jacobian_backward
     batchnorm_backward = _jacobian_backward
     """
-    assert nb.score(STAGED + CLOSED, code=code) == 6
 
-
-def test_backward_calling_torch_loses_the_points(nb):
-    code = """
+TORCH_BACKWARD = """
     import importlib
 
     def _autograd_backward(dout, cache):
@@ -188,9 +149,23 @@ def test_backward_calling_torch_loses_the_points(nb):
     batchnorm_backward_staged = _autograd_backward
     batchnorm_backward = _autograd_backward
     """
-    outcomes = nb.run_tests(STAGED + CLOSED, code=code)
-    assert not any(o.passed for o in outcomes)
-    assert all("PyTorch" in o.message for o in outcomes)
+
+PLANTED = [
+    *template_cases(STAGED, STAGED_TEMPLATE, STAGED_GOOD, STAGED_BUGS),
+    *template_cases(CLOSED, CLOSED_TEMPLATE, CLOSED_GOOD, CLOSED_BUGS),
+    *planted_cases(CLOSED, [("inv_std without eps", NO_EPS_BACKWARD, "drops eps")]),
+    *planted_cases(STAGED + CLOSED, [("calls torch", TORCH_BACKWARD, "PyTorch")]),
+]
+CORRECT = {
+    "staged template with no bug": (STAGED, STAGED_TEMPLATE.format(**STAGED_GOOD)),
+    "closed template with no bug": (CLOSED, CLOSED_TEMPLATE.format(**CLOSED_GOOD)),
+    "independent Jacobian backward": (STAGED + CLOSED, INDEPENDENT),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, CORRECT
+)
 
 
 def test_a_wrong_forward_is_blamed_before_a_backward_that_depends_on_it(nb):
@@ -209,13 +184,10 @@ def test_a_wrong_forward_is_blamed_before_a_backward_that_depends_on_it(nb):
         dx = s / n * (n * d - d.sum(0) - cache["centered"] * s * (d * xh).sum(0))
         return dx, (dout * xh).sum(0), dout.sum(0)
     """
-    (outcome,) = nb.run_tests(CLOSED, code=code)
-    assert not outcome.passed
-    assert "fix batchnorm_forward first" in outcome.message and "unbiased" in outcome.message
+    nb.assert_loses_points(CLOSED, code, "fix batchnorm_forward first")
+    nb.assert_loses_points(CLOSED, code, "unbiased")
 
 
-@pytest.mark.parametrize("question", [1, 2])
-def test_knowledge_check_needs_the_right_letter(nb, question):
-    grade_id = f"test_kc_q{question}"
-    scores = [nb.score([grade_id], code=f"answer_q{question} = '{letter}'") for letter in "abcd"]
-    assert sorted(scores) == [0, 0, 0, 1]
+@pytest.mark.parametrize("question, key", [(1, "c"), (2, "a")])
+def test_knowledge_check_needs_the_right_letter(nb, question, key):
+    nb.assert_only_the_key_passes(f"test_kc_q{question}", f"answer_q{question}", key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +28,7 @@ def nb():
 
 
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
-    ]
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) == {*ALL, "test_kc_q1", "test_kc_q2"}
 
 
@@ -179,19 +173,6 @@ BUGS = [
 ]
 
 
-def test_template_with_no_bug_keeps_full_points(nb):
-    assert nb.score(ALL, code=planted()) == sum(POINTS.values())
-
-
-@pytest.mark.parametrize("bug, cells, hint", BUGS, ids=[hint for _, _, hint in BUGS])
-def test_planted_bugs_lose_their_points_and_are_named(nb, bug, cells, hint):
-    outcomes = {o.grade_id: o for o in nb.run_tests(ALL, code=planted(**bug))}
-    for grade_id in cells:
-        assert not outcomes[grade_id].passed, grade_id
-        assert hint in outcomes[grade_id].message, outcomes[grade_id].message
-    assert nb.score(ALL, code=planted(**bug)) < sum(POINTS.values())
-
-
 @pytest.mark.parametrize(
     "bug, lost",
     [
@@ -205,8 +186,7 @@ def test_a_bug_in_one_feature_loses_only_that_cells_points(nb, bug, lost):
 
 
 def test_a_layer_raising_in_eval_on_a_batch_of_one_loses_the_eval_points(nb):
-    (outcome,) = nb.run_tests([EVAL], code=planted(too_small="n < 2"))
-    assert not outcome.passed and "raised ValueError" in outcome.message
+    nb.assert_loses_points([EVAL], planted(too_small="n < 2"), "raised ValueError")
 
 
 # --- an independently written correct class --------------------------------------------------
@@ -280,13 +260,7 @@ class BatchNorm1d:
         return dx
 """
 
-
-def test_independent_correct_class_keeps_full_points(nb):
-    assert nb.score(ALL, code=INDEPENDENT) == sum(POINTS.values())
-
-
-def test_a_class_calling_torch_loses_every_point(nb):
-    code = """
+TORCH_CLASS = """
     import torch as _t
 
     class BatchNorm1d:
@@ -325,18 +299,22 @@ def test_a_class_calling_torch_loses_every_point(nb):
             self.out.backward(_t.tensor(dout))
             return self.x.grad.numpy()
     """
-    outcomes = nb.run_tests(ALL, code=code)
-    assert not any(o.passed for o in outcomes)
-    assert all("PyTorch" in o.message for o in outcomes), [o.message for o in outcomes]
+
+PLANTED = [pytest.param(cells, planted(**bug), hint, id=hint) for bug, cells, hint in BUGS]
+PLANTED += planted_cases(ALL, [("calls torch", TORCH_CLASS, "PyTorch")])
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, {"template": (ALL, planted()), "independent": (ALL, INDEPENDENT)}
+)
 
 
 # --- knowledge check -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("question", [1, 2])
-def test_knowledge_check_needs_the_right_letter(nb, question):
-    grade_id = f"test_kc_q{question}"
-    scores = [nb.score([grade_id], code=f"answer_q{question} = '{letter}'") for letter in "abcd"]
-    assert sorted(scores) == [0, 0, 0, 1]
-    (outcome,) = nb.run_tests([grade_id], code=f"answer_q{question} = 'e'")
-    assert not outcome.passed and "must be one of" in outcome.message
+@pytest.mark.parametrize("question, key", [(1, "a"), (2, "c")])
+def test_knowledge_check_needs_the_right_letter(nb, question, key):
+    outcomes = nb.assert_only_the_key_passes(
+        f"test_kc_q{question}", f"answer_q{question}", key, "abcde"
+    )
+    assert "must be one of" in outcomes["e"].message

@@ -1,15 +1,17 @@
 """Lesson 05: the notebook's own grade cells (hidden tests included) against planted bugs.
 
-Every planted bug must lose the points of its exercise's grade cell, and where the diagnosis
-should name the mistake, the failure message must contain the expected hint. An independently
-written correct implementation keeps full points; calling PyTorch loses them.
+build_mlp, train_step and accuracy each get classic mistakes (layer order, biases before
+BatchNorm, the mode a network is left in, how the update and the accuracy are summed up) that
+must lose their cell's points with a message naming the mistake; independently written correct
+versions keep the points and versions that call PyTorch lose them. The experiments the text
+describes must show what the text says.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +25,8 @@ def nb():
     return SolvedNotebook("05_batchnorm_in_networks")
 
 
-def _code_grade_ids(nb) -> list[str]:
-    return [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-    ]
-
-
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = _code_grade_ids(nb)
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) == {*BUILD, *STEP, *ACCURACY, "test_answer_q1", "test_answer_q2"}
 
 
@@ -43,10 +35,9 @@ def test_points_are_as_announced(nb):
     assert nb.points("written_claims") == 3
 
 
-def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
-    for grade_id in ("build_mlp", "train_step", "accuracy"):
-        tail = nb.cell_source(grade_id).split("### END SOLUTION", 1)[1]
-        assert tail.strip().startswith("return "), grade_id
+@pytest.mark.parametrize("grade_id", ["build_mlp", "train_step", "accuracy"])
+def test_exercise_stub_keeps_its_return_outside_the_fence(nb, grade_id):
+    assert nb.cell_source(grade_id).split("### END SOLUTION", 1)[1].strip().startswith("return ")
 
 
 def test_the_experiments_show_what_the_text_says(nb):
@@ -143,16 +134,7 @@ def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
 }
 """substring of the expected failure message -> planted bug."""
 
-
-@pytest.mark.parametrize("hint", list(BUILD_BUGS))
-def test_build_mlp_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(BUILD, code=BUILD_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_independent_build_mlp_keeps_the_points(nb):
-    code = """
+INDEPENDENT_BUILD = """
 def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
     *hidden, output = [(dims[k], dims[k + 1]) for k in range(len(dims) - 1)]
     layers = []
@@ -163,11 +145,8 @@ def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
         layers.extend(block + [ReLU()])
     return layers + [Linear(*output, rng, init_scale=init_scale)]
 """
-    assert nb.score(BUILD, code=code) == 3
 
-
-def test_torch_in_build_mlp_loses_the_points(nb):
-    code = """
+TORCH_BUILD = """
 import torch
 
 _solution = build_mlp
@@ -177,9 +156,6 @@ def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
     torch.manual_seed(0)
     return _solution(dims, use_bn, rng, init_scale)
 """
-    (outcome,) = nb.run_tests(BUILD, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
 
 
 # --- train_step ---------------------------------------------------------------------------------
@@ -260,26 +236,13 @@ def train_step(layers, x, y, lr):
 """,
 }
 """substring of the expected failure message -> planted bug."""
+BACKWARD_IN_FORWARD_ORDER = _STEP_TEMPLATE.format(
+    mode=_TRAIN.rstrip(), update=_UPDATE.format(step="lr * p.grad")
+).replace("reversed(layers)", "layers")
 
-
-@pytest.mark.parametrize("hint", list(STEP_BUGS))
-def test_train_step_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(STEP, code=STEP_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_backward_in_forward_order_loses_the_points(nb):
-    code = _STEP_TEMPLATE.format(mode=_TRAIN.rstrip(), update=_UPDATE.format(step="lr * p.grad"))
-    code = code.replace("reversed(layers)", "layers")
-    (outcome,) = nb.run_tests(STEP, code=code)
-    assert not outcome.passed
-
-
-def test_independent_train_step_keeps_the_points(nb):
-    # Each layer is updated right after its own backward: its backward has already used the
-    # old weights for dx, so this interleaved order is correct too.
-    code = """
+# Each layer is updated right after its own backward: its backward has already used the old
+# weights for dx, so this interleaved order is correct too.
+INDEPENDENT_STEP = """
 def train_step(layers, x, y, lr):
     activations = [x]
     for layer in layers:
@@ -292,11 +255,8 @@ def train_step(layers, x, y, lr):
             parameter.data = parameter.data - lr * parameter.grad
     return float(loss)
 """
-    assert nb.score(STEP, code=code) == 4
 
-
-def test_torch_in_train_step_loses_the_points(nb):
-    code = """
+TORCH_STEP = """
 import torch
 import torch.nn.functional as F
 
@@ -307,9 +267,6 @@ def train_step(layers, x, y, lr):
     loss = _solution(layers, x, y, lr)
     return F.relu(torch.tensor(loss)).item()
 """
-    (outcome,) = nb.run_tests(STEP, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
 
 
 # --- accuracy -----------------------------------------------------------------------------------
@@ -359,16 +316,7 @@ ACCURACY_BUGS = {
 }
 """substring of the expected failure message -> planted bug."""
 
-
-@pytest.mark.parametrize("hint", list(ACCURACY_BUGS))
-def test_accuracy_bugs_lose_the_points(nb, hint):
-    (outcome,) = nb.run_tests(ACCURACY, code=ACCURACY_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message
-
-
-def test_independent_accuracy_keeps_the_points(nb):
-    code = """
+INDEPENDENT_ACCURACY = """
 def accuracy(layers, x, y, batch_size=256):
     for layer in layers:
         layer.train(False)
@@ -381,11 +329,8 @@ def accuracy(layers, x, y, batch_size=256):
         predictions.extend(np.argmax(out, axis=1).tolist())
     return float(np.count_nonzero(np.array(predictions) == y)) / len(y)
 """
-    assert nb.score(ACCURACY, code=code) == 2
 
-
-def test_torch_in_accuracy_loses_the_points(nb):
-    code = """
+TORCH_ACCURACY = """
 import torch
 
 _solution = accuracy
@@ -394,25 +339,49 @@ _solution = accuracy
 def accuracy(layers, x, y, batch_size=256):
     return torch.tensor(_solution(layers, x, y, batch_size)).item()
 """
-    (outcome,) = nb.run_tests(ACCURACY, code=code)
-    assert not outcome.passed
-    assert "PyTorch" in outcome.message
+
+
+# --- every exercise: planted bugs lose the points, correct code keeps them ----------------------
+
+PLANTED = [
+    *(
+        case
+        for grade_ids, bugs in ((BUILD, BUILD_BUGS), (STEP, STEP_BUGS), (ACCURACY, ACCURACY_BUGS))
+        for case in planted_cases(grade_ids, [(hint, code, hint) for hint, code in bugs.items()])
+    ),
+    *planted_cases(STEP, [("backward in forward order", BACKWARD_IN_FORWARD_ORDER, None)]),
+    *(
+        case
+        for ids, code in ((BUILD, TORCH_BUILD), (STEP, TORCH_STEP), (ACCURACY, TORCH_ACCURACY))
+        for case in planted_cases(ids, [("calls torch", code, "PyTorch")])
+    ),
+]
+INDEPENDENT = {
+    "build_mlp": (BUILD, INDEPENDENT_BUILD),
+    "train_step": (STEP, INDEPENDENT_STEP),
+    "accuracy": (ACCURACY, INDEPENDENT_ACCURACY),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, INDEPENDENT
+)
 
 
 # --- knowledge check -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("grade_id", "name"), [("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")]
-)
-def test_every_wrong_or_malformed_answer_loses_the_point(nb, grade_id, name):
-    key = nb.namespace[name]
-    for answer in ("a", "b", "c", "d", "B", "", None):
-        (outcome,) = nb.run_tests([grade_id], **{name: answer})
-        assert outcome.passed == (answer == key), answer
+MALFORMED = ("B", "", None)
 
 
-def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb):
-    for grade_id in ("test_answer_q1", "test_answer_q2"):
-        visible = nb.cell_source(grade_id).split("### BEGIN HIDDEN TESTS")[0]
-        assert "==" not in visible
+@pytest.mark.parametrize("question, key", [(1, "b"), (2, "b")])
+def test_every_wrong_or_malformed_answer_loses_the_point(nb, question, key):
+    nb.assert_only_the_key_passes(
+        f"test_answer_q{question}", f"answer_q{question}", key, [*"abcd", *MALFORMED]
+    )
+
+
+@pytest.mark.parametrize("question", [1, 2])
+def test_the_visible_part_of_a_knowledge_check_does_not_reveal_the_key(nb, question):
+    visible, _ = nb.cell_source(f"test_answer_q{question}").split("### BEGIN HIDDEN TESTS")
+    assert "==" not in visible

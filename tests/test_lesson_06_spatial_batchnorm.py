@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
+from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +28,7 @@ def nb():
 
 
 def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = [
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.nb.cells
-        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
-    ]
-    outcomes = nb.run_tests(grade_ids)
-    assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    grade_ids = nb.assert_passes_everything()
     assert set(grade_ids) == {*EXERCISES, "test_kc_q1", "test_kc_q2"}
 
 
@@ -79,16 +73,7 @@ ROWS_BUGS = {
     """,
 }
 
-
-@pytest.mark.parametrize("hint", list(ROWS_BUGS))
-def test_conversion_bugs_lose_the_points_and_are_named(nb, hint):
-    (outcome,) = nb.run_tests(ROWS, code=ROWS_BUGS[hint])
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
-def test_independent_conversions_keep_the_points(nb):
-    code = """
+INDEPENDENT_ROWS = """
     def channels_to_rows(x):
         return np.stack([x[:, c].ravel() for c in range(x.shape[1])], axis=1)
 
@@ -98,7 +83,6 @@ def test_independent_conversions_keep_the_points(nb):
             out[:, c] = rows[:, c].reshape(shape[0], shape[2], shape[3])
         return out
     """
-    assert nb.score(ROWS, code=code) == 2
 
 
 # --- spatial_batchnorm_forward (through the 2-D layer) ---------------------------------------
@@ -131,27 +115,12 @@ FORWARD_BUGS = [
     ({"denominator": "np.sqrt(var + 1e-5)"}, "eps argument"),
 ]
 
-
-def test_forward_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(FORWARD, code=FORWARD_TEMPLATE.format(**FORWARD_GOOD)) == 3
-
-
-@pytest.mark.parametrize("bug, hint", FORWARD_BUGS, ids=[h for _, h in FORWARD_BUGS])
-def test_forward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    (outcome,) = nb.run_tests(FORWARD, code=FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, **bug}))
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
-def test_a_forward_that_modifies_x_in_place_loses_the_points(nb):
-    code = """
+IN_PLACE_FORWARD = """
     def spatial_batchnorm_forward(x, gamma, beta, eps=1e-5):
         x -= x.mean(axis=(0, 2, 3), keepdims=True)
         x /= np.sqrt((x**2).mean(axis=(0, 2, 3), keepdims=True) + eps)
         return gamma[:, None, None] * x + beta[:, None, None], {}
     """
-    (outcome,) = nb.run_tests(FORWARD, code=code)
-    assert not outcome.passed and "in place" in outcome.message, outcome.message
 
 
 # --- spatial_batchnorm_backward (through the 2-D layer) --------------------------------------
@@ -177,24 +146,10 @@ BACKWARD_BUGS = [
 ]
 
 
-def test_backward_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(BACKWARD, code=BACKWARD_TEMPLATE.format(**BACKWARD_GOOD)) == 3
-
-
-@pytest.mark.parametrize("bug, hint", BACKWARD_BUGS, ids=[h for _, h in BACKWARD_BUGS])
-def test_backward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = BACKWARD_TEMPLATE.format(**{**BACKWARD_GOOD, **bug})
-    (outcome,) = nb.run_tests(BACKWARD, code=code)
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
     code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, "ddof": "1"})
-    (outcome,) = nb.run_tests(BACKWARD, code=code)
-    assert not outcome.passed
-    assert "fix spatial_batchnorm_forward first" in outcome.message, outcome.message
-    assert "unbiased" in outcome.message
+    nb.assert_loses_points(BACKWARD, code, "fix spatial_batchnorm_forward first")
+    nb.assert_loses_points(BACKWARD, code, "unbiased")
 
 
 # --- the direct forward, axis=(0, 2, 3) --------------------------------------------------------
@@ -227,19 +182,6 @@ DIRECT_FORWARD_BUGS = [
         "divided by N instead of by N * H * W",
     ),
 ]
-
-
-def test_direct_forward_template_with_no_bug_keeps_the_points(nb):
-    code = DIRECT_FORWARD_TEMPLATE.format(**DIRECT_FORWARD_GOOD)
-    assert nb.score(FORWARD_DIRECT, code=code) == 2
-
-
-@pytest.mark.parametrize("bug, hint", DIRECT_FORWARD_BUGS, ids=[h for _, h in DIRECT_FORWARD_BUGS])
-def test_direct_forward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = DIRECT_FORWARD_TEMPLATE.format(**{**DIRECT_FORWARD_GOOD, **bug})
-    (outcome,) = nb.run_tests(FORWARD_DIRECT, code=code)
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
 
 
 # --- the direct backward -----------------------------------------------------------------------
@@ -282,21 +224,6 @@ DIRECT_BACKWARD_BUGS = [
 ]
 
 
-def test_direct_backward_template_with_no_bug_keeps_the_points(nb):
-    code = DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD)
-    assert nb.score(BACKWARD_DIRECT, code=code) == 2
-
-
-@pytest.mark.parametrize(
-    "bug, hint", DIRECT_BACKWARD_BUGS, ids=[h for _, h in DIRECT_BACKWARD_BUGS]
-)
-def test_direct_backward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = DIRECT_BACKWARD_TEMPLATE.format(**{**DIRECT_BACKWARD_GOOD, **bug})
-    (outcome,) = nb.run_tests(BACKWARD_DIRECT, code=code)
-    assert not outcome.passed
-    assert hint in outcome.message, outcome.message
-
-
 # --- independent correct code, and PyTorch -----------------------------------------------------
 
 INDEPENDENT = """
@@ -334,13 +261,7 @@ spatial_batchnorm_forward = spatial_batchnorm_forward_direct = _forward_per_chan
 spatial_batchnorm_backward = spatial_batchnorm_backward_direct = _backward_by_jacobian
 """
 
-
-def test_independent_per_channel_implementation_keeps_full_points(nb):
-    assert nb.score(FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT, code=INDEPENDENT) == 10
-
-
-def test_calling_torch_loses_the_points_of_every_exercise(nb):
-    code = """
+TORCH_EVERYWHERE = """
     import importlib
 
     def _torch_forward(x, gamma, beta, eps=1e-5):
@@ -363,15 +284,44 @@ def test_calling_torch_loses_the_points_of_every_exercise(nb):
     spatial_batchnorm_forward = spatial_batchnorm_forward_direct = _torch_forward
     spatial_batchnorm_backward = spatial_batchnorm_backward_direct = _torch_backward
     """
-    outcomes = nb.run_tests(EXERCISES, code=code)
-    assert not any(o.passed for o in outcomes)
-    assert all("PyTorch" in o.message for o in outcomes), [o.message for o in outcomes]
+
+PLANTED = [
+    *planted_cases(ROWS, [(hint, code, hint) for hint, code in ROWS_BUGS.items()]),
+    *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_GOOD, FORWARD_BUGS),
+    *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
+    *template_cases(BACKWARD, BACKWARD_TEMPLATE, BACKWARD_GOOD, BACKWARD_BUGS),
+    *template_cases(
+        FORWARD_DIRECT, DIRECT_FORWARD_TEMPLATE, DIRECT_FORWARD_GOOD, DIRECT_FORWARD_BUGS
+    ),
+    *template_cases(
+        BACKWARD_DIRECT, DIRECT_BACKWARD_TEMPLATE, DIRECT_BACKWARD_GOOD, DIRECT_BACKWARD_BUGS
+    ),
+    *planted_cases(EXERCISES, [("calls torch", TORCH_EVERYWHERE, "PyTorch")]),
+]
+CORRECT = {
+    "independent conversions": (ROWS, INDEPENDENT_ROWS),
+    "forward template with no bug": (FORWARD, FORWARD_TEMPLATE.format(**FORWARD_GOOD)),
+    "backward template with no bug": (BACKWARD, BACKWARD_TEMPLATE.format(**BACKWARD_GOOD)),
+    "direct forward template with no bug": (
+        FORWARD_DIRECT,
+        DIRECT_FORWARD_TEMPLATE.format(**DIRECT_FORWARD_GOOD),
+    ),
+    "direct backward template with no bug": (
+        BACKWARD_DIRECT,
+        DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD),
+    ),
+    "independent per-channel implementation": (
+        FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT,
+        INDEPENDENT,
+    ),
+}
+
+
+test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
+    PLANTED, CORRECT
+)
 
 
 @pytest.mark.parametrize("question, key", [(1, "c"), (2, "c")])
 def test_knowledge_check_needs_the_right_letter(nb, question, key):
-    grade_id = f"test_kc_q{question}"
-    scores = {
-        letter: nb.score([grade_id], code=f"answer_q{question} = '{letter}'") for letter in "abcd"
-    }
-    assert scores == {letter: int(letter == key) for letter in "abcd"}
+    nb.assert_only_the_key_passes(f"test_kc_q{question}", f"answer_q{question}", key)
