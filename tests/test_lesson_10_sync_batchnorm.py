@@ -53,10 +53,10 @@ MOMENTS_TEMPLATE = """
 def global_moments(x, all_reduce):
     axes, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
     n_local = float(x.size // x.shape[1])
-    {extra}
     count = {count}
     mean = {mean}
     var = {var}
+    {extra}
     return count, mean, var
 """
 MOMENTS_GOOD = dict(
@@ -153,11 +153,11 @@ BACKWARD_TEMPLATE = """
 def sync_batchnorm_backward(dout, cache, all_reduce):
     axes, shape = (0, *range(2, dout.ndim)), (1, -1) + (1,) * (dout.ndim - 2)
     xh, n = cache["x_hat"], cache["count"]
-    {extra}
     d = {dxh}
     s1 = {s1}
     s2 = {s2}
     dx = cache["inv_std"].reshape(shape) / {n} * ({n} * d - s1 - xh * s2)
+    {extra}
     return dx, {dgamma}, {dbeta}
 """
 BACKWARD_GOOD = dict(
@@ -198,7 +198,8 @@ def test_backward_bugs_lose_the_points_and_are_named(nb, bug, hint):
 
 
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
-    code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, "denominator": "np.sqrt(var + 1e-5)"})
+    fixed_eps = {"denominator": "np.sqrt(var + 1e-5).reshape(shape)"}
+    code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, **fixed_eps})
     nb.assert_loses_points(BACKWARD, code, "fix sync_batchnorm_forward first")
 
 

@@ -1,0 +1,593 @@
+"""Checks for lesson 10: synchronized batch normalization across simulated data-parallel ranks.
+
+One global batch x (N, C) or (N, C, H, W) is split along the batch axis into shards of
+possibly different sizes, one per rank. The learner's functions run on every rank at once
+(``utils.sync.run_ranks``, all of them inside ``call_without_torch``) with an ``all_reduce``
+that sums over the ranks. The results must equal PyTorch on the concatenated batch:
+``torch.var_mean`` for the moments, ``F.batch_norm(training=True)`` for the forward, autograd
+for dx and for the sum of the ranks' dgamma and dbeta, and autograd with dout zeroed outside
+a rank's shard for that rank's own contribution. Gradients are also compared with centered
+differences of the learner's own (simulated, global) forward. Failures name the case, and
+where they can, the mistake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils import reference
+from utils.cases import LARGE_OFFSET, Case, copy_with_layout, make_case
+from utils.checks.batchnorm import STEP_PER_SPREAD
+from utils.diagnose import (
+    FINITE_DIFFERENCE,
+    MATCH,
+    CheckFailure,
+    as_float_array,
+    assert_close,
+    assert_unchanged,
+    compare_gradients,
+    on_cases,
+)
+from utils.diagnose import report as report_line
+from utils.gradcheck import numerical_gradient, relative_error
+from utils.guard import call_without_torch
+from utils.sync import CollectiveError, run_ranks, split_batch
+
+GRADIENTS = ("dx", "dgamma", "dbeta")
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__name__", "your function")
+
+
+def channel_axes(x: np.ndarray) -> tuple[int, ...]:
+    """Every axis but the channel axis 1: (0,) for (N, C), (0, 2, 3) for (N, C, H, W)."""
+    return (0, *range(2, x.ndim))
+
+
+def _per_channel_shape(x: np.ndarray) -> tuple[int, ...]:
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+# --- cases -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncCase:
+    """A global batch (``case``) and how it is split: ``sizes[r]`` samples on rank r.
+
+    hint: advice added to an unexplained failure on this case. gradients: whether the
+    backward is checked on it (a case built to expose round-off is checked forward only).
+    """
+
+    case: Case
+    sizes: tuple[int, ...]
+    hint: str = ""
+    gradients: bool = True
+
+    @property
+    def label(self) -> str:
+        held = ", ".join(map(str, self.sizes))
+        return f"{self.case.label}, on {len(self.sizes)} ranks holding {held} samples"
+
+    def shards(self, array: np.ndarray) -> list[np.ndarray]:
+        """Fresh copies of the ranks' parts of ``array`` (x keeps its memory layout)."""
+        return [copy_with_layout(s) for s in split_batch(array, self.sizes)]
+
+
+CANCELLATION_HINT = (
+    "with a mean of 1e4, sum(x**2) / n - mean**2 subtracts two numbers near 1e8 and keeps "
+    "only a few correct digits of a small variance. Get the global mean first, then reduce "
+    "the sums of squared deviations from it (a second all_reduce), or combine the ranks' "
+    "(count, mean, sum of squared deviations) with Chan's formula."
+)
+
+VISIBLE_SHAPE, VISIBLE_SIZES = (7, 3), (3, 4)
+
+HIDDEN_SPLITS = (
+    ((8, 4), (2, 2, 2, 2)),  # four ranks, equal shards
+    ((9, 3), (4, 4, 1)),  # the last rank holds one sample
+    ((6, 1), (1, 5)),  # a single channel, very unequal shards
+    ((5, 3, 2, 2), (2, 3)),  # feature maps
+    ((3, 2, 3, 2), (1, 1, 1)),  # feature maps, one image per rank
+)
+SPECIAL_SHAPE, SPECIAL_SIZES = (7, 3), (1, 2, 4)
+
+
+def visible_case() -> SyncCase:
+    """x of shape (7, 3) on two ranks holding 3 and 4 samples."""
+    case = make_case(VISIBLE_SHAPE, 2018, f"visible case, x of shape {VISIBLE_SHAPE}")
+    return SyncCase(case, VISIBLE_SIZES)
+
+
+def hidden_cases(seed: int = 101_010) -> list[SyncCase]:
+    """Two to four ranks, unequal shards and shards of one sample, C = 1, 4-D input; then on
+    SPECIAL_SHAPE over three ranks (1, 2 and 4 samples): gamma/beta far from 1/0, a large mean
+    offset (with and without a near-constant channel), a near-constant channel, non-contiguous
+    shards (transposed and strided) and eps=1e-3."""
+    cases = [
+        SyncCase(make_case(shape, seed + i, f"random x of shape {shape}"), sizes)
+        for i, (shape, sizes) in enumerate(HIDDEN_SPLITS)
+    ]
+    special = [
+        ("gamma and beta far from 1 and 0", {"far_affine": True}, {}),
+        (f"large mean offset ({LARGE_OFFSET:g})", {"offset": LARGE_OFFSET}, {}),
+        (
+            f"large mean offset ({LARGE_OFFSET:g}) and a near-constant channel",
+            {"offset": LARGE_OFFSET, "near_constant": True},
+            {"hint": CANCELLATION_HINT, "gradients": False},
+        ),
+        ("a near-constant channel (variance ~1e-7)", {"near_constant": True}, {}),
+        ("non-contiguous shards (of a transposed x)", {"layout": "transposed"}, {}),
+        ("non-contiguous shards (every other column)", {"layout": "strided"}, {}),
+        ("eps=1e-3 passed as an argument", {"eps": 1e-3}, {}),
+    ]
+    for k, (label, options, extra) in enumerate(special, start=len(cases)):
+        case = make_case(SPECIAL_SHAPE, seed + k, label, **options)
+        cases.append(SyncCase(case, SPECIAL_SIZES, **extra))
+    return cases
+
+
+# --- PyTorch references ------------------------------------------------------------------------
+
+
+def moments_reference(x) -> tuple[float, np.ndarray, np.ndarray]:
+    """(count, mean (C,), biased var (C,)) of the global batch x over every axis but 1."""
+    xt = reference.as_tensor(x)
+    dims = channel_axes(np.asarray(x))
+    var, mean = torch.var_mean(xt, dim=dims, correction=0)
+    return float(xt.numel() // xt.shape[1]), reference.to_numpy(mean), reference.to_numpy(var)
+
+
+def forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
+    """``F.batch_norm(training=True)`` of the global batch x: shaped like x."""
+    with torch.no_grad():
+        out = F.batch_norm(
+            reference.as_tensor(x),
+            None,
+            None,
+            reference.as_tensor(gamma),
+            reference.as_tensor(beta),
+            training=True,
+            eps=eps,
+        )
+    return reference.to_numpy(out)
+
+
+def gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
+    """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dout)`` over the global
+    batch: (dx shaped like x, dgamma (C,), dbeta (C,))."""
+    xt, gt, bt = (reference.as_tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(reference.as_tensor(dout))
+    return reference.to_numpy(xt.grad), reference.to_numpy(gt.grad), reference.to_numpy(bt.grad)
+
+
+def contributions_reference(sc: SyncCase) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each rank's (dgamma, dbeta): autograd of the global loss with dout zeroed outside that
+    rank's shard, the part of the parameter gradient its own examples produce."""
+    c = sc.case
+    bounds = np.cumsum((0, *sc.sizes))
+    parts = []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        masked = np.zeros_like(c.dout)
+        masked[start:stop] = c.dout[start:stop]
+        _, dgamma, dbeta = gradients_reference(c.x, c.gamma, c.beta, masked, c.eps)
+        parts.append((dgamma, dbeta))
+    return parts
+
+
+# --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
+
+LOCAL = (
+    "each rank used the statistics of its own shard only (plain batch norm, no all_reduce): "
+    "reduce the count, the sums and the squared deviations over all ranks"
+)
+UNWEIGHTED = (
+    "the ranks' means (and variances) were averaged without weighting them by their counts; "
+    "with unequal shards the global mean is sum(x) over all ranks / total count"
+)
+MEAN_OF_VARIANCES = (
+    "the variance is the (count-weighted) mean of the ranks' own variances, each around its "
+    "shard's mean: that ignores how far the shard means lie from the global mean; reduce the "
+    "squared deviations from the GLOBAL mean"
+)
+UNBIASED = "the variance is the unbiased one (divided by count - 1); batch norm divides by count"
+
+
+def _rank_moments(shards: list[np.ndarray]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """(count, mean, biased var) of each shard on its own."""
+    return [
+        (s.size / s.shape[1], s.mean(axis=channel_axes(s)), s.var(axis=channel_axes(s)))
+        for s in shards
+    ]
+
+
+def wrong_moments(sc: SyncCase) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """description -> one wrong (mean, var) per rank."""
+    shards = split_batch(sc.case.x, sc.sizes)
+    local = _rank_moments(shards)
+    counts = np.array([n for n, _, _ in local])
+    total, world = counts.sum(), len(shards)
+    mean = sum(n * m for n, m, _ in local) / total
+    plain_mean = sum(m for _, m, _ in local) / world
+    around_plain = sum(((s - plain_mean.reshape(_per_channel_shape(s))) ** 2).mean(
+        axis=channel_axes(s)) for s in shards) / world  # fmt: skip
+    x = sc.case.x
+    var = np.var(x, axis=channel_axes(x))
+    same = {
+        UNWEIGHTED: (plain_mean, around_plain),
+        f"{UNWEIGHTED} (here: the plain average of the ranks' variances)": (
+            plain_mean,
+            sum(v for _, _, v in local) / world,
+        ),
+        f"{UNWEIGHTED} (here: the mean)": (
+            plain_mean,
+            np.mean((x - plain_mean.reshape(_per_channel_shape(x))) ** 2, axis=channel_axes(x)),
+        ),
+        MEAN_OF_VARIANCES: (mean, sum(n * v for n, _, v in local) / total),
+        UNBIASED: (mean, var * total / (total - 1)),
+    }
+    wrong = {d: [pair] * world for d, pair in same.items()}
+    wrong[LOCAL] = [(m, v) for _, m, v in local]
+    return wrong
+
+
+def _normalized(x, mean, var, gamma, beta, eps, eps_outside=False):
+    shape = _per_channel_shape(x)
+    std = np.sqrt(var + eps) if not eps_outside else np.sqrt(var) + eps
+    x_hat = (x - mean.reshape(shape)) / std.reshape(shape)
+    return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+
+def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
+    """description -> the wrong global output (the ranks' outputs concatenated)."""
+    c = sc.case
+    shards = split_batch(c.x, sc.sizes)
+    _, mean, var = moments_reference(c.x)
+    with np.errstate(all="ignore"):
+        wrong = {
+            d: np.concatenate(
+                [
+                    _normalized(s, m, v, c.gamma, c.beta, c.eps)
+                    for s, (m, v) in zip(shards, per_rank, strict=True)
+                ]
+            )
+            for d, per_rank in wrong_moments(sc).items()
+        }
+        wrong["eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps"] = (
+            _normalized(c.x, mean, var, c.gamma, c.beta, c.eps, eps_outside=True)
+        )
+        wrong["eps is fixed at 1e-5 instead of using the eps argument"] = _normalized(
+            c.x, mean, var, c.gamma, c.beta, 1e-5
+        )
+        wrong["gamma and beta are swapped: out = gamma * x_hat + beta"] = _normalized(
+            c.x, mean, var, c.beta, c.gamma, c.eps
+        )
+    return _distinct(wrong, forward_reference(c.x, c.gamma, c.beta, c.eps))
+
+
+def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, np.ndarray]:
+    """The variants that differ from ``expected`` on this case (with equal shards the
+    unweighted average is right, and must not name a mistake)."""
+    return {d: a for d, a in wrong.items() if not relative_error(a, expected) <= MATCH}
+
+
+def _dx(sc: SyncCase, local_sums: bool = False, local_count: bool = False, terms=(1, 1)):
+    """Closed-form dx of the global batch norm, with the two sums over each rank's shard only
+    (local_sums), divided by the shard's count (local_count), or with a term dropped."""
+    c = sc.case
+    axes, shape = channel_axes(c.x), _per_channel_shape(c.x)
+    _, mean, var = moments_reference(c.x)
+    inv_std = (1 / np.sqrt(var + c.eps)).reshape(shape)
+    x_hat = (c.x - mean.reshape(shape)) * inv_std
+    dx_hat = c.dout * c.gamma.reshape(shape)
+    parts = []
+    for xh, d in zip(split_batch(x_hat, sc.sizes), split_batch(dx_hat, sc.sizes), strict=True):
+        source_xh, source_d = (xh, d) if local_sums else (x_hat, dx_hat)
+        m = (d.size if local_count else dx_hat.size) / c.x.shape[1]
+        mean_term = terms[0] * source_d.sum(axis=axes, keepdims=True)
+        var_term = terms[1] * xh * (source_d * source_xh).sum(axis=axes, keepdims=True)
+        parts.append(inv_std / m * (m * d - mean_term - var_term))
+    return np.concatenate(parts)
+
+
+def backward_mistakes(sc: SyncCase, expected: tuple) -> dict[str, dict[str, np.ndarray]]:
+    """Known-wrong global dx, and the known-wrong sum over ranks of dgamma and dbeta."""
+    dx, dgamma, dbeta = expected
+    world = len(sc.sizes)
+    reduced = (
+        "dgamma and dbeta were all-reduced, so every rank returns the global value and the "
+        "data-parallel all-reduce of the parameter gradients counts it world_size times: "
+        "return this rank's own sums"
+    )
+    wrong_dx = {
+        "the sums in dx are this rank's own (no all_reduce): dx needs the GLOBAL sums of "
+        "dx_hat and of dx_hat * x_hat": _dx(sc, local_sums=True),
+        "the sums in dx are this rank's own and divided by its own count: reduce both sums "
+        "over all ranks and divide by the global count": _dx(sc, True, True),
+        "dx is divided by this rank's count instead of the global count": _dx(sc, local_count=1),
+        "dx is missing the mean term (the -sum(dx_hat) / count that flows through the mean)": (
+            _dx(sc, terms=(0, 1))
+        ),
+        "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / count that flows "
+        "through the variance)": _dx(sc, terms=(1, 0)),
+    }
+    return {
+        "dx": _distinct(wrong_dx, dx),
+        "dgamma": _distinct(
+            {reduced: world * dgamma, "dgamma and dbeta are swapped": dbeta}, dgamma
+        ),
+        "dbeta": _distinct({reduced: world * dbeta, "dgamma and dbeta are swapped": dgamma}, dbeta),
+    }
+
+
+# --- running the learner's functions on every rank ---------------------------------------------
+
+
+def run_on_ranks(fn: Callable, rank_args: list[tuple], **kwargs) -> list:
+    """``fn`` on every rank through ``run_ranks``, with PyTorch forbidden; collective
+    mistakes become a CheckFailure."""
+    try:
+        return call_without_torch(run_ranks, fn, rank_args, name=_name(fn), **kwargs)
+    except CollectiveError as error:
+        raise CheckFailure(f"{_name(fn)}: {error}") from None
+
+
+def _with_case_hint(sc: SyncCase, check_one: Callable) -> float:
+    try:
+        return check_one(sc)
+    except CheckFailure as failure:
+        if sc.hint and "it looks like" not in str(failure):
+            raise CheckFailure(f"{failure} On this case: {sc.hint}") from None
+        raise
+
+
+def _on_cases(cases: list[SyncCase], check_one: Callable) -> float:
+    return on_cases(cases, lambda sc: _with_case_hint(sc, check_one))
+
+
+def _tuple_of(result, size: int, what: str, names: str) -> tuple:
+    if not (isinstance(result, tuple) and len(result) == size):
+        raise CheckFailure(f"{what} must return a tuple {names}.")
+    return result
+
+
+# --- global_moments ----------------------------------------------------------------------------
+
+
+def _moments_error(global_moments: Callable, sc: SyncCase) -> float:
+    shards = sc.shards(sc.case.x)
+    results = run_on_ranks(global_moments, [(s,) for s in shards])
+    for s, before in zip(shards, split_batch(sc.case.x, sc.sizes), strict=True):
+        assert_unchanged(before, s, _name(global_moments), "x")
+    count, mean, var = moments_reference(sc.case.x)
+    wrong = wrong_moments(sc)
+    errors = []
+    for rank, result in enumerate(results):
+        got = _tuple_of(result, 3, _name(global_moments), "(count, mean, var)")
+        n_local = sc.sizes[rank] * int(np.prod(sc.case.x.shape[2:]))
+        wrong_count = {
+            "count is this rank's own count; all_reduce it": np.array(float(n_local)),
+            "count is the number of samples; a channel has N * H * W values": np.array(
+                float(sum(sc.sizes))
+            ),
+        }
+        got_count = as_float_array(got[0], f"rank {rank}: count").reshape(-1)
+        if got_count.shape != (1,):
+            raise CheckFailure(f"rank {rank}: count must be one number, got shape {got[0]!r}.")
+        mistakes_m = {d: per_rank[rank][0] for d, per_rank in wrong.items()}
+        mistakes_v = {d: per_rank[rank][1] for d, per_rank in wrong.items()}
+        errors += [
+            assert_close(
+                f"rank {rank}: count",
+                got_count[0],
+                np.array(count),
+                _distinct(wrong_count, np.array(count)),
+            ),
+            assert_close(f"rank {rank}: mean", got[1], mean, _distinct(mistakes_m, mean)),
+            assert_close(f"rank {rank}: var", got[2], var, _distinct(mistakes_v, var)),
+            _channelwise_error(
+                f"rank {rank}: var + eps", np.asarray(got[2]) + sc.case.eps, var + sc.case.eps
+            ),  # fmt: skip
+        ]
+    return max(errors)
+
+
+def _channelwise_error(name: str, got: np.ndarray, expected: np.ndarray) -> float:
+    """assert_close channel by channel: a normwise error would hide a wrong small variance
+    next to a large one (what the normalization divides by is each channel's own)."""
+    return max(
+        assert_close(f"{name} of channel {c}", got[c], expected[c]) for c in range(len(expected))
+    )
+
+
+def check_global_moments(global_moments: Callable) -> None:
+    """Visible check of ``global_moments(x, all_reduce) -> (count, mean, var)`` on two ranks."""
+    err = _on_cases([visible_case()], lambda sc: _moments_error(global_moments, sc))
+    report_line(f"{_name(global_moments)} on 2 ranks vs torch.var_mean of the whole batch", err)
+
+
+def check_global_moments_hidden(global_moments: Callable) -> None:
+    """Hidden check of ``global_moments`` on every hidden case."""
+    cases = hidden_cases()
+    err = _on_cases(cases, lambda sc: _moments_error(global_moments, sc))
+    report_line(f"{_name(global_moments)} on {len(cases)} hidden cases", err)
+
+
+# --- forward -----------------------------------------------------------------------------------
+
+
+def run_forward(forward: Callable, sc: SyncCase) -> tuple[np.ndarray, list]:
+    """The learner's forward on every rank: (the outputs concatenated, the ranks' caches)."""
+    c = sc.case
+    shards = sc.shards(c.x)
+    rank_args = [(s, c.gamma.copy(), c.beta.copy()) for s in shards]
+    results = run_on_ranks(forward, rank_args, eps=c.eps)
+    for s, before in zip(shards, split_batch(c.x, sc.sizes), strict=True):
+        assert_unchanged(before, s, _name(forward), "x")
+    outs, caches = [], []
+    for rank, (result, s) in enumerate(zip(results, shards, strict=True)):
+        out, cache = _tuple_of(result, 2, _name(forward), "(out, cache)")
+        outs.append(as_float_array(out, f"rank {rank}: out", s.shape))
+        caches.append(cache)
+    return np.concatenate(outs), caches
+
+
+def _checked_forward(forward: Callable, sc: SyncCase) -> tuple[float, list]:
+    out, caches = run_forward(forward, sc)
+    c = sc.case
+    expected = forward_reference(c.x, c.gamma, c.beta, c.eps)
+    return assert_close("out", out, expected, mistakes=forward_mistakes(sc)), caches
+
+
+def check_sync_forward(forward: Callable) -> None:
+    """Visible check of a synchronized forward on two ranks against F.batch_norm of the
+    concatenated batch."""
+    err = _on_cases([visible_case()], lambda sc: _checked_forward(forward, sc)[0])
+    report_line(f"{_name(forward)} on 2 ranks vs F.batch_norm of the whole batch", err)
+
+
+def check_sync_forward_hidden(forward: Callable) -> None:
+    """Hidden check of a synchronized forward on every hidden case."""
+    cases = hidden_cases()
+    err = _on_cases(cases, lambda sc: _checked_forward(forward, sc)[0])
+    report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
+
+
+# --- backward ----------------------------------------------------------------------------------
+
+
+def _run_backward(backward: Callable, sc: SyncCase, caches: list) -> list[tuple]:
+    """Each rank's (dx, dgamma, dbeta), checked for shapes."""
+    douts = [d.copy() for d in split_batch(sc.case.dout, sc.sizes)]
+    results = run_on_ranks(backward, [(d, cache) for d, cache in zip(douts, caches, strict=True)])
+    for d, before in zip(douts, split_batch(sc.case.dout, sc.sizes), strict=True):
+        assert_unchanged(before, d, _name(backward), "dout")
+    c = sc.case.x.shape[1]
+    grads = []
+    for rank, (result, d) in enumerate(zip(results, douts, strict=True)):
+        dx, dgamma, dbeta = _tuple_of(result, 3, _name(backward), "(dx, dgamma, dbeta)")
+        grads.append(
+            (
+                as_float_array(dx, f"rank {rank}: dx", d.shape),
+                as_float_array(dgamma, f"rank {rank}: dgamma", (c,)),
+                as_float_array(dbeta, f"rank {rank}: dbeta", (c,)),
+            )
+        )
+    return grads
+
+
+def _simulated_forward(forward: Callable, sc: SyncCase) -> Callable:
+    """x, gamma, beta -> the learner's global output, every rank run on its part of x."""
+
+    def global_out(x, gamma, beta):
+        results = run_ranks(forward, [(s, gamma, beta) for s in split_batch(x, sc.sizes)],
+                            eps=sc.case.eps)  # fmt: skip
+        return np.concatenate([np.asarray(out, dtype=np.float64) for out, _ in results])
+
+    return global_out
+
+
+def _finite_differences(forward: Callable, sc: SyncCase) -> tuple[np.ndarray, ...]:
+    """Centered differences of ``sum(global forward * dout)`` with respect to the global x,
+    gamma and beta; each lambda perturbs its own argument."""
+    c = sc.case
+    f = _simulated_forward(forward, sc)
+    x, gamma, beta = c.fresh().x, c.gamma.copy(), c.beta.copy()
+    spread = np.sqrt(np.min(c.x.var(axis=channel_axes(c.x))) + c.eps)
+    h_x = STEP_PER_SPREAD * min(1.0, spread)
+    return (
+        numerical_gradient(lambda x_: f(x_, gamma, beta), x, c.dout, h_x),
+        numerical_gradient(lambda g_: f(x, g_, beta), gamma, c.dout),
+        numerical_gradient(lambda b_: f(x, gamma, b_), beta, c.dout),
+    )
+
+
+def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tuple[float, float]:
+    """(error against autograd, error against finite differences) on ``sc``; a wrong forward
+    is blamed first, since the backward runs on the caches it makes."""
+    try:
+        _, caches = _checked_forward(forward, sc)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"fix {_name(forward)} first: the backward is checked on the caches your forward "
+            f"makes. {failure}"
+        ) from None
+    grads = _run_backward(backward, sc, caches)
+    c = sc.case
+    expected = gradients_reference(c.x, c.gamma, c.beta, c.dout, c.eps)
+    wrong = backward_mistakes(sc, expected)
+    errors = []
+    for rank, ((_, dgamma, dbeta), (own_g, own_b)) in enumerate(
+        zip(grads, contributions_reference(sc), strict=True)
+    ):
+        errors += [
+            assert_close(
+                f"rank {rank}: dgamma", dgamma, own_g, _contribution_hints(expected[1], own_b)
+            ),
+            assert_close(
+                f"rank {rank}: dbeta", dbeta, own_b, _contribution_hints(expected[2], own_g)
+            ),
+        ]
+    total = (
+        np.concatenate([g[0] for g in grads]),
+        sum(g[1] for g in grads),
+        sum(g[2] for g in grads),
+    )
+    errors.append(compare_gradients(GRADIENTS, total, expected, wrong))
+    numeric = call_without_torch(_finite_differences, forward, sc, name=_name(forward))
+    try:
+        err_fd = compare_gradients(GRADIENTS, total, numeric, tol=FINITE_DIFFERENCE)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"{failure} (This compares with centered differences of your {_name(forward)}, "
+            "while PyTorch's autograd agreed with your gradients: is that forward consistent?)"
+        ) from None
+    return max(errors), err_fd
+
+
+def _contribution_hints(global_value: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
+    """Wrong values of one rank's dgamma (or dbeta): the global sum, or the other parameter's
+    contribution (``other``)."""
+    return {
+        "this rank returns the GLOBAL sum (it was all-reduced); return this rank's own "
+        "contribution, the sum over its shard: data-parallel training all-reduces parameter "
+        "gradients afterwards and would count it world_size times": global_value,
+        "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": other,
+    }
+
+
+def _check_backward_on(backward: Callable, forward: Callable, cases: list, label: str) -> None:
+    results = []
+
+    def check_one(sc: SyncCase) -> float:
+        results.append(_backward_errors(backward, forward, sc))
+        return results[-1][0]
+
+    _on_cases(cases, check_one)
+    name = f"{_name(backward)}{label}"
+    report_line(
+        f"{name} vs PyTorch autograd (dx, each rank's dgamma and dbeta, their sums)",
+        max(r[0] for r in results),
+    )
+    report_line(
+        f"{name} vs centered differences of {_name(forward)}",
+        max(r[1] for r in results),
+        FINITE_DIFFERENCE,
+    )
+
+
+def check_sync_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of a synchronized backward on two ranks, on the caches of ``forward``."""
+    _check_backward_on(backward, forward, [visible_case()], " on 2 ranks")
+
+
+def check_sync_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of a synchronized backward on every hidden case that checks gradients."""
+    cases = [sc for sc in hidden_cases() if sc.gradients]
+    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
