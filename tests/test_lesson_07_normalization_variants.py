@@ -73,6 +73,7 @@ LN_FORWARD_BUGS = [
     ({"affine": "beta * xh + gamma"}, "swapped"),
     ({"centered": "x", "denominator": "np.sqrt((x**2).mean(-1, keepdims=True) + eps)"}, "RMSNorm"),
     ({"axes": "tuple(range(1, x.ndim))"}, "all its axes"),
+    ({"axes": "1"}, "taken over axis=1"),  # right for (N, D), wrong for (B, T, D)
 ]
 
 LN_BACKWARD_TEMPLATE = """
@@ -240,6 +241,8 @@ RMS_FORWARD_BUGS = [
     ({"axes": "0"}, "over the batch axis"),
     ({"denominator": "np.sqrt(ms + 1e-6)"}, "eps argument"),
     ({"out": "xh"}, "gamma is not applied"),
+    ({"axes": "None"}, "over the whole array"),
+    ({"out": "(gamma * xh).astype(np.float32)"}, "dtype float32"),
 ]
 
 RMS_BACKWARD_TEMPLATE = """
@@ -299,6 +302,24 @@ def test_each_template_without_a_bug_keeps_the_points(nb, exercise):
 def test_planted_bugs_lose_the_points_and_are_named(nb, exercise, bug, hint):
     grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
     nb.assert_loses_points(grade_ids, template.format(**{**good, **bug}), hint)
+
+
+DEFAULT_EPS_BUGS = [
+    ("layernorm_forward", "eps=1e-3"),
+    ("groupnorm_forward", "eps=1e-6"),
+    ("instancenorm_forward", "eps=1e-3"),
+    ("rmsnorm_forward", "eps=1e-5"),  # layer norm's default, not RMSNorm's 1e-6
+]
+
+
+@pytest.mark.parametrize("exercise, default", DEFAULT_EPS_BUGS)
+def test_a_wrong_default_eps_loses_the_points(nb, exercise, default):
+    """Every check passes eps explicitly; a wrong default is caught by a call without it."""
+    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
+    code = template.format(**good)
+    signature = code[code.index(f"def {exercise}(") :].split("\n", 1)[0]
+    wrong = signature.replace(signature[signature.index("eps=") : signature.index(")")], default)
+    nb.assert_loses_points(grade_ids, code.replace(signature, wrong), "the default must be eps=")
 
 
 def test_a_forward_that_modifies_x_in_place_loses_the_points(nb):
@@ -407,6 +428,155 @@ def rmsnorm_backward(dout, cache):
 
 def test_independent_implementation_keeps_full_points(nb):
     assert nb.score(EXERCISES, code=INDEPENDENT) == 18
+
+
+OTHER_CORRECT = {
+    # the staged graph (dvar, dmean) backward, einsum, GroupNorm through transposes to
+    # channels-last, list and dict caches
+    "staged backward, einsum, transposes": """
+def _fwd_rows(v, eps):
+    mu = v.mean(-1, keepdims=True)
+    xc = v - mu
+    var = (xc * xc).mean(-1, keepdims=True)
+    ivar = 1.0 / np.sqrt(var + eps)
+    return xc * ivar, (xc, var, ivar)
+
+def _bwd_rows(dxh, st, eps):
+    xc, var, ivar = st
+    m = xc.shape[-1]
+    dvar = np.sum(dxh * xc, axis=-1, keepdims=True) * -0.5 * (var + eps) ** -1.5
+    dmu = np.sum(-dxh * ivar, axis=-1, keepdims=True)
+    dmu = dmu + dvar * np.mean(-2.0 * xc, axis=-1, keepdims=True)
+    return dxh * ivar + dvar * 2.0 * xc / m + dmu / m
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    xh, st = _fwd_rows(x, eps)
+    out = np.einsum("...d,d->...d", xh, gamma) + beta
+    return out, {"st": st, "xh": xh, "g": gamma, "e": eps}
+
+def layernorm_backward(dout, cache):
+    dx = _bwd_rows(dout * cache["g"], cache["st"], cache["e"])
+    lead = "abcdefg"[: dout.ndim - 1]
+    dgamma = np.einsum(f"{lead}z,{lead}z->z", dout, cache["xh"])
+    return dx, dgamma, np.einsum(f"{lead}z->z", dout)
+
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    N, C, H, W = x.shape
+    if C % num_groups != 0:
+        raise ValueError("C must be a multiple of num_groups")
+    # channels-last then split groups: (N, H, W, G, C/G) -> (N, G, H, W, C/G)
+    t = np.transpose(x, (0, 2, 3, 1)).reshape(N, H, W, num_groups, C // num_groups)
+    t = np.transpose(t, (0, 3, 1, 2, 4)).reshape(N, num_groups, -1)
+    xh_t, st = _fwd_rows(t, eps)
+    xh = xh_t.reshape(N, num_groups, H, W, C // num_groups)
+    xh = np.transpose(xh, (0, 1, 4, 2, 3)).reshape(x.shape)
+    out = np.einsum("nchw,c->nchw", xh, gamma) + beta.reshape(1, C, 1, 1)
+    return out, {"st": st, "xh": xh, "g": gamma, "G": num_groups, "e": eps}
+
+def groupnorm_backward(dout, cache):
+    N, C, H, W = dout.shape
+    G = cache["G"]
+    d = dout * cache["g"].reshape(1, C, 1, 1)
+    t = np.transpose(d, (0, 2, 3, 1)).reshape(N, H, W, G, C // G)
+    t = np.transpose(t, (0, 3, 1, 2, 4)).reshape(N, G, -1)
+    dx_t = _bwd_rows(t, cache["st"], cache["e"])
+    dx = np.transpose(dx_t.reshape(N, G, H, W, C // G), (0, 1, 4, 2, 3)).reshape(dout.shape)
+    return dx, np.einsum("nchw,nchw->c", dout, cache["xh"]), np.einsum("nchw->c", dout)
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    N, C, H, W = x.shape
+    xh, st = _fwd_rows(x.reshape(N, C, H * W), eps)
+    xh = xh.reshape(x.shape)
+    out = np.einsum("nchw,c->nchw", xh, gamma) + beta[None, :, None, None]
+    return out, [st, xh, gamma, eps]
+
+def instancenorm_backward(dout, cache):
+    st, xh, gamma, eps = cache
+    N, C, H, W = dout.shape
+    dxh = (dout * gamma[None, :, None, None]).reshape(N, C, -1)
+    dx = _bwd_rows(dxh, st, eps).reshape(dout.shape)
+    return dx, np.einsum("nchw,nchw->c", dout, xh), dout.sum(axis=(0, 2, 3))
+
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    ms = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]
+    inv = (ms + eps) ** -0.5
+    return x * inv * gamma, {"x": x, "inv": inv, "g": gamma}
+
+def rmsnorm_backward(dout, cache):
+    x, inv, g = cache["x"], cache["inv"], cache["g"]
+    D = x.shape[-1]
+    dxh = dout * g
+    # staged: xh = x * inv, inv = (ms + eps)^-1/2, ms = sum(x^2)/D
+    dinv = np.sum(dxh * x, axis=-1, keepdims=True)
+    dms = dinv * -0.5 * inv ** 3
+    dx = dxh * inv + dms * 2 * x / D
+    return dx, (dout * x * inv).reshape(-1, D).sum(0)
+""",
+    # GroupNorm as a 5-D view with statistics over axis=(2, 3, 4), instance norm as G = C,
+    # means and variances via np.add.reduce and np.square, tuple caches
+    "5-D group view, add.reduce": """
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    D = x.shape[-1]
+    s = np.add.reduce(x, axis=-1) / D
+    xc = x - s[..., None]
+    v = np.add.reduce(xc * xc, axis=-1) / D
+    std = np.sqrt(v + eps)[..., None]
+    xh = xc / std
+    return xh * gamma + beta, (xh, std, gamma)
+
+def layernorm_backward(dout, cache):
+    xh, std, gamma = cache
+    D = dout.shape[-1]
+    g = dout * gamma
+    dx = (g - g.mean(-1, keepdims=True) - xh * (g * xh).mean(-1, keepdims=True)) / std
+    axes = tuple(range(dout.ndim - 1))
+    return dx, np.sum(dout * xh, axis=axes), np.sum(dout, axis=axes)
+
+def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
+    N, C, H, W = x.shape
+    if C % num_groups:
+        raise ValueError("num_groups does not divide C")
+    v = x.reshape(N, num_groups, C // num_groups, H, W)
+    mu = v.mean(axis=(2, 3, 4), keepdims=True)
+    std = np.sqrt(((v - mu) ** 2).mean(axis=(2, 3, 4), keepdims=True) + eps)
+    xh = ((v - mu) / std).reshape(N, C, H, W)
+    return xh * gamma.reshape(-1, 1, 1) + beta.reshape(-1, 1, 1), (xh, std, gamma, num_groups)
+
+def groupnorm_backward(dout, cache):
+    xh, std, gamma, G = cache
+    N, C, H, W = dout.shape
+    g = (dout * gamma.reshape(-1, 1, 1)).reshape(N, G, C // G, H, W)
+    x5 = xh.reshape(N, G, C // G, H, W)
+    ax = (2, 3, 4)
+    dx = (g - g.mean(axis=ax, keepdims=True) - x5 * (g * x5).mean(axis=ax, keepdims=True)) / std
+    dgamma, dbeta = np.sum(dout * xh, axis=(0, 2, 3)), np.sum(dout, axis=(0, 2, 3))
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    N, C, H, W = x.shape
+    return groupnorm_forward(x, gamma, beta, C, eps=eps)
+
+def instancenorm_backward(dout, cache):
+    return groupnorm_backward(dout, cache)
+
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    r = np.sqrt(np.square(x).sum(axis=-1, keepdims=True) / x.shape[-1] + eps)
+    xh = x / r
+    return xh * gamma, (xh, r, gamma)
+
+def rmsnorm_backward(dout, cache):
+    xh, r, gamma = cache
+    g = dout * gamma
+    dx = (g - xh * (g * xh).mean(axis=-1, keepdims=True)) / r
+    return dx, (dout * xh).reshape(-1, dout.shape[-1]).sum(axis=0)
+""",
+}
+"""More correct implementations a learner may write; each must keep full points."""
+
+
+@pytest.mark.parametrize("label", list(OTHER_CORRECT))
+def test_other_correct_implementations_keep_full_points(nb, label):
+    nb.assert_keeps_points(EXERCISES, OTHER_CORRECT[label])
 
 
 def test_calling_torch_loses_the_points_of_every_exercise(nb):

@@ -564,3 +564,181 @@ def test_wrong_answers_lose_the_knowledge_points(nb):
     for grade_id, name in (("test_answer_q1", "answer_q1"), ("test_answer_q2", "answer_q2")):
         nb.assert_loses_points([grade_id], f'{name} = "a"', "not the expected answer")
         nb.assert_loses_points([grade_id], f'{name} = "e"', "must be one of")
+
+
+# --- found in review: mistakes the first checks missed or did not name ---------------------------
+
+_RECORD_AFTER_UPDATE = """
+def input_shift(model, layer, x, update):
+    store = []
+    hook = lambda m, i: store.append(i[0].detach().clone())
+{body}
+    a, b = store
+    return (float((b.mean(0) - a.mean(0)).abs().mean()),
+            float((b.std(0, correction=0) - a.std(0, correction=0)).abs().mean()))
+"""
+
+REVIEW_BUGS = [
+    (
+        OUTPUT,
+        _output_with(
+            "result.append(float(torch.linalg.norm(layer(alpha * x, weight) - base)"
+            " / torch.linalg.norm(base)))"
+        ),
+        "alpha applied to x",
+    ),
+    (
+        SHIFT,
+        _RECORD_AFTER_UPDATE.format(
+            body="""
+    h = layer.register_forward_pre_hook(hook)
+    with torch.no_grad():
+        model(x)
+    update()
+    with torch.no_grad():
+        model(x)
+    h.remove()"""
+        ),
+        "still registered while update() ran",
+    ),
+    (
+        SHIFT,
+        _RECORD_AFTER_UPDATE.format(
+            body="""
+    with torch.no_grad():
+        for step in range(2):
+            if step:
+                update()
+            h = layer.register_forward_pre_hook(hook)
+            model(x)
+            h.remove()"""
+        ),
+        "inside torch.no_grad()",
+    ),
+    (
+        SHIFT,
+        _RECORD_AFTER_UPDATE.format(
+            body="""
+    for step in range(2):
+        if step:
+            update()
+        h = layer.register_forward_pre_hook(hook)
+        with torch.no_grad():
+            model.eval()(x)
+        h.remove()"""
+        ),
+        "left the model in eval mode",
+    ),
+    (
+        LOSSES,
+        _landscape_with("losses_along_gradient", _MEASURE_LOSS).replace(
+            "    params = list(", "    model.eval()\n    params = list(", 1
+        ),
+        "left the model in eval mode",
+    ),
+]
+
+
+@pytest.mark.parametrize("grade_ids, code, hint", REVIEW_BUGS, ids=[h for *_, h in REVIEW_BUGS])
+def test_review_mistakes_lose_the_points_and_are_named(nb, grade_ids, code, hint):
+    nb.assert_loses_points(grade_ids, code, hint)
+
+
+REVIEW_CORRECT = {
+    "output_changes: a list of 0-d tensors": (
+        OUTPUT,
+        """
+def output_changes(layer, weight, x, alphas):
+    with torch.no_grad():
+        base = layer(x, weight)
+        return [torch.dist(layer(x, a * weight), base) / base.norm() for a in alphas]
+""",
+    ),
+    "weight_gradient_norms: torch.func.grad": (
+        GRADIENT,
+        """
+def weight_gradient_norms(layer, weight, x, alphas, upstream):
+    g = torch.func.grad(lambda v: (layer(x, v) * upstream).sum())
+    return [g(a * weight).norm().item() for a in alphas]
+""",
+    ),
+    "losses_along_gradient: backward, deepcopy(state_dict), load_state_dict": (
+        LOSSES,
+        """
+import copy
+def losses_along_gradient(model, loss_fn, step_sizes):
+    saved = copy.deepcopy(model.state_dict())
+    model.zero_grad()
+    loss_fn().backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    out = []
+    for eta in step_sizes:
+        model.load_state_dict(saved)
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), grads):
+                p -= eta * g
+            out.append(loss_fn().item())
+    model.load_state_dict(saved)
+    return out
+""",
+    ),
+    "gradient_changes: parameters_to_vector and backward": (
+        CHANGES,
+        """
+from torch.nn.utils import parameters_to_vector as p2v, vector_to_parameters as v2p
+def gradient_changes(model, loss_fn, step_sizes):
+    params = list(model.parameters())
+    w0 = p2v(params).detach().clone()
+    model.zero_grad()
+    loss_fn().backward()
+    g0 = p2v([p.grad for p in params]).clone()
+    out = []
+    for eta in step_sizes:
+        with torch.no_grad():
+            v2p(w0 - eta * g0, params)
+        model.zero_grad()
+        loss_fn().backward()
+        out.append(torch.linalg.vector_norm(g0 - p2v([p.grad for p in params])).item())
+    with torch.no_grad():
+        v2p(w0, params)
+    return np.array(out)
+""",
+    ),
+    "input_shift: the prefix of the Sequential": (
+        SHIFT,
+        """
+def input_shift(model, layer, x, update):
+    idx = list(model).index(layer)
+    with torch.no_grad():
+        a = model[:idx](x)
+    update()
+    with torch.no_grad():
+        b = model[:idx](x)
+    return (float((b.mean(0) - a.mean(0)).abs().mean()),
+            float((b.var(0, unbiased=False).sqrt() - a.var(0, unbiased=False).sqrt()).abs().mean()))
+""",
+    ),
+    "gradient_ics: p.data, tensors returned": (
+        ICS,
+        """
+def gradient_ics(model, loss_fn, layer, lr):
+    k = [i for i, m in enumerate(model) if m is layer][0]
+    earlier = list(model[:k].parameters())
+    G = torch.autograd.grad(loss_fn(), [layer.weight])[0]
+    gs = torch.autograd.grad(loss_fn(), earlier) if earlier else []
+    old = [p.data.clone() for p in earlier]
+    for p, g in zip(earlier, gs):
+        p.data.add_(g, alpha=-lr)
+    G2 = torch.autograd.grad(loss_fn(), [layer.weight])[0]
+    for p, o in zip(earlier, old):
+        p.data.copy_(o)
+    return torch.dist(G, G2), torch.nn.functional.cosine_similarity(
+        G.reshape(1, -1), G2.reshape(1, -1))[0]
+""",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", list(REVIEW_CORRECT))
+def test_review_correct_variants_keep_the_points(nb, label):
+    nb.assert_keeps_points(*REVIEW_CORRECT[label])

@@ -474,3 +474,117 @@ def test_knowledge_check_needs_the_right_letter(nb, question):
     assert sorted(scores) == [0, 0, 0, 1]
     (outcome,) = nb.run_tests([grade_id], code=f"answer_q{question} = 'e'")
     assert not outcome.passed and "must be one of" in outcome.message
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+
+def _module_with(nb, old: str, new: str) -> str:
+    source = nb.cell_source("batchnorm2d_module")
+    assert old in source, old
+    return source.replace(old, new, 1)
+
+
+REVIEW_MODULE_BUGS = [
+    (  # Bessel's correction with the batch size instead of every value of a channel
+        "unbiased = ((x - mean.reshape(shape)) ** 2).sum(dim=axes) / (m - 1)",
+        "unbiased = ((x - mean.reshape(shape)) ** 2).sum(dim=axes) / m * x.shape[0] "
+        "/ (x.shape[0] - 1)",
+        [TRAINING],
+        "N the batch size",
+    ),
+    (
+        "torch.rsqrt(self.running_var + self.eps)",
+        "torch.rsqrt(self.running_var)",
+        [MODES],
+        "without eps",
+    ),
+    (  # parameters initialised at random: only a fresh module shows it
+        "nn.Parameter(torch.ones(num_features))",
+        "nn.Parameter(torch.rand(num_features))",
+        [STATE],
+        "starts at",
+    ),
+    (  # a float32 factor: 1 / tensor(long) is float32
+        "w = 1.0 / float(self.num_batches_tracked)",
+        "w = 1.0 / self.num_batches_tracked",
+        [MODES],
+        "float32 rounding",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "old, new, cells, hint", REVIEW_MODULE_BUGS, ids=[h for *_, h in REVIEW_MODULE_BUGS]
+)
+def test_review_module_mistakes_lose_their_points_and_are_named(nb, old, new, cells, hint):
+    nb.assert_loses_points(cells, _module_with(nb, old, new), hint)
+
+
+def test_a_mistake_that_leaves_the_failing_value_unchanged_is_not_named():
+    import torch
+
+    from utils.checks import torch_module as tm
+
+    s = tm.scenarios(tm.VISIBLE, "modes")[1]  # momentum=None
+    reference = list(tm.trace(torch.nn.BatchNorm2d, s))
+    expected = reference[3]["running_mean"]
+    nudged = tm.Value(expected.data * (1 + 1e-7), expected.dtype, False, False)
+    found = tm.module_mistakes(s, 3, "running_mean", nudged, expected)
+    assert not any("variance" in f for f in found), found
+
+
+REVIEW_CORRECT = {
+    "Function: setup_context, saves x_hat and inv_std from it": """
+class BatchNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(x, gamma, beta, eps=1e-5):
+        dims = [0, *range(2, x.dim())]
+        sh = [1, -1] + [1] * (x.dim() - 2)
+        var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+        return gamma.reshape(sh) * (x - mean) * torch.rsqrt(var + eps) + beta.reshape(sh)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, gamma, beta, *rest = inputs
+        eps = rest[0] if rest else 1e-5
+        dims = [0, *range(2, x.dim())]
+        var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+        istd = torch.rsqrt(var + eps)
+        ctx.save_for_backward((x - mean) * istd, istd, gamma)
+
+    @staticmethod
+    def backward(ctx, dy):
+        xh, istd, gamma = ctx.saved_tensors
+        dims = [0, *range(2, dy.dim())]
+        sh = [1, -1] + [1] * (dy.dim() - 2)
+        n = dy.numel() // dy.shape[1]
+        g = dy * gamma.reshape(sh)
+        dx = (n * g - g.sum(dims, keepdim=True) - xh * (g * xh).sum(dims, keepdim=True)) * istd / n
+        return (dx, (dy * xh).sum(dims) if ctx.needs_input_grad[1] else None,
+                dy.sum(dims) if ctx.needs_input_grad[2] else None, None)
+""",
+    "fold: einsum": """
+def fold_batchnorm(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
+    lib = torch if isinstance(weight, torch.Tensor) else np
+    s = gamma / (running_var + eps) ** 0.5
+    w = lib.einsum("o,o...->o...", s, weight)
+    if bias is None:
+        return w, beta - running_mean * s
+    return w, s * (bias - running_mean) + beta
+""",
+    "fold: np.sqrt, which returns a tensor for a tensor": """
+def fold_batchnorm(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
+    s = gamma / np.sqrt(running_var + eps)
+    b = 0 * running_mean if bias is None else bias
+    return weight * s.reshape(-1, *([1] * (weight.ndim - 1))), beta + (b - running_mean) * s
+""",
+}
+
+
+@pytest.mark.parametrize("label", list(REVIEW_CORRECT))
+def test_review_correct_variants_keep_full_points(nb, label):
+    code = REVIEW_CORRECT[label]
+    if "BatchNormFunction" in code:
+        code = with_module(nb, code)
+    nb.assert_keeps_points(list(POINTS), code)

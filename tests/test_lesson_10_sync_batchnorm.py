@@ -82,6 +82,8 @@ MOMENTS_BUGS = [
     ({"var": MOMENTS_GOOD["var"].replace("/ count", "/ (count - 1)")}, "unbiased"),
     ({"mean": "all_reduce(x).sum(axis=axes) / count"}, "different shapes"),
     ({"extra": "_ = all_reduce(np.zeros(1)) if len(x) == 1 else None"}, SAME_CALLS),
+    ({"count": "all_reduce(np.ones(1))[0] * n_local"}, "world_size times this rank's count"),
+    ({"mean": "all_reduce(x.sum(axis=axes).astype(np.float32)) / count"}, "float32 array"),
 ]
 
 
@@ -134,6 +136,7 @@ FORWARD_BUGS = [
     ({"denominator": "(np.sqrt(var) + eps).reshape(shape)"}, "outside the square root"),
     ({"denominator": "np.sqrt(var + 1e-5).reshape(shape)"}, "eps argument"),
     ({"affine": "beta.reshape(shape) * x_hat + gamma.reshape(shape)"}, "swapped"),
+    ({"denominator": "np.sqrt(var).reshape(shape)"}, "eps is missing"),
 ]
 
 
@@ -184,6 +187,14 @@ BACKWARD_BUGS = [
     ({"s2": "0.0"}, "missing the variance term"),
     ({"dgamma": "dout.sum(axis=axes)", "dbeta": "(dout * xh).sum(axis=axes)"}, "swapped"),
     ({"extra": "_ = all_reduce(np.zeros(1)) if len(dout) == 1 else None"}, SAME_CALLS),
+    ({"dxh": "dout"}, "forgets gamma"),
+    (
+        {
+            "dgamma": "all_reduce((dout * xh).sum(axis=axes)) / all_reduce(np.ones(1))",
+            "dbeta": "all_reduce(dout.sum(axis=axes)) / all_reduce(np.ones(1))",
+        },
+        "divided by the number of ranks",
+    ),
 ]
 
 
@@ -195,6 +206,12 @@ def test_backward_template_with_no_bug_keeps_the_points(nb):
 def test_backward_bugs_lose_the_points_and_are_named(nb, bug, hint):
     code = BACKWARD_TEMPLATE.format(**{**BACKWARD_GOOD, **bug})
     nb.assert_loses_points(BACKWARD, code, hint)
+
+
+def test_a_wrong_default_eps_loses_the_points(nb):
+    """The checks pass eps explicitly; a wrong default is caught by a call without it."""
+    code = FORWARD_TEMPLATE.format(**FORWARD_GOOD).replace("eps=1e-5)", "eps=1e-3)")
+    nb.assert_loses_points(FORWARD, code, "the default must be eps=1e-05")
 
 
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
@@ -249,6 +266,97 @@ def sync_batchnorm_backward(dout, cache, all_reduce):
 
 def test_independent_chan_implementation_keeps_full_points(nb):
     assert nb.score(EXERCISES, code=INDEPENDENT) == 7
+
+
+OTHER_CORRECT = {
+    # one all_reduce of a stacked [count, sums] array, count a 0-d array, the backward's two
+    # sums stacked along axis 1, tuple caches
+    "stacked all_reduce, 0-d count": (
+        EXERCISES,
+        """
+def global_moments(x, all_reduce):
+    C = x.shape[1]
+    ax = tuple(i for i in range(x.ndim) if i != 1)
+    head = all_reduce(np.concatenate([[x.size / C], x.sum(axis=ax)]))
+    count, mean = head[0], head[1:] / head[0]
+    dev = x - mean.reshape((1, C) + (1,) * (x.ndim - 2))
+    var = all_reduce((dev * dev).sum(axis=ax)) / count
+    return np.array(count), mean, var
+
+def sync_batchnorm_forward(x, gamma, beta, all_reduce, eps=1e-5):
+    n, mu, var = global_moments(x, all_reduce)
+    sh = (1, -1) + (1,) * (x.ndim - 2)
+    xh = (x - mu.reshape(sh)) / np.sqrt(var + eps).reshape(sh)
+    return gamma.reshape(sh) * xh + beta.reshape(sh), (xh, gamma, var, eps, n)
+
+def sync_batchnorm_backward(dout, cache, all_reduce):
+    xh, gamma, var, eps, n = cache
+    sh = (1, -1) + (1,) * (dout.ndim - 2)
+    ax = tuple(i for i in range(dout.ndim) if i != 1)
+    d = dout * gamma.reshape(sh)
+    s = all_reduce(np.stack([d.sum(axis=ax), (d * xh).sum(axis=ax)], axis=1))
+    dx = (d - s[:, 0].reshape(sh) / n - xh * s[:, 1].reshape(sh) / n)
+    dx = dx / np.sqrt(var + eps).reshape(sh)
+    return dx, (dout * xh).sum(axis=ax), dout.sum(axis=ax)
+""",
+    ),
+    # a common provisional shift (the ranks' mean first sample), sums of squares about it,
+    # mean and var returned as (1, C), count an np.float64, a staged backward
+    "shifted sums, (1, C) moments": (
+        EXERCISES,
+        """
+def global_moments(x, all_reduce):
+    ax = (0,) + tuple(range(2, x.ndim))
+    world = all_reduce(np.ones(1))[0]
+    K = all_reduce(x.reshape(x.shape[0], x.shape[1], -1)[0, :, 0]) / world  # common shift
+    y = x - K.reshape((1, -1) + (1,) * (x.ndim - 2))
+    counts = np.full(x.shape[1], x.size / x.shape[1])
+    s = all_reduce(np.stack([counts, y.sum(axis=ax), (y * y).sum(axis=ax)]))
+    n = np.float64(s[0, 0])
+    my = s[1] / n
+    var = s[2] / n - my ** 2
+    return n, (K + my)[None, :], var[None, :]
+
+def sync_batchnorm_forward(x, gamma, beta, all_reduce, eps=1e-5):
+    n, mu, var = global_moments(x, all_reduce)
+    sh = (1, -1) + (1,) * (x.ndim - 2)
+    inv = 1 / np.sqrt(var.reshape(sh) + eps)
+    xh = (x - mu.reshape(sh)) * inv
+    return xh * gamma.reshape(sh) + beta.reshape(sh), [xh, inv, gamma, n]
+
+def sync_batchnorm_backward(dout, cache, all_reduce):
+    xh, inv, gamma, n = cache
+    sh = inv.shape
+    ax = (0,) + tuple(range(2, dout.ndim))
+    dxh = dout * gamma.reshape(sh)
+    # staged graph: through var then mean
+    xc = xh / inv
+    dvar = all_reduce(np.sum(dxh * xc, axis=ax)).reshape(sh) * -0.5 * inv ** 3
+    dmu = all_reduce(np.sum(-dxh * inv, axis=ax)).reshape(sh)
+    dmu = dmu + dvar * all_reduce(np.sum(-2 * xc, axis=ax)).reshape(sh) / n
+    dx = dxh * inv + dvar * 2 * xc / n + dmu / n
+    return dx, np.sum(dout * xh, axis=ax), np.sum(dout, axis=ax)
+""",
+    ),
+    # mean and var in the keepdims shape (1, C) or (1, C, 1, 1)
+    "keepdims moments": (
+        MOMENTS,
+        """
+def global_moments(x, all_reduce):
+    ax = (0,) + tuple(range(2, x.ndim))
+    count = all_reduce(np.array(float(x.size // x.shape[1])))
+    mean = all_reduce(x.sum(axis=ax, keepdims=True)) / count
+    var = all_reduce(((x - mean) ** 2).sum(axis=ax, keepdims=True)) / count
+    return count, mean, var
+""",
+    ),
+}
+"""More correct implementations a learner may write: (grade cells, code) keeping the points."""
+
+
+@pytest.mark.parametrize("label", list(OTHER_CORRECT))
+def test_other_correct_implementations_keep_full_points(nb, label):
+    nb.assert_keeps_points(*OTHER_CORRECT[label])
 
 
 def test_calling_torch_loses_the_points_of_every_exercise(nb):

@@ -71,6 +71,17 @@ def test_different_shapes_on_different_ranks_are_a_clear_error():
         simulate(reduce_once, [np.ones(3), np.ones(2)], timeout=SHORT)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_low_precision_floats_are_a_clear_error(dtype):
+    with pytest.raises(CollectiveError, match=f"{np.dtype(dtype).name} array"):
+        simulate(reduce_once, [np.ones(3, dtype=dtype), np.ones(3, dtype=dtype)], timeout=SHORT)
+
+
+def test_integers_and_python_lists_are_reduced():
+    results = simulate(reduce_once, [[1, 2], np.array([3, 4])], timeout=SHORT)
+    assert [r.tolist() for r in results] == [[4, 6], [4, 6]]
+
+
 def test_a_different_number_of_calls_is_an_error_not_a_hang():
     def one_call_per_sample(x, all_reduce):
         for _ in range(len(x)):

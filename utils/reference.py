@@ -47,10 +47,12 @@ def _batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: f
 
 
 def batchnorm_forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.batch_norm(training=True)`` of x (N, D) with gamma, beta (D,): out of shape (N, D).
+    """``F.batch_norm(training=True)`` of x (N, D) or (N, C, ...) with gamma, beta (D,) or (C,):
+    out shaped like x.
 
-    The batch statistics are the per-feature mean and the biased variance, eps inside the
-    square root. Raises ValueError for N=1 (PyTorch refuses a batch of one in training).
+    The batch statistics are per feature (channel, axis 1) over every other axis: the mean and
+    the biased variance, eps inside the square root. Raises ValueError when a feature has one
+    value only (PyTorch refuses a batch of one in training).
     """
     with torch.no_grad():
         out = _batch_norm(as_tensor(x), as_tensor(gamma), as_tensor(beta), eps)
@@ -62,7 +64,8 @@ def batchnorm_gradients_reference(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Autograd gradients of ``sum(batch_norm(x, gamma, beta) * dout)``.
 
-    x, dout: (N, D); gamma, beta: (D,). Returns (dx (N, D), dgamma (D,), dbeta (D,)).
+    x, dout: (N, D) or (N, C, ...); gamma, beta: one value per feature (axis 1).
+    Returns (dx shaped like x, dgamma, dbeta).
     """
     xt = as_tensor(x, requires_grad=True)
     gt = as_tensor(gamma, requires_grad=True)

@@ -54,6 +54,11 @@ class _World:
 
     def _all_reduce(self, rank: int, array) -> np.ndarray:
         given = np.array(array)  # a private copy: the caller may change its array afterwards
+        if given.dtype.kind == "f" and given.dtype.itemsize < 8:
+            raise CollectiveError(
+                f"all_reduce on rank {rank} got a {given.dtype} array; its sums keep only about "
+                "7 significant digits. Reduce float64 arrays (leave out astype(np.float32))."
+            )
         with self.cond:
             k = self.calls[rank]
             self.calls[rank] += 1

@@ -15,8 +15,6 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from utils import mistakes, reference
 from utils.cases import Case, make_case
@@ -63,17 +61,7 @@ def rows_to_channels_reference(rows, shape: tuple[int, int, int, int]) -> np.nda
 
 def spatial_forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
     """``F.batch_norm(training=True)`` of x (N, C, H, W) with gamma, beta (C,): (N, C, H, W)."""
-    with torch.no_grad():
-        out = F.batch_norm(
-            reference.as_tensor(x),
-            None,
-            None,
-            reference.as_tensor(gamma),
-            reference.as_tensor(beta),
-            training=True,
-            eps=eps,
-        )
-    return reference.to_numpy(out)
+    return reference.batchnorm_forward_reference(x, gamma, beta, eps)
 
 
 def spatial_gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
@@ -81,9 +69,7 @@ def spatial_gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tupl
 
     Returns (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
     """
-    xt, gt, bt = (reference.as_tensor(a, requires_grad=True) for a in (x, gamma, beta))
-    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(reference.as_tensor(dout))
-    return reference.to_numpy(xt.grad), reference.to_numpy(gt.grad), reference.to_numpy(bt.grad)
+    return reference.batchnorm_gradients_reference(x, gamma, beta, dout, eps)
 
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----

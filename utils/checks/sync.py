@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from utils import reference
 from utils.cases import LARGE_OFFSET, Case, copy_with_layout, make_case
@@ -26,6 +25,7 @@ from utils.checks.batchnorm import STEP_PER_SPREAD
 from utils.diagnose import (
     FINITE_DIFFERENCE,
     MATCH,
+    TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
@@ -146,25 +146,13 @@ def moments_reference(x) -> tuple[float, np.ndarray, np.ndarray]:
 
 def forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
     """``F.batch_norm(training=True)`` of the global batch x: shaped like x."""
-    with torch.no_grad():
-        out = F.batch_norm(
-            reference.as_tensor(x),
-            None,
-            None,
-            reference.as_tensor(gamma),
-            reference.as_tensor(beta),
-            training=True,
-            eps=eps,
-        )
-    return reference.to_numpy(out)
+    return reference.batchnorm_forward_reference(x, gamma, beta, eps)
 
 
 def gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
     """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dout)`` over the global
     batch: (dx shaped like x, dgamma (C,), dbeta (C,))."""
-    xt, gt, bt = (reference.as_tensor(a, requires_grad=True) for a in (x, gamma, beta))
-    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(reference.as_tensor(dout))
-    return reference.to_numpy(xt.grad), reference.to_numpy(gt.grad), reference.to_numpy(bt.grad)
+    return reference.batchnorm_gradients_reference(x, gamma, beta, dout, eps)
 
 
 def contributions_reference(sc: SyncCase) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -262,6 +250,9 @@ def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
         wrong["eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps"] = (
             _normalized(c.x, mean, var, c.gamma, c.beta, c.eps, eps_outside=True)
         )
+        wrong["eps is missing: divide by sqrt(var + eps)"] = _normalized(
+            c.x, mean, var, c.gamma, c.beta, 0.0
+        )
         wrong["eps is fixed at 1e-5 instead of using the eps argument"] = _normalized(
             c.x, mean, var, c.gamma, c.beta, 1e-5
         )
@@ -277,15 +268,23 @@ def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, n
     return {d: a for d, a in wrong.items() if not relative_error(a, expected) <= MATCH}
 
 
-def _dx(sc: SyncCase, local_sums: bool = False, local_count: bool = False, terms=(1, 1)):
+def _dx(
+    sc: SyncCase,
+    local_sums: bool = False,
+    local_count: bool = False,
+    terms=(1, 1),
+    with_gamma: bool = True,
+    eps_in_scale: bool = True,
+):
     """Closed-form dx of the global batch norm, with the two sums over each rank's shard only
-    (local_sums), divided by the shard's count (local_count), or with a term dropped."""
+    (local_sums), divided by the shard's count (local_count), with a term dropped, without
+    gamma (with_gamma=False) or with 1 / sqrt(var) as the scale (eps_in_scale=False)."""
     c = sc.case
     axes, shape = channel_axes(c.x), _per_channel_shape(c.x)
     _, mean, var = moments_reference(c.x)
-    inv_std = (1 / np.sqrt(var + c.eps)).reshape(shape)
-    x_hat = (c.x - mean.reshape(shape)) * inv_std
-    dx_hat = c.dout * c.gamma.reshape(shape)
+    x_hat = (c.x - mean.reshape(shape)) * (1 / np.sqrt(var + c.eps)).reshape(shape)
+    inv_std = (1 / np.sqrt(var + (c.eps if eps_in_scale else 0.0))).reshape(shape)
+    dx_hat = c.dout * c.gamma.reshape(shape) if with_gamma else c.dout
     parts = []
     for xh, d in zip(split_batch(x_hat, sc.sizes), split_batch(dx_hat, sc.sizes), strict=True):
         source_xh, source_d = (xh, d) if local_sums else (x_hat, dx_hat)
@@ -316,6 +315,10 @@ def backward_mistakes(sc: SyncCase, expected: tuple) -> dict[str, dict[str, np.n
         ),
         "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / count that flows "
         "through the variance)": _dx(sc, terms=(1, 0)),
+        "dx forgets gamma: dx_hat = dout * gamma, not dout": _dx(sc, with_gamma=False),
+        "the backward drops eps (1 / sqrt(var) instead of 1 / sqrt(var + eps))": _dx(
+            sc, eps_in_scale=False
+        ),
     }
     return {
         "dx": _distinct(wrong_dx, dx),
@@ -376,10 +379,14 @@ def _moments_error(global_moments: Callable, sc: SyncCase) -> float:
             "count is the number of samples; a channel has N * H * W values": np.array(
                 float(sum(sc.sizes))
             ),
+            "count is world_size times this rank's count; with unequal shards that is not the "
+            "total: all_reduce the counts": np.array(float(n_local * len(sc.sizes))),
         }
         got_count = as_float_array(got[0], f"rank {rank}: count").reshape(-1)
         if got_count.shape != (1,):
             raise CheckFailure(f"rank {rank}: count must be one number, got shape {got[0]!r}.")
+        got_mean = _per_channel(got[1], f"rank {rank}: mean", sc.case.x)
+        got_var = _per_channel(got[2], f"rank {rank}: var", sc.case.x)
         mistakes_m = {d: per_rank[rank][0] for d, per_rank in wrong.items()}
         mistakes_v = {d: per_rank[rank][1] for d, per_rank in wrong.items()}
         errors += [
@@ -389,13 +396,20 @@ def _moments_error(global_moments: Callable, sc: SyncCase) -> float:
                 np.array(count),
                 _distinct(wrong_count, np.array(count)),
             ),
-            assert_close(f"rank {rank}: mean", got[1], mean, _distinct(mistakes_m, mean)),
-            assert_close(f"rank {rank}: var", got[2], var, _distinct(mistakes_v, var)),
-            _channelwise_error(
-                f"rank {rank}: var + eps", np.asarray(got[2]) + sc.case.eps, var + sc.case.eps
-            ),  # fmt: skip
+            assert_close(f"rank {rank}: mean", got_mean, mean, _distinct(mistakes_m, mean)),
+            assert_close(f"rank {rank}: var", got_var, var, _distinct(mistakes_v, var)),
+            _channelwise_error(f"rank {rank}: var + eps", got_var + sc.case.eps, var + sc.case.eps),
         ]
     return max(errors)
+
+
+def _per_channel(value, what: str, x: np.ndarray) -> np.ndarray:
+    """``value`` as a float64 array of shape (C,); a shape with the same C numbers along one
+    axis and 1 elsewhere ((1, C) or the keepdims (1, C, 1, 1), say) is accepted too."""
+    arr = as_float_array(value, what)
+    if arr.size == x.shape[1] and sum(n > 1 for n in arr.shape) <= 1:
+        arr = arr.reshape(-1)
+    return as_float_array(arr, what, (x.shape[1],))
 
 
 def _channelwise_error(name: str, got: np.ndarray, expected: np.ndarray) -> float:
@@ -445,10 +459,30 @@ def _checked_forward(forward: Callable, sc: SyncCase) -> tuple[float, list]:
     return assert_close("out", out, expected, mistakes=forward_mistakes(sc)), caches
 
 
+DEFAULT_EPS = 1e-5
+
+
+def _check_default_eps(forward: Callable) -> None:
+    """Called without eps, the forward must use the default 1e-5 (PyTorch's): every other
+    call passes eps, so a wrong default would go unnoticed."""
+    sc = visible_case()
+    c = sc.case
+    rank_args = [(s, c.gamma.copy(), c.beta.copy()) for s in sc.shards(c.x)]
+    results = run_on_ranks(forward, rank_args)
+    outs = [_tuple_of(r, 2, _name(forward), "(out, cache)")[0] for r in results]
+    out = np.concatenate([as_float_array(o, f"out of {_name(forward)} without eps") for o in outs])
+    if not relative_error(out, forward_reference(c.x, c.gamma, c.beta, DEFAULT_EPS)) <= TIGHT:
+        raise CheckFailure(
+            f"called without eps, {_name(forward)} gives a different output than with "
+            f"eps={DEFAULT_EPS:g}: the default must be eps={DEFAULT_EPS:g}, as in PyTorch."
+        )
+
+
 def check_sync_forward(forward: Callable) -> None:
     """Visible check of a synchronized forward on two ranks against F.batch_norm of the
     concatenated batch."""
     err = _on_cases([visible_case()], lambda sc: _checked_forward(forward, sc)[0])
+    _check_default_eps(forward)
     report_line(f"{_name(forward)} on 2 ranks vs F.batch_norm of the whole batch", err)
 
 
@@ -456,6 +490,7 @@ def check_sync_forward_hidden(forward: Callable) -> None:
     """Hidden check of a synchronized forward on every hidden case."""
     cases = hidden_cases()
     err = _on_cases(cases, lambda sc: _checked_forward(forward, sc)[0])
+    _check_default_eps(forward)
     report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
 
 
@@ -522,17 +557,16 @@ def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tup
     c = sc.case
     expected = gradients_reference(c.x, c.gamma, c.beta, c.dout, c.eps)
     wrong = backward_mistakes(sc, expected)
+    world = len(sc.sizes)
     errors = []
     for rank, ((_, dgamma, dbeta), (own_g, own_b)) in enumerate(
         zip(grads, contributions_reference(sc), strict=True)
     ):
+        hints_g = _contribution_hints(expected[1], own_b, world)
+        hints_b = _contribution_hints(expected[2], own_g, world)
         errors += [
-            assert_close(
-                f"rank {rank}: dgamma", dgamma, own_g, _contribution_hints(expected[1], own_b)
-            ),
-            assert_close(
-                f"rank {rank}: dbeta", dbeta, own_b, _contribution_hints(expected[2], own_g)
-            ),
+            assert_close(f"rank {rank}: dgamma", dgamma, own_g, hints_g),
+            assert_close(f"rank {rank}: dbeta", dbeta, own_b, hints_b),
         ]
     total = (
         np.concatenate([g[0] for g in grads]),
@@ -551,14 +585,20 @@ def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tup
     return max(errors), err_fd
 
 
-def _contribution_hints(global_value: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
-    """Wrong values of one rank's dgamma (or dbeta): the global sum, or the other parameter's
-    contribution (``other``)."""
+def _contribution_hints(
+    global_value: np.ndarray, other: np.ndarray, world: int
+) -> dict[str, np.ndarray]:
+    """Wrong values of one rank's dgamma (or dbeta): the global sum, its average over the
+    ``world`` ranks, or the other parameter's contribution (``other``)."""
     return {
         "this rank returns the GLOBAL sum (it was all-reduced); return this rank's own "
         "contribution, the sum over its shard: data-parallel training all-reduces parameter "
         "gradients afterwards and would count it world_size times": global_value,
         "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": other,
+        "this rank returns the global sum divided by the number of ranks (an average over "
+        "the ranks); return this rank's own contribution, the sum over its shard": (
+            global_value / world
+        ),
     }
 
 

@@ -838,6 +838,10 @@ MODULE_MISTAKES = {
     "unbiased": "the normalization uses the unbiased variance; it uses the biased one (the "
     "running variance stores the unbiased one)",
     "eps_outside": "eps is added outside the square root: sqrt(var + eps), not sqrt(var) + eps",
+    "bessel_batch": "the unbiased running variance uses N / (N - 1) with N the batch size; the "
+    "correction counts every value of a channel, M / (M - 1) with M = N * H * W",
+    "eval_no_eps": "eval mode divides by sqrt(running_var) without eps; it is "
+    "sqrt(running_var + eps)",
 }
 
 
@@ -858,6 +862,8 @@ class KnownWrongBatchNorm2d(torch.nn.BatchNorm2d):
         else:
             mean, var = per_channel(self.running_mean, 4), per_channel(self.running_var, 4)
         std = var.sqrt() + self.eps if mk == "eps_outside" else (var + self.eps).sqrt()
+        if mk == "eval_no_eps" and not (self.training or not track):
+            std = var.sqrt()
         y = (x - mean) / std
         if self.affine:
             y = y * per_channel(self.weight, 4) + per_channel(self.bias, 4)
@@ -874,6 +880,9 @@ class KnownWrongBatchNorm2d(torch.nn.BatchNorm2d):
             w = self.momentum
         w = 1 - w if mk == "keras" else w
         stored = var if mk == "biased" else var * m / (m - 1)
+        if mk == "bessel_batch":
+            n = x.shape[0]
+            stored = var * n / (n - 1) if n > 1 else var * float("nan")
         self.running_mean.mul_(1 - w).add_(w * mean)
         self.running_var.mul_(1 - w).add_(w * stored)
 
@@ -901,14 +910,34 @@ def _agrees(got, wrong) -> bool:
     return relative_error(a, b) <= MATCH
 
 
-def module_mistakes(s: Scenario, index: int, key: str, got) -> list[str]:
-    """Descriptions of the known-wrong modules that agree with ``got`` at ``key``."""
+def module_mistakes(s: Scenario, index: int, key: str, got, expected=None) -> list[str]:
+    """Descriptions of the known-wrong modules that agree with ``got`` at ``key``; a mistake
+    that gives the right ``expected`` value there too cannot explain the error and is left
+    out (e.g. a wrong running_var does not change running_mean)."""
     found = []
     for mistake, description in MODULE_MISTAKES.items():
         wrong = _partial_trace(mistake, s)
-        if len(wrong) > index and _agrees(got, wrong[index].get(key, _MISSING)):
+        if len(wrong) <= index:
+            continue
+        value = wrong[index].get(key, _MISSING)
+        if _agrees(got, value) and not (expected is not None and _agrees(expected, value)):
             found.append(description)
     return found
+
+
+FLOAT32_HINT = (
+    "an error of the size of float32 rounding: part of the computation ran in float32. "
+    "1.0 / self.num_batches_tracked is a float32 tensor (the counter is an integer tensor): "
+    "use float(self.num_batches_tracked) or .item(); create new tensors with dtype=x.dtype."
+)
+
+
+def _small_error_hint(s: Scenario, got: Value, expected: Value) -> str | None:
+    """FLOAT32_HINT when a float64 scenario is off by float32 rounding only."""
+    if s.dtype != torch.float64:
+        return None
+    err = relative_error(got.data.double().numpy(), expected.data.double().numpy())
+    return FLOAT32_HINT if err < 1e-5 else None
 
 
 # comparing snapshots
@@ -1017,11 +1046,13 @@ def compare_scenario(cls, fn_cls, s: Scenario) -> tuple[float, int]:
             except _Mismatch as mismatch:
                 hint = ""
                 if mismatch.numeric:
-                    found = module_mistakes(s, index, key, got[key])
+                    found = module_mistakes(s, index, key, got[key], expected[key])
+                    small = _small_error_hint(s, got[key], expected[key])
                     hint = " Likely mistake: " + (
                         f"it looks like {'; or '.join(found)}"
                         if found
-                        else generic_hint(
+                        else small
+                        or generic_hint(
                             got[key].data.double().numpy(), expected[key].data.double().numpy()
                         )
                     )
@@ -1092,6 +1123,23 @@ def compare_registration(cls, options: dict, channels: int = 3) -> None:
         }
         for what in mine:
             _compare_layout(where, what, mine[what], theirs[what], mine["parameters()"])
+        if stage == "at construction":
+            _compare_initial_values(where, learner, reference)
+
+
+def _compare_initial_values(where: str, learner, reference) -> None:
+    """A fresh module starts where nn.BatchNorm2d starts: weight 1, bias 0, running_mean 0,
+    running_var 1, num_batches_tracked 0."""
+    mine = dict(call_learner("state_dict()", learner.state_dict).items())
+    for name, value in reference.state_dict().items():
+        got = mine[name].detach().cpu().double()
+        if not torch.equal(got, value.double()):
+            raise CheckFailure(
+                f"{where} {name} starts at {got.numpy().round(4).tolist()}; nn.BatchNorm2d "
+                f"starts it at {value.double().numpy().tolist()} (weight 1, bias 0, "
+                "running_mean 0, running_var 1, num_batches_tracked 0: a fresh layer is the "
+                "identity, and no batch has been seen yet)."
+            )
 
 
 def _compare_layout(where: str, what: str, got: dict, expected: dict, parameters: dict) -> None:

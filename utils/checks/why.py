@@ -114,7 +114,14 @@ def _grad_prefill(model: nn.Module, seed: int) -> None:
 
 def _assert_restored(model: nn.Module, before: list, what: str) -> None:
     """The parameters of ``model`` are the same objects with the same values as ``before``
-    (a list of (parameter, copy)): a measurement must leave the weights where it found them."""
+    (a list of (parameter, copy)), and the model is still in training mode (every case
+    starts in it): a measurement must leave the model where it found it."""
+    if not model.training:
+        raise CheckFailure(
+            f"{what} left the model in eval mode: measure in the mode the model is in "
+            "(training mode here) and leave it there; calling model.eval() changes what "
+            "BatchNorm computes."
+        )
     params = list(model.parameters())
     if len(params) != len(before) or any(
         p is not q for p, (q, _) in zip(params, before, strict=True)
@@ -151,6 +158,8 @@ LAYERS: dict[str, Callable] = {
     "Linear -> BatchNorm (eps=1e-5)": partial(linear_bn, eps=1e-5),
     "Linear -> BatchNorm (eps=0) -> ReLU": lambda x, w: torch.relu(linear_bn(x, w) + 0.3),
     "Linear -> BatchNorm (eps=0.1)": partial(linear_bn, eps=0.1),
+    # x enters through tanh: scaling x is no longer the same as scaling the weight
+    "tanh -> Linear without BatchNorm": lambda x, w: linear_only(torch.tanh(x), w),
 }
 
 
@@ -239,7 +248,14 @@ def _output_changes_error(fn: Callable, case: ScaleCase) -> float:
     expected = output_changes_reference(case.layer, weight, x, case.alphas)
     if case.layer is linear_only:
         expected = _closed_form_plain(case, weight, x, upstream)[0]
+    with torch.no_grad():
+        base = case.layer(x, weight)
+        scaled_x = [
+            float((case.layer(a * x, weight) - base).norm() / base.norm()) for a in case.alphas
+        ]
     mistakes = {
+        "alpha applied to x, layer(alpha * x, weight); scale the weight: layer(x, alpha * "
+        "weight)": np.array(scaled_x),
         "the absolute change ||f(alpha W) - f(W)||; divide it by ||f(W)|| to make it "
         "relative": output_changes_reference(case.layer, weight, x, case.alphas, "none"),
         "a change divided by ||f(alpha W)||, the scaled output; divide by ||f(W)||": (
@@ -286,6 +302,7 @@ HIDDEN_SCALE_CASES = (
     ScaleCase("Linear -> BatchNorm (eps=0.1)", 2, 4, 1, (0.05, 1.5, 40.0), 4),
     ScaleCase("Linear without BatchNorm", 3, 1, 2, (0.3, 12.0), 5),
     ScaleCase("Linear -> BatchNorm (eps=0)", 50, 10, 3, (4.0,), 6),
+    ScaleCase("tanh -> Linear without BatchNorm", 6, 3, 2, (0.5, 3.0), 7),
 )
 
 
@@ -662,22 +679,48 @@ def _hook_count(model: nn.Module) -> int:
 
 def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
     model, layer, x, update = case.build()
-    calls = []
+    calls, during = [], []
+    mode = model.training
 
     def counted_update():
         calls.append(1)
+        if _hook_count(model):
+            during.append(
+                "a hook was still registered while update() ran: update() runs the model on "
+                "its training batch, so the hook recorded that batch too. Remove the hook "
+                "after the first recording and register it again for the second."
+            )
+        if not torch.is_grad_enabled():
+            during.append(
+                "update() was called inside torch.no_grad(): a training step needs "
+                "gradients. Record under no_grad, but call update() outside it."
+            )
         update()
 
-    result = _quietly(fn, model, layer, x.clone(), counted_update)
-    if len(calls) != 1:
-        raise CheckFailure(
-            f"input_shift called update() {len(calls)} times; call it exactly once, between "
-            "the two recordings (it is one training step)."
-        )
+    try:
+        result = _quietly(fn, model, layer, x.clone(), counted_update)
+    except Exception as error:
+        if during and not _hook_count(model):
+            raise CheckFailure(
+                f"input_shift failed ({type(error).__name__}): {during[0]}"
+            ) from None
+        raise
     if _hook_count(model):
         raise CheckFailure(
             "input_shift left a hook registered on the model: it would record every later "
             "forward pass. Keep the handle and call handle.remove() (in a finally block)."
+        )
+    if during:
+        raise CheckFailure(f"input_shift: {during[0]}")
+    if model.training != mode:
+        raise CheckFailure(
+            f"input_shift left the model in {'training' if model.training else 'eval'} mode; "
+            "leave it in the mode it was given in (record in that mode too)."
+        )
+    if len(calls) != 1:
+        raise CheckFailure(
+            f"input_shift called update() {len(calls)} times; call it exactly once, between "
+            "the two recordings (it is one training step)."
         )
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise CheckFailure("input_shift must return a tuple (mean_shift, std_shift).")
