@@ -444,6 +444,15 @@ SHIFT_BUGS = {
         "    was = model.training\n    with torch.no_grad():\n        model.eval()(x)\n"
         "    model.train(was)",
     ),
+    "the model was switched to training mode while recording; record in the model's current "
+    "mode": _shift_with().replace(
+        "    with torch.no_grad():\n        model(x)",
+        "    was = model.training\n    with torch.no_grad():\n        model.train()(x)\n"
+        "    model.train(was)",
+    ),
+    "left the model in training mode; it looks like the model was switched to training mode": (
+        _shift_with().replace("    before = _record(", "    model.train()\n    before = _record(")
+    ),
     "a tuple (mean_shift, std_shift)": _shift_with(result="float(mean)"),
 }
 

@@ -66,7 +66,7 @@ class BatchNormFunction(torch.autograd.Function):
         x_hat, inv_std, gamma = ctx.saved_tensors
         axes = [0, *range(2, dy.dim())]
         shape = [1, -1] + [1] * (dy.dim() - 2)
-        m = dy.numel() // dy.shape[1]
+        m = {backward_count}
         dxh = {dx_hat}
         var_term = x_hat * (dxh * x_hat).sum(dim=axes, keepdim=True)
         dx = inv_std / m * (m * dxh - {mean_term} - var_term)
@@ -78,6 +78,7 @@ GOOD_FUNCTION = dict(
     output="gamma.reshape(shape) * x_hat + beta.reshape(shape)",
     backward_decorator="@staticmethod",
     backward_name="backward",
+    backward_count="dy.numel() // dy.shape[1]",
     dx_hat="dy * gamma.reshape(shape)",
     mean_term="dxh.sum(dim=axes, keepdim=True)",
     grads="dx, (dy * x_hat).sum(dim=axes), dy.sum(dim=axes), None",
@@ -115,6 +116,7 @@ FUNCTION_BUGS = [
         [FORWARD],
         "gamma and beta are swapped",
     ),
+    ({"inv_std": "torch.sqrt(var + eps)"}, [FORWARD], "multiplied by the standard deviation"),
     (
         {"output": "F.batch_norm(x, None, None, gamma, beta, True, 0.0, eps)"},
         [FORWARD, BACKWARD],
@@ -127,6 +129,9 @@ FUNCTION_BUGS = [
     ),
     ({"mean_term": "0"}, [BACKWARD], "missing the mean term"),
     ({"dx_hat": "dy"}, [BACKWARD], "dx forgets gamma"),
+    ({"backward_count": "dy.numel() // dy.shape[1] - 1"}, [BACKWARD], "M - 1 where the closed"),
+    ({"mean_term": "dy.sum(dim=axes, keepdim=True)"}, [BACKWARD], "sums dy without gamma"),
+    ({"mean_term": "-dxh.sum(dim=axes, keepdim=True)"}, [BACKWARD], "has a flipped sign"),
     (
         {"grads": "dx, dy.sum(dim=axes), (dy * x_hat).sum(dim=axes), None"},
         [BACKWARD],

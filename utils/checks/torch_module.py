@@ -205,11 +205,14 @@ def gradients_reference(x, gamma, beta, dy, eps: float = 1e-5) -> dict[str, np.n
 # --- known-wrong Functions (torch, float64), keyed by a description completing "it looks like"
 
 
-def _wrong_forward(x, gamma, beta, eps, *, axes=None, correction=0, eps_outside=False):
+def _wrong_forward(
+    x, gamma, beta, eps, *, axes=None, correction=0, eps_outside=False, times_std=False
+):
     axes = statistic_axes(x) if axes is None else axes
     var, mean = torch.var_mean(x, dim=axes, correction=correction, keepdim=True)
     std = var.sqrt() + eps if eps_outside else (var + eps).sqrt()
-    return per_channel(gamma, x.dim()) * (x - mean) / std + per_channel(beta, x.dim())
+    scale = std if times_std else 1 / std
+    return per_channel(gamma, x.dim()) * (x - mean) * scale + per_channel(beta, x.dim())
 
 
 def forward_mistakes(x, gamma, beta, eps) -> dict[str, np.ndarray]:
@@ -226,6 +229,8 @@ def forward_mistakes(x, gamma, beta, eps) -> dict[str, np.ndarray]:
         "except the channel axis 1": dict(axes=[0]),
         "the statistics are taken per example (over every axis but 0); batch norm takes them "
         "per channel, over every axis except 1": dict(axes=list(range(1, nd))),
+        "x - mean is multiplied by the standard deviation (gamma * std); normalizing divides "
+        "by it: y = gamma * (x - mean) / sqrt(var + eps) + beta": dict(times_std=True),
     }
     out = {}
     with torch.no_grad():
@@ -264,7 +269,18 @@ def backward_mistakes(x, gamma, dy, eps) -> dict[str, dict[str, np.ndarray]]:
         "dx forgets gamma: dx_hat = dy * gamma, not dy": closed(
             dy, dy.sum(axes, keepdim=True), x_hat * (dy * x_hat).sum(axes, keepdim=True)
         ),
+        "the mean term of dx sums dy without gamma; it is -sum(dx_hat) / M with dx_hat = "
+        "gamma * dy": closed(dxh, dy.sum(axes, keepdim=True), var_term),
+        "the mean term of dx has a flipped sign; it is subtracted: dx = inv_std / M * "
+        "(M * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))": closed(
+            dxh, -mean_term, var_term
+        ),
     }
+    if m > 1:
+        dx[
+            "dx uses M - 1 where the closed form has M = N*H*W, the number of values per "
+            "channel (the biased variance divides by M, so its gradient does too)"
+        ] = closed(dxh, mean_term, var_term, m - 1)
     if x.dim() > 2:
         dx[
             "the sums in dx run over the batch axis only (dim=0); they run over every axis "

@@ -579,16 +579,19 @@ class ShiftCase:
     """kind "additive": a Linear -> ReLU -> Linear network whose ``update()`` adds a fixed
     (delta W, delta b) to the first Linear (closed form); otherwise a ``make_mlp`` network of
     that norm ("none", "bn", "noisy") whose update is one SGD step. ``layer``: the index of
-    the module whose input is measured."""
+    the module whose input is measured. ``eval_mode``: the model is handed over in evaluation
+    mode (its BatchNorm layers use their running statistics)."""
 
     kind: str
     layer: int
     seed: int
     n: int = 12
+    eval_mode: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.kind} network, input of module {self.layer}, probe batch of {self.n}"
+        mode = ", model in eval mode" if self.eval_mode else ""
+        return f"{self.kind} network, input of module {self.layer}, probe batch of {self.n}{mode}"
 
     def _additive(self, rng: np.random.Generator):
         w, b = rng.standard_normal((5, 4)), rng.standard_normal(5)
@@ -611,8 +614,8 @@ class ShiftCase:
                     model[0].weight += _tensor(dw)
                     model[0].bias += _tensor(db)
 
-            return model, model[self.layer], _tensor(x), update
-        model = make_mlp((6, 8, 8, 4), self.kind, seed=self.seed)
+            return model.train(not self.eval_mode), model[self.layer], _tensor(x), update
+        model = make_mlp((6, 8, 8, 4), self.kind, seed=self.seed).train(not self.eval_mode)
         noise = np.random.default_rng(self.seed + 100)
         resample_noise(model, noise)
         x = _tensor(rng.standard_normal((self.n, 6)) + 0.3)
@@ -639,11 +642,14 @@ class ShiftCase:
         return float(np.mean(np.abs(m1 - m0))), float(np.mean(np.abs(s1 - s0)))
 
 
-def input_shift_reference(case: ShiftCase, *, where: str = "input", eval_mode: bool = False):
+def input_shift_reference(
+    case: ShiftCase, *, where: str = "input", eval_mode: bool = False, train_mode: bool = False
+):
     """(mean shift, std shift, elementwise shift, unbiased std shift) of a fresh ``case``.
 
     where="output" records the layer's output instead of its input; ``eval_mode`` records in
-    evaluation mode (both known mistakes)."""
+    evaluation mode, ``train_mode`` in training mode, whatever mode the model was in (all
+    three known mistakes)."""
     model, layer, x, update = case.build()
 
     def record() -> torch.Tensor:
@@ -655,7 +661,7 @@ def input_shift_reference(case: ShiftCase, *, where: str = "input", eval_mode: b
         )
         mode = model.training
         with torch.no_grad():
-            model.train(not eval_mode and mode)(x)
+            model.train(train_mode or (mode and not eval_mode))(x)
         model.train(mode)
         hook.remove()
         return seen[0]
@@ -675,6 +681,11 @@ def input_shift_reference(case: ShiftCase, *, where: str = "input", eval_mode: b
 
 def _hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+FORCED_TRAIN = (
+    "the model was switched to training mode while recording; record in the model's current mode"
+)
 
 
 def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
@@ -713,9 +724,14 @@ def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
     if during:
         raise CheckFailure(f"input_shift: {during[0]}")
     if model.training != mode:
+        if model.training:
+            raise CheckFailure(
+                f"input_shift left the model in training mode; it looks like {FORCED_TRAIN} "
+                "(eval here) and leave it in that mode."
+            )
         raise CheckFailure(
-            f"input_shift left the model in {'training' if model.training else 'eval'} mode; "
-            "leave it in the mode it was given in (record in that mode too)."
+            "input_shift left the model in eval mode; leave it in the mode it was given in "
+            "(record in that mode too)."
         )
     if len(calls) != 1:
         raise CheckFailure(
@@ -729,14 +745,20 @@ def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
     ref = input_shift_reference(case)
     expected = np.array(closed if closed is not None else ref[:2])
     output = input_shift_reference(case, where="output")
-    eval_mode = input_shift_reference(case, eval_mode=True)
+    # the mode the recordings were forced into, where it is not the model's own mode
+    forced_mode = (
+        (FORCED_TRAIN, input_shift_reference(case, train_mode=True))
+        if case.eval_mode
+        else (
+            "the recordings ran in evaluation mode; record in the mode the model is in",
+            input_shift_reference(case, eval_mode=True),
+        )
+    )
     mistakes = {
         "the output of layer was recorded, not its input (a forward pre-hook sees the input)": (
             np.array(output[:2])
         ),
-        "the recordings ran in evaluation mode; record in the mode the model is in": np.array(
-            eval_mode[:2]
-        ),
+        forced_mode[0]: np.array(forced_mode[1][:2]),
         "the mean of |after - before| over all entries; compare the per-unit batch means and "
         "stds": np.array([ref[2], ref[2]]),
         "the unbiased std (correction=1); use the biased one, like BatchNorm": np.array(
@@ -757,6 +779,7 @@ HIDDEN_SHIFT_CASES = (
     ShiftCase("none", 2, 4),
     ShiftCase("noisy", 3, 5, n=2),
     ShiftCase("bn", 1, 6, n=20),
+    ShiftCase("bn", 3, 7, n=10, eval_mode=True),
 )
 
 
@@ -767,7 +790,8 @@ def check_input_shift(input_shift: Callable) -> None:
 
 
 def check_input_shift_hidden(input_shift: Callable) -> None:
-    """Hidden check: the raw input, after a ReLU, no BatchNorm, noisy BatchNorm, N=2."""
+    """Hidden check: the raw input, after a ReLU, no BatchNorm, noisy BatchNorm, N=2, and a
+    BatchNorm network handed over in eval mode."""
     cases = HIDDEN_SHIFT_CASES
     err = on_cases(cases, partial(_input_shift_error, input_shift))
     report(f"input_shift on {len(cases)} hidden cases", err)
