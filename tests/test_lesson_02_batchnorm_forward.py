@@ -121,11 +121,23 @@ TORCH_FORWARD = """
         return out.numpy(), cache
     """
 
+# the signature's default differs from the contract's eps=1e-5; every explicit call is right
+WRONG_DEFAULT_EPS = """
+_solution_batchnorm_forward = batchnorm_forward
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-3):
+    return _solution_batchnorm_forward(x, gamma, beta, eps)
+"""
+
 PLANTED = [
     *planted_cases(STATS, [(hint, code, hint) for hint, code in STATISTICS_BUGS.items()]),
     *template_cases(FORWARD, FORWARD_TEMPLATE, GOOD, FORWARD_BUGS),
     *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
     *planted_cases(FORWARD + CACHE, [("calls torch", TORCH_FORWARD, "PyTorch")]),
+    *planted_cases(
+        FORWARD, [("wrong default eps", WRONG_DEFAULT_EPS, "default must be eps=1e-05")]
+    ),
 ]
 CORRECT = {
     "independent batch_statistics": (STATS, INDEPENDENT_STATISTICS),

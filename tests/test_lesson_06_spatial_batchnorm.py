@@ -285,6 +285,22 @@ TORCH_EVERYWHERE = """
     spatial_batchnorm_backward = spatial_batchnorm_backward_direct = _torch_backward
     """
 
+# the signature's default differs from the contract's eps=1e-5; every explicit call is right
+WRONG_DEFAULT_EPS = """
+_solution_spatial_batchnorm_forward = spatial_batchnorm_forward
+
+
+def spatial_batchnorm_forward(x, gamma, beta, eps=1e-3):
+    return _solution_spatial_batchnorm_forward(x, gamma, beta, eps)
+"""
+WRONG_DEFAULT_EPS_DIRECT = """
+_solution_spatial_batchnorm_forward_direct = spatial_batchnorm_forward_direct
+
+
+def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-3):
+    return _solution_spatial_batchnorm_forward_direct(x, gamma, beta, eps)
+"""
+
 PLANTED = [
     *planted_cases(ROWS, [(hint, code, hint) for hint, code in ROWS_BUGS.items()]),
     *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_GOOD, FORWARD_BUGS),
@@ -297,6 +313,13 @@ PLANTED = [
         BACKWARD_DIRECT, DIRECT_BACKWARD_TEMPLATE, DIRECT_BACKWARD_GOOD, DIRECT_BACKWARD_BUGS
     ),
     *planted_cases(EXERCISES, [("calls torch", TORCH_EVERYWHERE, "PyTorch")]),
+    *planted_cases(
+        FORWARD, [("wrong default eps", WRONG_DEFAULT_EPS, "default must be eps=1e-05")]
+    ),
+    *planted_cases(
+        FORWARD_DIRECT,
+        [("wrong default eps, direct", WRONG_DEFAULT_EPS_DIRECT, "default must be eps=1e-05")],
+    ),
 ]
 CORRECT = {
     "independent conversions": (ROWS, INDEPENDENT_ROWS),

@@ -593,3 +593,15 @@ def test_review_correct_variants_keep_full_points(nb, label):
     if "BatchNormFunction" in code:
         code = with_module(nb, code)
     nb.assert_keeps_points(list(POINTS), code)
+
+
+def test_a_wrong_default_eps_in_fold_loses_the_points(nb):
+    """Every fold call but one passes eps; the default must still be the contract's 1e-5."""
+    code = """
+_solution_fold = fold_batchnorm
+
+
+def fold_batchnorm(weight, bias, running_mean, running_var, gamma, beta, eps=1e-3):
+    return _solution_fold(weight, bias, running_mean, running_var, gamma, beta, eps)
+"""
+    nb.assert_loses_points([FOLD], code, "default must be eps=1e-05")

@@ -18,6 +18,7 @@ from utils import mistakes, reference
 from utils.cases import Case, hidden_cases, visible_case
 from utils.diagnose import (
     FINITE_DIFFERENCE,
+    TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
@@ -26,7 +27,7 @@ from utils.diagnose import (
     on_cases,
 )
 from utils.diagnose import report as report_line
-from utils.gradcheck import numerical_gradient
+from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import call_without_torch
 
 CACHE_KEYS = ("x", "gamma", "beta", "eps", "mean", "var", "x_hat", "inv_std")
@@ -110,9 +111,35 @@ def _forward_error(forward: Callable, case: Case) -> float:
     return assert_close("out", out, expected, mistakes=mistakes.forward_mistakes(case))
 
 
+DEFAULT_EPS = 1e-5
+"""The contract's (and PyTorch's) default eps of every batch-norm forward."""
+
+
+def check_default_eps(forward: Callable, case: Case, reference_forward: Callable) -> None:
+    """Called without eps, ``forward`` must use the contract's default, ``DEFAULT_EPS``.
+
+    Every other call passes eps explicitly, so a wrong default in the signature would go
+    unnoticed. reference_forward(x, gamma, beta, eps) -> out is the PyTorch reference.
+    """
+    given = case.fresh()
+    result = call_without_torch(forward, given.x, given.gamma, given.beta, name=_name(forward))
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise CheckFailure(f"{_name(forward)} must return a tuple (out, cache).")
+    out = as_float_array(result[0], "out", case.x.shape)
+    expected = reference_forward(case.x, case.gamma, case.beta, DEFAULT_EPS)
+    if not relative_error(out, expected) <= TIGHT:
+        raise CheckFailure(
+            f"called without eps, {_name(forward)} gives a different output than with "
+            f"eps={DEFAULT_EPS:g}: the default must be eps={DEFAULT_EPS:g}, as in the "
+            "contract (and PyTorch)."
+        )
+
+
 def check_batchnorm_forward(forward: Callable) -> None:
-    """Visible check of ``batchnorm_forward`` against F.batch_norm on the small fixed case."""
+    """Visible check of ``batchnorm_forward`` against F.batch_norm on the small fixed case,
+    called with eps and without it (the default)."""
     err = on_cases([visible_case()], lambda c: _forward_error(forward, c))
+    check_default_eps(forward, visible_case(), reference.batchnorm_forward_reference)
     report_line(_name(forward), err)
 
 

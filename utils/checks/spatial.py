@@ -18,7 +18,7 @@ import numpy as np
 
 from utils import mistakes, reference
 from utils.cases import Case, make_case
-from utils.checks.batchnorm import STEP_PER_SPREAD, run_forward
+from utils.checks.batchnorm import STEP_PER_SPREAD, check_default_eps, run_forward
 from utils.diagnose import (
     FINITE_DIFFERENCE,
     MATCH,
@@ -418,8 +418,10 @@ def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, n
 
 
 def check_spatial_forward(forward: Callable) -> None:
-    """Visible check of a spatial forward against F.batch_norm on the small (2, 3, 2, 2) case."""
+    """Visible check of a spatial forward against F.batch_norm on the small (2, 3, 2, 2) case,
+    called with eps and without it (the default)."""
     err = on_cases([visible_case()], lambda c: _forward_error(forward, c))
+    check_default_eps(forward, visible_case(), spatial_forward_reference)
     report_line(_name(forward), err)
 
 

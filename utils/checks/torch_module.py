@@ -1510,10 +1510,32 @@ def hidden_fold_cases() -> list[FoldCase]:
     ]
 
 
+FOLD_DEFAULT_EPS = 1e-5
+"""The contract's (and nn.BatchNorm2d's) default eps of ``fold_batchnorm``."""
+
+
+def _fold_default_eps(fold) -> None:
+    """Called without eps, ``fold`` must use the contract's default: every other call passes
+    eps explicitly, so a wrong default in the signature would go unnoticed."""
+    name = getattr(fold, "__name__", "fold_batchnorm")
+    case = dataclasses.replace(visible_fold_cases()[0], eps=FOLD_DEFAULT_EPS)
+    result = call_learner(f"{name} called without eps", fold, *case.arguments(), watch=False)
+    weight, bias = _folded_as_tensors(case, result, name)
+    with torch.no_grad():
+        got = _layer(weight, bias, torch.tensor(case.x)).numpy()
+    if not relative_error(got, fold_reference(case)) <= TIGHT:
+        raise CheckFailure(
+            f"called without eps, {name} folds differently than with eps="
+            f"{FOLD_DEFAULT_EPS:g}: the default must be eps={FOLD_DEFAULT_EPS:g}, as in the "
+            "contract (and nn.BatchNorm2d)."
+        )
+
+
 def check_fold(fold) -> None:
     """Visible check: a Linear (numpy) and a Conv2d (torch) followed by batch norm in eval mode
-    equal one layer with the folded weight and bias."""
+    equal one layer with the folded weight and bias; called without eps, the default is used."""
     err = on_cases(visible_fold_cases(), lambda case: _fold_one(fold, case))
+    _fold_default_eps(fold)
     report("fold_batchnorm: folded Linear and Conv2d vs layer + F.batch_norm (eval)", err)
 
 
