@@ -132,3 +132,57 @@ def compare_gradients(names, grads, expected, wrong=None, tol: float = TIGHT) ->
         assert_close(n, g, e, mistakes=wrong.get(n), tol=tol)
         for n, g, e in zip(names, grads, expected, strict=True)
     )
+
+
+def compare_with_differences(names, grads, numeric, differenced: str) -> float:
+    """``compare_gradients`` of the learner's gradients with centered differences ``numeric``
+    of ``differenced`` (a forward), at ``FINITE_DIFFERENCE``. It runs after autograd agreed, so
+    a failure points at that forward being inconsistent."""
+    try:
+        return compare_gradients(names, grads, numeric, tol=FINITE_DIFFERENCE)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"{failure} (This compares with centered differences of {differenced}, while "
+            "PyTorch's autograd agreed with your gradients: is that forward consistent?)"
+        ) from None
+
+
+def check_backward_on(
+    cases: Iterable,
+    errors_of: Callable,
+    name: str,
+    compared: str,
+    differenced: str,
+    run: Callable = on_cases,
+) -> None:
+    """Run ``errors_of(case) -> (error vs autograd, error vs finite differences[, note])`` on
+    every case through ``run`` (``on_cases``: a failure names its case), print the first note
+    any case left, then one report line for autograd (of the gradients ``compared``) and one
+    for the centered differences of ``differenced``."""
+    results = []
+
+    def check_one(case) -> float:
+        results.append(errors_of(case))
+        return results[-1][0]
+
+    run(cases, check_one)
+    notes = {r[2] for r in results if len(r) > 2 and r[2]}
+    if notes:
+        print(sorted(notes)[0])
+    report(f"{name} vs PyTorch autograd ({compared})", max(r[0] for r in results))
+    report(
+        f"{name} vs centered differences of {differenced}",
+        max(r[1] for r in results),
+        FINITE_DIFFERENCE,
+    )
+
+
+def assert_default_eps(name: str, out, expected, default: float) -> None:
+    """``out`` of the learner's ``name`` called without eps must equal ``expected``, the
+    reference at the contract's ``default``: every other call passes eps explicitly, so a wrong
+    default in the signature would otherwise go unnoticed."""
+    if not relative_error(out, expected) <= TIGHT:
+        raise CheckFailure(
+            f"called without eps, {name} gives a different output than with eps={default:g}: "
+            f"the default must be eps={default:g}, as in the contract (and PyTorch)."
+        )

@@ -17,17 +17,18 @@ import numpy as np
 from utils import mistakes, reference
 from utils.cases import Case, hidden_cases, visible_case
 from utils.diagnose import (
-    FINITE_DIFFERENCE,
-    TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
+    assert_default_eps,
     assert_unchanged,
+    check_backward_on,
     compare_gradients,
+    compare_with_differences,
     on_cases,
 )
 from utils.diagnose import report as report_line
-from utils.gradcheck import numerical_gradient, relative_error
+from utils.gradcheck import numerical_gradient
 from utils.guard import call_without_torch
 
 CACHE_KEYS = ("x", "gamma", "beta", "eps", "mean", "var", "x_hat", "inv_std")
@@ -127,12 +128,7 @@ def check_default_eps(forward: Callable, case: Case, reference_forward: Callable
         raise CheckFailure(f"{_name(forward)} must return a tuple (out, cache).")
     out = as_float_array(result[0], "out", case.x.shape)
     expected = reference_forward(case.x, case.gamma, case.beta, DEFAULT_EPS)
-    if not relative_error(out, expected) <= TIGHT:
-        raise CheckFailure(
-            f"called without eps, {_name(forward)} gives a different output than with "
-            f"eps={DEFAULT_EPS:g}: the default must be eps={DEFAULT_EPS:g}, as in the "
-            "contract (and PyTorch)."
-        )
+    assert_default_eps(_name(forward), out, expected, DEFAULT_EPS)
 
 
 def check_batchnorm_forward(forward: Callable) -> None:
@@ -284,13 +280,7 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
         differenced = f"your {_name(forward)}"
     else:
         numeric, differenced = _finite_differences(_reference_forward, case), "PyTorch's forward"
-    try:
-        err_fd = compare_gradients(GRADIENTS, grads, numeric, tol=FINITE_DIFFERENCE)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"{failure} (This compares with centered differences of {differenced}, while "
-            "PyTorch's autograd agreed with your gradients: is that forward consistent?)"
-        ) from None
+    err_fd = compare_with_differences(GRADIENTS, grads, numeric, differenced)
     note = None
     if problem is not None:
         note = (
@@ -301,22 +291,12 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
 
 
 def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case], label: str):
-    results = []
-
-    def check_one(case: Case) -> float:
-        results.append(_backward_errors(backward, forward, case))
-        return results[-1][0]
-
-    on_cases(cases, check_one)
-    notes = {note for _, _, note in results if note}
-    if notes:
-        print(sorted(notes)[0])
-    name = f"{_name(backward)}{label}"
-    report_line(f"{name} vs PyTorch autograd (dx, dgamma, dbeta)", max(r[0] for r in results))
-    report_line(
-        f"{name} vs centered differences of the forward",
-        max(r[1] for r in results),
-        FINITE_DIFFERENCE,
+    check_backward_on(
+        cases,
+        lambda case: _backward_errors(backward, forward, case),
+        f"{_name(backward)}{label}",
+        "dx, dgamma, dbeta",
+        "the forward",
     )
 
 

@@ -20,13 +20,14 @@ from utils import mistakes, reference
 from utils.cases import Case, make_case
 from utils.checks.batchnorm import STEP_PER_SPREAD, check_default_eps, run_forward
 from utils.diagnose import (
-    FINITE_DIFFERENCE,
     MATCH,
     CheckFailure,
     as_float_array,
     assert_close,
     assert_unchanged,
+    check_backward_on,
     compare_gradients,
+    compare_with_differences,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -498,30 +499,17 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
     wrong = {k: _distinct(v, e) for (k, v), e in zip(wrong.items(), expected, strict=True)}
     err_autograd = compare_gradients(GRADIENTS, grads, expected, wrong)
     numeric = call_without_torch(_finite_differences, forward, case, name=_name(forward))
-    try:
-        err_fd = compare_gradients(GRADIENTS, grads, numeric, tol=FINITE_DIFFERENCE)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"{failure} (This compares with centered differences of your {_name(forward)}, "
-            "while PyTorch's autograd agreed with your gradients: is that forward consistent?)"
-        ) from None
+    err_fd = compare_with_differences(GRADIENTS, grads, numeric, f"your {_name(forward)}")
     return err_autograd, err_fd
 
 
 def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case], label: str):
-    results = []
-
-    def check_one(case: Case) -> float:
-        results.append(_backward_errors(backward, forward, case))
-        return results[-1][0]
-
-    on_cases(cases, check_one)
-    name = f"{_name(backward)}{label}"
-    report_line(f"{name} vs PyTorch autograd (dx, dgamma, dbeta)", max(r[0] for r in results))
-    report_line(
-        f"{name} vs centered differences of {_name(forward)}",
-        max(r[1] for r in results),
-        FINITE_DIFFERENCE,
+    check_backward_on(
+        cases,
+        lambda case: _backward_errors(backward, forward, case),
+        f"{_name(backward)}{label}",
+        "dx, dgamma, dbeta",
+        _name(forward),
     )
 
 

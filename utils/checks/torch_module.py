@@ -46,6 +46,7 @@ from utils.diagnose import (
     TIGHT,
     CheckFailure,
     assert_close,
+    assert_default_eps,
     generic_hint,
     on_cases,
     report,
@@ -1523,12 +1524,7 @@ def _fold_default_eps(fold) -> None:
     weight, bias = _folded_as_tensors(case, result, name)
     with torch.no_grad():
         got = _layer(weight, bias, torch.tensor(case.x)).numpy()
-    if not relative_error(got, fold_reference(case)) <= TIGHT:
-        raise CheckFailure(
-            f"called without eps, {name} folds differently than with eps="
-            f"{FOLD_DEFAULT_EPS:g}: the default must be eps={FOLD_DEFAULT_EPS:g}, as in the "
-            "contract (and nn.BatchNorm2d)."
-        )
+    assert_default_eps(name, got, fold_reference(case), FOLD_DEFAULT_EPS)
 
 
 def check_fold(fold) -> None:

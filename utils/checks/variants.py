@@ -27,13 +27,15 @@ from utils import reference
 from utils.cases import LARGE_OFFSET, NEAR_CONSTANT_STD, Case, make_case
 from utils.checks.batchnorm import STEP_PER_SPREAD
 from utils.diagnose import (
-    FINITE_DIFFERENCE,
     TIGHT,
     CheckFailure,
     as_float_array,
     assert_close,
+    assert_default_eps,
     assert_unchanged,
+    check_backward_on,
     compare_gradients,
+    compare_with_differences,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -726,12 +728,7 @@ def _check_default_eps(variant: Variant, forward: Callable) -> None:
     result = call_without_torch(forward, *args, name=_name(forward))
     out = result[0] if isinstance(result, tuple) and len(result) == 2 else None
     out = _float64(out, f"out of {_name(forward)} called without eps", case.x.shape)
-    if relative_error(out, forward_reference(variant, case)) > TIGHT:
-        raise CheckFailure(
-            f"called without eps, {_name(forward)} gives a different output than with "
-            f"eps={variant.default_eps:g}: the default must be eps={variant.default_eps:g}, "
-            "as in the contract (and PyTorch)."
-        )
+    assert_default_eps(_name(forward), out, forward_reference(variant, case), variant.default_eps)
 
 
 def _per_parameter(variant: Variant, value, what: str, case: Case) -> np.ndarray:
@@ -813,31 +810,19 @@ def _backward_errors(variant: Variant, backward: Callable, forward: Callable, ca
     }
     err_autograd = compare_gradients(variant.gradient_names, grads, expected, wrong)
     numeric = call_without_torch(_finite_differences, variant, forward, case, name=_name(forward))
-    try:
-        err_fd = compare_gradients(variant.gradient_names, grads, numeric, tol=FINITE_DIFFERENCE)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"{failure} (This compares with centered differences of your {_name(forward)}, "
-            "while PyTorch's autograd agreed with your gradients: is that forward consistent?)"
-        ) from None
+    err_fd = compare_with_differences(
+        variant.gradient_names, grads, numeric, f"your {_name(forward)}"
+    )
     return err_autograd, err_fd
 
 
 def _check_backward_on(variant: Variant, backward, forward, cases: list, label: str) -> None:
-    results = []
-
-    def check_one(case) -> float:
-        results.append(_backward_errors(variant, backward, forward, case))
-        return results[-1][0]
-
-    on_cases(cases, check_one)
-    name = f"{_name(backward)}{label}"
-    grads = ", ".join(variant.gradient_names)
-    report_line(f"{name} vs PyTorch autograd ({grads})", max(r[0] for r in results))
-    report_line(
-        f"{name} vs centered differences of {_name(forward)}",
-        max(r[1] for r in results),
-        FINITE_DIFFERENCE,
+    check_backward_on(
+        cases,
+        lambda case: _backward_errors(variant, backward, forward, case),
+        f"{_name(backward)}{label}",
+        ", ".join(variant.gradient_names),
+        _name(forward),
     )
 
 
