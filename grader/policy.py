@@ -1,0 +1,84 @@
+"""What a grading kernel of each lesson may import, and where its test cells run.
+
+One row per lesson (assignment id). The worker hands the row to the kernel's launcher, which
+enforces it: the operating system (``grader.confine``: Landlock) lets the kernel read only the
+Python installation, the third-party packages the row allows and the course modules it lists;
+an import hook in the kernel (``grader.kernel_side``) turns a refused import into an
+ImportError that says why. ``utils.checks`` is never readable from a kernel whose test cells run
+in the checker: its modules hold the hidden cases.
+
+Fields of ``LessonPolicy``:
+
+* ``torch``: the kernel may import torch. Lessons whose own cells (comparisons, demos) or whose
+  course modules import torch need it; the others run without it, so a numpy exercise cannot
+  call PyTorch at all.
+* ``numpy_only``: the learner's graded functions must not call PyTorch. Where ``torch`` is
+  False the operating system enforces it; where it is True the kernel's in-process guard
+  reports a call, which fails the check (flagged, not a guarantee: docs/grading-safety.md).
+* ``checker``: test cells run in the trusted checker (``grader.checker``), which calls the
+  learner's functions over a plain-data channel and records each verdict. False keeps the
+  older path for a lesson not yet moved (test cells run in the kernel, scored from their
+  outputs, watched by the integrity probe); docs/grading-safety.md lists such lessons.
+* ``modules``: the course modules (``utils.*``) the kernel may import: those the lesson's
+  locked cells import, and what they import. None of them answers this lesson or an earlier
+  one (``tests/test_grader_policy.py`` keeps that true).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+CHECK_PACKAGE = "utils.checks"
+"""The package of the checks: stubs in a checker kernel, never its files."""
+
+
+@dataclass(frozen=True)
+class LessonPolicy:
+    torch: bool
+    numpy_only: bool
+    checker: bool
+    modules: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+EVERY_MODULE = ("*",)
+"""``modules`` of a lesson whose kernel may import every course module (checks included)."""
+
+LESSONS: dict[str, LessonPolicy] = {
+    "00_gradient_checking": LessonPolicy(torch=False, numpy_only=True, checker=True),
+    "01_why_normalize": LessonPolicy(
+        torch=False, numpy_only=True, checker=True, modules=("utils.data", "utils.plots")
+    ),
+    "02_batchnorm_forward": LessonPolicy(torch=False, numpy_only=True, checker=True),
+    "03_batchnorm_backward": LessonPolicy(torch=True, numpy_only=True, checker=True),
+    "04_running_statistics": LessonPolicy(torch=True, numpy_only=True, checker=True),
+    "05_batchnorm_in_networks": LessonPolicy(
+        torch=True, numpy_only=True, checker=False, modules=EVERY_MODULE
+    ),
+    "06_spatial_batchnorm": LessonPolicy(
+        torch=True, numpy_only=True, checker=True, modules=("utils.data",)
+    ),
+    "07_normalization_variants": LessonPolicy(
+        torch=True, numpy_only=True, checker=True, modules=("utils.variants", "utils.data")
+    ),
+    "08_why_batchnorm_works": LessonPolicy(
+        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+    ),
+    "09_batchnorm_in_pytorch": LessonPolicy(
+        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+    ),
+    "10_sync_batchnorm": LessonPolicy(
+        torch=False, numpy_only=True, checker=True, modules=("utils.sync",)
+    ),
+}
+
+DEFAULT = LessonPolicy(torch=True, numpy_only=False, checker=True, modules=EVERY_MODULE)
+"""An assignment with no row (a course's own, the test suite's toy): test cells in the checker,
+every course module but the checks, torch allowed."""
+
+
+def policy_for(assignment: str) -> LessonPolicy:
+    """The row of ``assignment``, or ``DEFAULT``."""
+    return LESSONS.get(assignment, DEFAULT)
