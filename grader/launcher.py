@@ -65,9 +65,11 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"grader.launcher runs IPython kernels only, not {' '.join(cmd)}")
     confine(int(limit))
     os.environ["TMPDIR"] = os.getcwd()  # scratch files stay in the working copy
-    from grader import jail
+    from grader import jail, kernel_side
 
-    jail.install(jail_rules(json.loads(rules)))
+    rules = json.loads(rules)
+    kernel_side.install(rules.get("policy", {}), rules.get("assignment", ""))
+    jail.install(jail_rules(rules))
     sys.argv = ["ipykernel_launcher", *cmd[3:]]
     runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 

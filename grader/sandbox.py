@@ -29,18 +29,27 @@ import ast
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.util import run_sync
+from nbclient.exceptions import CellTimeoutError
+from nbclient.util import ensure_async, run_sync
+from nbformat.v4 import new_output
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
+
+from grader import checker
+from grader.kernel_side import CHANNEL_ENV
 
 PROBE_TIMEOUT = 30  # seconds the kernel gets to answer an integrity probe
 MAX_FINDINGS = 5
+SERVE = "__import__('grader.kernel_side', fromlist=['serve']).serve()"
+"""What the kernel runs while the checker runs a test cell: it answers the checker's calls."""
+SERVE_GRACE = 10  # seconds the kernel gets to stop serving once the checker is done
 
 
 class NotebookTimeoutError(RuntimeError):
@@ -56,6 +65,14 @@ class SandboxKernelManager(AsyncKernelManager):
     jail_rules = Unicode("{}", help="JSON rules for grader.jail (private, allowed paths)").tag(
         config=True
     )
+
+    channel_fd = Integer(-1, help="The kernel's end of the checker's channel; -1: none")
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        if self.channel_fd >= 0:
+            kw["pass_fds"] = (self.channel_fd,)
+            kw["env"] = {**kw.get("env", os.environ), CHANNEL_ENV: str(self.channel_fd)}
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments=extra_arguments)
@@ -87,6 +104,10 @@ class SandboxedExecute(Execute):
     integrity_report = Unicode("", help="Where to write the integrity findings (JSON)").tag(
         config=True
     )
+    checker = Bool(False, help="Run test cells in the trusted checker, not the kernel").tag(
+        config=True
+    )
+    record_path = Unicode("", help="Where to write the checker's verdicts (JSON)").tag(config=True)
 
     def __init__(self, **kwargs):
         kwargs["kernel_manager_class"] = SandboxKernelManager
@@ -95,26 +116,58 @@ class SandboxedExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):
         self._imports, self._names = locked_imports(nb)
         self._baseline, self._findings = None, []
+        self._record: dict[str, checker.Verdict] = {}
         self._started = time.monotonic()
+        self._link = self._kernel_end = None
+        if self.checker:
+            ours, theirs = socket.socketpair()
+            self._link, self._kernel_end = checker.KernelLink(ours), theirs
+            self._trusted = checker.trusted_namespace(self._imports)
         try:
-            return super().preprocess(nb, resources, km)
+            nb, resources = super().preprocess(nb, resources, km)
+            if self.checker:
+                resources["normlab_record"] = dict(self._record)
+            return nb, resources
         finally:
+            self._close_channel()
             if self.integrity_report:
                 Path(self.integrity_report).write_text(json.dumps(self._findings))
+            if self.record_path:
+                record = {k: v.__dict__ for k, v in self._record.items()}
+                Path(self.record_path).write_text(json.dumps(record))
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self._kernel_end is not None:
+            km.channel_fd = self._kernel_end.fileno()
+        return km
+
+    async def async_start_new_kernel(self, **kwargs):
+        await super().async_start_new_kernel(**kwargs)
+        if self._kernel_end is not None:
+            # the kernel holds its end now; ours closed, its death reads as the channel's end
+            self._kernel_end.close()
+            self._kernel_end = None
+
+    def _close_channel(self) -> None:
+        for end in (self._kernel_end, self._link):
+            if end is not None:
+                end.close()
+        self._link = self._kernel_end = None
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
-        if self._baseline is None and self.integrity_report:
+        if self.checker and _is_test_cell(cell):
+            return await self._execute_in_checker(cell)
+        if self._baseline is None and self.integrity_report and not self.checker:
             self._baseline = await self._probe(baseline=True)
             if self._baseline is None:
                 self._findings.append("the integrity probe could not take a baseline")
                 self._baseline = {}
-        elapsed = time.monotonic() - self._started
-        if self.notebook_timeout and elapsed > self.notebook_timeout and cell.cell_type == "code":
-            raise NotebookTimeoutError(
-                f"the notebook ran longer than its {self.notebook_timeout:g} s wall-clock limit"
-            )
+        if cell.cell_type == "code":
+            self._check_notebook_time()
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        if self.integrity_report and cell.cell_type == "code" and nbutils.is_grade(cell):
+        probing = self.integrity_report and not self.checker
+        if probing and cell.cell_type == "code" and nbutils.is_grade(cell):
             if self._baseline and not self._findings:
                 now = await self._probe(baseline=False)
                 where = cell.metadata.nbgrader.get("grade_id", f"cell {cell_index}")
@@ -125,6 +178,38 @@ class SandboxedExecute(Execute):
         return cell
 
     execute_cell = run_sync(async_execute_cell)  # the parent binds its own coroutine here
+
+    async def _execute_in_checker(self, cell):
+        """Run a test cell in the trusted checker while the kernel serves its calls; the
+        cell's outputs and the record hold the checker's verdict, nothing from the kernel."""
+        self._check_notebook_time()
+        grade_id = cell.metadata.nbgrader.get("grade_id", "")
+        msg_id = await ensure_async(
+            self.kc.execute(SERVE, silent=True, store_history=False, allow_stdin=False)
+        )
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(
+            None, checker.run_cell, self._link, cell.source, self._trusted, float(self.timeout)
+        )
+        if verdict.ename == checker.CheckTimeout.__name__:
+            await ensure_async(self.km.interrupt_kernel())
+        try:
+            await asyncio.wait_for(self.async_wait_for_reply(msg_id), SERVE_GRACE)
+        except asyncio.TimeoutError:
+            raise CellTimeoutError(
+                f"{grade_id}: the code under test kept running after the cell's time limit"
+            ) from None
+        self._record[grade_id] = verdict
+        cell.outputs = _verdict_outputs(verdict)
+        cell.execution_count = None
+        return cell
+
+    def _check_notebook_time(self) -> None:
+        elapsed = time.monotonic() - self._started
+        if self.notebook_timeout and elapsed > self.notebook_timeout:
+            raise NotebookTimeoutError(
+                f"the notebook ran longer than its {self.notebook_timeout:g} s wall-clock limit"
+            )
 
     async def _probe(self, baseline: bool) -> dict | None:
         expression = (
@@ -144,6 +229,22 @@ class SandboxedExecute(Execute):
             return json.loads(ast.literal_eval(answer["data"]["text/plain"]))
         except Exception:  # no answer, a malformed one, a dead kernel: all untrustworthy
             return None
+
+
+def _is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and nbutils.is_grade(cell) and not nbutils.is_solution(cell)
+
+
+def _verdict_outputs(verdict: checker.Verdict) -> list:
+    """The outputs a test cell shows: what the checks printed, and their failure."""
+    outputs = []
+    if verdict.printed:
+        outputs.append(new_output("stream", name="stdout", text=verdict.printed))
+    if not verdict.passed:
+        error = new_output("error", ename=verdict.ename, evalue=verdict.evalue)
+        error.traceback = [verdict.message]
+        outputs.append(error)
+    return outputs
 
 
 async def _maybe_await(value):

@@ -33,6 +33,13 @@ def cell_score(cell: NotebookNode, log=None) -> tuple[float | None, float]:
     return utils.determine_grade(cell, log)
 
 
+def recorded_score(verdict, cell: NotebookNode) -> float:
+    """Points of a test cell run in the checker: all for a recorded pass, else none (a cell
+    with no verdict never ran while the grader executed it)."""
+    points = float(cell.metadata.nbgrader["points"])
+    return points if verdict is not None and verdict.passed else 0.0
+
+
 def failure_message(cell: NotebookNode) -> str:
     """Why a test cell failed: ``Type: message`` of its error (a timeout before the interrupt
     it caused), or its stderr."""
@@ -60,12 +67,14 @@ class StrictSaveAutoGrades(SaveAutoGrades):
     """nbgrader's SaveAutoGrades, scoring with ``cell_score``."""
 
     def _add_score(self, cell, resources) -> None:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
         grade = self.gradebook.find_grade(
-            cell.metadata["nbgrader"]["grade_id"],
-            self.notebook_id,
-            self.assignment_id,
-            self.student_id,
+            grade_id, self.notebook_id, self.assignment_id, self.student_id
         )
-        grade.auto_score, _ = cell_score(cell, self.log)
+        record = resources.get("normlab_record")
+        if record is not None and cell.cell_type == "code" and not utils.is_solution(cell):
+            grade.auto_score = recorded_score(record.get(grade_id), cell)
+        else:
+            grade.auto_score, _ = cell_score(cell, self.log)
         grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
         self.gradebook.db.commit()

@@ -53,6 +53,7 @@ from grader.course import (
     ensure_venv_on_path,
     quiet_nbgrader,
 )
+from grader.policy import policy_for
 from grader.sandbox import SandboxedExecute
 from grader.sanitize import RestoreCells
 from grader.score import StrictSaveAutoGrades, failure_message
@@ -193,7 +194,10 @@ def _grade(course_root, assignment, student, notebook_path, template_db, limits)
             )
         except AutogradeError as exc:
             return _failed(template_db, student, assignment, name, str(exc))
-        result = _read_back(scratch / "gradebook.db", autograded, template_db, student, assignment)
+        record = _record(scratch / "record.json", assignment)
+        result = _read_back(
+            scratch / "gradebook.db", autograded, template_db, student, assignment, record
+        )
         findings = json.loads((scratch / "integrity.json").read_text(encoding="utf-8"))
         if findings:
             result = _tampered(result, findings)
@@ -279,8 +283,12 @@ def _autograde(scratch, course_root, assignment, student, notebook_path, templat
 
     config = _autograde_config(root, course_root, db, assignment, student, limits)
     config.SandboxedExecute.integrity_report = str(scratch / "integrity.json")
+    policy = policy_for(assignment)
+    config.SandboxedExecute.checker = policy.checker
+    config.SandboxedExecute.record_path = str(scratch / "record.json")
     private = [str(course_root), str(grading_root()), str(Path(template_db).parent)]
-    config.SandboxKernelManager.jail_rules = json.dumps({"private": private + [*limits.private]})
+    rules = {"private": private + [*limits.private], "assignment": assignment}
+    config.SandboxKernelManager.jail_rules = json.dumps({**rules, "policy": policy.as_dict()})
     config.RestoreCells.release = str(template_release(template_db, assignment, notebook))
     converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
     errors = capture_log(converter, "grade")
@@ -346,7 +354,23 @@ def _explain(messages: list[str], exc: BaseException | None) -> str:
     return detail or "nbgrader produced no autograded notebook"
 
 
-def _read_back(db: Path, autograded: Path, template_db, student, assignment) -> SubmissionResult:
+def _record(path: Path, assignment: str) -> dict[str, str] | None:
+    """grade_id -> the checker's failure message ("" for a pass), for a lesson whose test cells
+    ran in the checker; None for a lesson still graded in the kernel."""
+    if not policy_for(assignment).checker:
+        return None
+    verdicts = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return {g: "" if v["passed"] else _verdict_message(v) for g, v in verdicts.items()}
+
+
+def _verdict_message(verdict: dict) -> str:
+    name, value = verdict.get("ename", ""), verdict.get("evalue", "")
+    return f"{name}: {value}".strip().rstrip(":") if name else "the check failed"
+
+
+def _read_back(
+    db: Path, autograded: Path, template_db, student, assignment, record=None
+) -> SubmissionResult:
     notebook = autograded.stem
     nb_json = autograded.read_text(encoding="utf-8")
     cells = {
@@ -364,7 +388,11 @@ def _read_back(db: Path, autograded: Path, template_db, student, assignment) -> 
         if score is not None:
             score = min(max(float(score), 0.0), test.max_score)
         failed = score is not None and score < test.max_score and not test.manual
-        message = failure_message(cells[test.grade_id]) if failed else ""
+        message = ""
+        if failed and record is not None:
+            message = record.get(test.grade_id, "this test cell never ran while graded")
+        elif failed:
+            message = failure_message(cells[test.grade_id])
         tests.append(CellGrade(test.grade_id, score, test.max_score, message, test.manual))
     return SubmissionResult(student, assignment, notebook, tests, None, nb_json, comments)
 
