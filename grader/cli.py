@@ -71,10 +71,25 @@ def cmd_grade(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from grader.export import export
+    from grader.export import export_as
 
-    grades, tests = export(_course(args), args.out, args.per_test)
-    print(f"wrote {grades} and {tests}")
+    done = export_as(
+        _course(args), args.format, args.out, args.per_test, args.roster, args.moodle_id
+    )
+    print(f"wrote {done.grades} and {done.tests}")
+    for line in done.left_out:
+        print(f"left out of {done.grades.name}: {line}")
+    if done.left_out:
+        print(f"{len(done.left_out)} student(s) left out: add them to the roster (--roster)")
+        return PROBLEMS
+    return OK
+
+
+def cmd_bundle(args) -> int:
+    from grader.bundle import bundle
+
+    written = bundle(_course(args), Path(args.out), args.zip)
+    print(f"wrote the student bundle to {written}")
     return OK
 
 
@@ -191,10 +206,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(p)
     p.set_defaults(run=cmd_grade)
 
-    p = sub.add_parser("export", parents=[common], help="grades.csv and the per-test CSV")
-    p.add_argument("--out", metavar="grades.csv", help="default COURSE_DIR/grades.csv")
+    p = sub.add_parser(
+        "export", parents=[common], help="grades for nbgrader, Canvas, Moodle or Gradescope"
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="default COURSE_DIR/grades.csv, COURSE_DIR/FORMAT.csv, or the folder "
+        "COURSE_DIR/gradescope",
+    )
     p.add_argument("--per-test", metavar="tests.csv", help="default COURSE_DIR/tests.csv")
+    p.add_argument(
+        "--format",
+        default="grades",
+        choices=("grades", "nbgrader", "canvas", "moodle", "gradescope"),
+        help="grades: student,assignment,score,max_score (default); nbgrader: `nbgrader "
+        "export`'s columns; canvas: gradebook import CSV; moodle: grade import CSV; "
+        "gradescope: FOLDER/<assignment>/<student>/results.json",
+    )
+    p.add_argument(
+        "--roster",
+        metavar="FILE",
+        help="canvas: Canvas's gradebook export (optionally with a `student` column of our ids); "
+        "moodle: a CSV with `student` and the identifier column",
+    )
+    p.add_argument(
+        "--moodle-id",
+        default="username",
+        choices=("username", "email", "idnumber"),
+        help="the column Moodle matches students by (default username)",
+    )
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser(
+        "bundle",
+        parents=[common],
+        help="what students get: release notebooks, utils/, install files; no solutions",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    p.add_argument("--zip", action="store_true", help="also write DIR.zip")
+    p.set_defaults(run=cmd_bundle)
 
     p = sub.add_parser(
         "feedback", parents=[common], help="HTML feedback per submission, hidden tests removed"
@@ -226,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from grader.build import BuildError
+    from grader.bundle import BundleError
     from grader.check import CheckError
     from grader.demo import DemoError
     from grader.feedback import FeedbackError
@@ -235,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (
         BuildError,
+        BundleError,
         CheckError,
         DemoError,
         FeedbackError,
