@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import zipfile
 from pathlib import Path
@@ -160,12 +161,27 @@ def test_a_bundle_never_overwrites_a_folder_with_files(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def student_python(bundled, tmp_path_factory) -> Path:
-    """A fresh venv (this one's packages visible, for speed) with the bundle pip-installed."""
+    """A fresh venv with the bundle pip-installed (not editable) into its own site-packages.
+
+    For speed it sees this venv's packages (torch, jupyter) through a .pth line, after its
+    own: ``venv --system-site-packages`` from inside a venv would show the base interpreter's
+    packages instead. A .pth line runs no .pth file of that folder, so this project's editable
+    ``utils`` stays invisible.
+    """
     venv = tmp_path_factory.mktemp("student-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    (Path(site) / "normlab-project-packages.pth").write_text(ours + "\n", encoding="utf-8")
     install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*install, str(bundled)], check=True, capture_output=True)
+    done = subprocess.run([*install, str(bundled)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
     return python
 
 
@@ -226,7 +242,9 @@ def test_a_lesson_solved_runs_from_the_bundle_with_an_empty_home(
     copy = tmp_path / "bundle"
     shutil.copytree(bundled, copy)  # the tests do not share edits to one bundle
     target = copy / "notebooks" / lesson / f"{lesson}.ipynb"
-    nbformat.write(solved(target, REPO_ROOT / "solutions" / lesson / f"{lesson}.ipynb"), target)
+    nb = solved(target, REPO_ROOT / "solutions" / lesson / f"{lesson}.ipynb")
+    nb.cells.append(nbformat.v4.new_code_cell('import utils; print("utils from", utils.__file__)'))
+    nbformat.write(nb, target)
     home = tmp_path / "home"
     home.mkdir()
     done = subprocess.run(
@@ -248,3 +266,5 @@ def test_a_lesson_solved_runs_from_the_bundle_with_an_empty_home(
         if o.output_type == "stream"
     )
     assert "recorded" in printed  # the knowledge checks' visible lines ran
+    used = Path(printed.split("utils from ")[-1].strip())
+    assert used.is_relative_to(student_python.parents[1])  # the installed bundle, not this repo
