@@ -3,7 +3,7 @@
 Every export also writes the per-test CSV (one row per grade cell of each submission). Formats:
 
 * ``grades`` (default): ``student,assignment,score,max_score``, one row per student and
-  assignment (0 for no submission, as before).
+  assignment.
 * ``nbgrader``: the columns and values of ``nbgrader export`` (its CsvExportPlugin), one row per
   assignment and student, except that a student with no submission has an empty
   ``raw_score``/``late_submission_penalty``/``score`` where nbgrader writes 0.0.
@@ -41,7 +41,7 @@ import nbformat
 from nbgrader.api import MissingEntry
 
 from grader.course import Course, quiet_nbgrader
-from grader.gradebook import assignment_scores, grade_rows, open_gradebook
+from grader.gradebook import grade_rows, open_gradebook
 from grader.score import failure_message, points_text
 from grader.worker import CellGrade, grade_cells
 
@@ -168,7 +168,7 @@ def export(
     """Write ``grades.csv`` and ``tests.csv`` (default: in the course directory); their paths.
 
     A written answer nobody has graded yet has an empty score in the per-test CSV and counts 0
-    in grades.csv.
+    in grades.csv; an assignment a student never submitted has an empty score in grades.csv.
     """
     done = export_as(course, "grades", out, per_test)
     return done.grades, done.tests
@@ -198,7 +198,7 @@ def export_as(
     write_csv(per_test, TESTS_COLUMNS, per_test_rows(course))
     left_out: list[str] = []
     if fmt == "grades":
-        write_csv(out, GRADES_COLUMNS, grades_rows(course))
+        write_csv(out, GRADES_COLUMNS, grades_rows(read_grades(course)))
     elif fmt == "nbgrader":
         write_csv(out, NBGRADER_COLUMNS, nbgrader_rows(read_grades(course)))
     elif fmt == "canvas":
@@ -216,8 +216,13 @@ def _default_name(fmt: str) -> str:
     return {"grades": "grades.csv", "gradescope": "gradescope"}.get(fmt, f"{fmt}.csv")
 
 
-def grades_rows(course: Course) -> list[tuple]:
-    return [(s, a, *map(points_text, scores)) for s, a, *scores in assignment_scores(course)]
+def grades_rows(grades: Grades) -> list[tuple]:
+    """(student, assignment, score, max_score) per student and assignment, by student."""
+    return [
+        (s.id, a.name, grades.score(s.id, a.name), points_text(a.max_score))
+        for s in grades.students
+        for a in grades.assignments
+    ]
 
 
 def per_test_rows(course: Course) -> list[tuple]:

@@ -152,6 +152,18 @@ def test_nbgrader_format_matches_nbgrader_export_but_leaves_missing_scores_empty
     assert done.left_out == []
 
 
+def test_grades_csv_has_a_row_with_an_empty_score_for_no_submission(course, tmp_path):
+    done = export_as(course, out=tmp_path / "g.csv", per_test=tmp_path / "t.csv")
+    header, rows = read_dicts(done.grades)
+    assert header == ["student", "assignment", "score", "max_score"]
+    assert [(r["student"], r["score"]) for r in rows] == [
+        ("'=1+1", _n(P["test_square"])),
+        ("ann", _n(TOTAL)),
+        ("ben", "0"),
+        ("zed", ""),
+    ]
+
+
 def test_the_per_test_csv_stays_with_every_format(course, tmp_path):
     export_as(course, "moodle", tmp_path / "m.csv", tmp_path / "t.csv")
     header, rows = read_dicts(tmp_path / "t.csv")
