@@ -196,19 +196,19 @@ def export_as(
     out = Path(out or course.course_dir / _default_name(fmt))
     per_test = Path(per_test or course.course_dir / "tests.csv")
     write_csv(per_test, TESTS_COLUMNS, per_test_rows(course))
-    left_out: list[str] = []
+    grades, left_out = read_grades(course), []
     if fmt == "grades":
-        write_csv(out, GRADES_COLUMNS, grades_rows(read_grades(course)))
+        write_csv(out, GRADES_COLUMNS, grades_rows(grades))
     elif fmt == "nbgrader":
-        write_csv(out, NBGRADER_COLUMNS, nbgrader_rows(read_grades(course)))
+        write_csv(out, NBGRADER_COLUMNS, nbgrader_rows(grades))
     elif fmt == "canvas":
-        header, rows, left_out = canvas_table(read_grades(course), _read_roster(roster))
+        header, rows, left_out = canvas_table(grades, _read_roster(roster))
         write_csv(out, header, rows)
     elif fmt == "moodle":
-        header, rows, left_out = moodle_table(read_grades(course), moodle_id, _read_roster(roster))
+        header, rows, left_out = moodle_table(grades, moodle_id, _read_roster(roster))
         write_csv(out, header, rows)
     else:
-        left_out = write_gradescope(course, read_grades(course), out)
+        left_out = write_gradescope(course, grades, out)
     return Exported(out, per_test, left_out)
 
 
