@@ -35,6 +35,10 @@ PRINTED_LIMIT = 20_000
 """Characters of a check's printed lines kept for the notebook and feedback."""
 
 
+TIMED_OUT = "CellTimeoutError"
+"""The verdict's error name when the code under test ran past the cell's time limit."""
+
+
 class CheckTimeout(TimeoutError):
     """The learner's code did not answer within the cell's time limit."""
 
@@ -116,10 +120,7 @@ class Session:
         try:
             reply, arrays = self.link.peer.request(header, encoder, self.deadline)
         except TimeoutError:
-            raise CheckTimeout(
-                "the code under test did not answer within the cell's time limit "
-                "(an endless loop, or far too slow?)"
-            ) from None
+            raise CheckTimeout("the code under test never returned: an endless loop?") from None
         except ChannelError as exc:
             raise KernelGone(f"the kernel stopped answering ({exc})") from None
         decoder = Decoder(arrays, self._proxy, self._callback_of)
@@ -297,6 +298,9 @@ def run_cell(link: KernelLink, source: str, trusted: dict, timeout: float) -> Ve
             warnings.simplefilter("ignore")
             exec(code, dict(trusted), KernelScope(session, trusted))
         return Verdict(True, _capped(printed.getvalue()))
+    except CheckTimeout as exc:
+        limit = f"the cell ran longer than the {timeout:g} s limit ({exc})"
+        return Verdict(False, _capped(printed.getvalue()), TIMED_OUT, limit)
     except Exception as exc:  # every failure of a check, the learner's or the kernel's
         return Verdict(False, _capped(printed.getvalue()), type(exc).__name__, _text(exc))
     finally:

@@ -75,10 +75,21 @@ LESSONS: dict[str, LessonPolicy] = {
 }
 
 DEFAULT = LessonPolicy(torch=True, numpy_only=False, checker=True, modules=EVERY_MODULE)
-"""An assignment with no row (a course's own, the test suite's toy): test cells in the checker,
-every course module but the checks, torch allowed."""
+"""An assignment with no row and no policy of its own: test cells in the checker, every course
+module but the checks, torch allowed."""
+
+METADATA_KEY = "normlab_policy"
+"""Where a course's own notebook (metadata of its release) states its row, as a dict."""
 
 
-def policy_for(assignment: str) -> LessonPolicy:
-    """The row of ``assignment``, or ``DEFAULT``."""
-    return LESSONS.get(assignment, DEFAULT)
+def policy_for(assignment: str, metadata: dict | None = None) -> LessonPolicy:
+    """The row of ``assignment``: NormLab's table, else the release notebook's ``metadata``
+    (``{"normlab_policy": {"torch": false, ...}}``), else ``DEFAULT``."""
+    if assignment in LESSONS:
+        return LESSONS[assignment]
+    stated = (metadata or {}).get(METADATA_KEY)
+    if isinstance(stated, dict):
+        fields = {k: stated[k] for k in ("torch", "numpy_only", "checker") if k in stated}
+        modules = tuple(str(m) for m in stated.get("modules", DEFAULT.modules))
+        return LessonPolicy(**{**DEFAULT.as_dict(), **fields, "modules": modules})
+    return DEFAULT

@@ -191,7 +191,7 @@ class SandboxedExecute(Execute):
         verdict = await loop.run_in_executor(
             None, checker.run_cell, self._link, cell.source, self._trusted, float(self.timeout)
         )
-        if verdict.ename == checker.CheckTimeout.__name__:
+        if verdict.ename == checker.TIMED_OUT:
             await ensure_async(self.km.interrupt_kernel())
         try:
             await asyncio.wait_for(self.async_wait_for_reply(msg_id), SERVE_GRACE)

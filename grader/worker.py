@@ -194,7 +194,8 @@ def _grade(course_root, assignment, student, notebook_path, template_db, limits)
             )
         except AutogradeError as exc:
             return _failed(template_db, student, assignment, name, str(exc))
-        record = _record(scratch / "record.json", assignment)
+        policy = lesson_policy(template_db, assignment, name)
+        record = _record(scratch / "record.json", policy)
         result = _read_back(
             scratch / "gradebook.db", autograded, template_db, student, assignment, record
         )
@@ -283,7 +284,7 @@ def _autograde(scratch, course_root, assignment, student, notebook_path, templat
 
     config = _autograde_config(root, course_root, db, assignment, student, limits)
     config.SandboxedExecute.integrity_report = str(scratch / "integrity.json")
-    policy = policy_for(assignment)
+    policy = lesson_policy(template_db, assignment, notebook)
     config.SandboxedExecute.checker = policy.checker
     config.SandboxedExecute.record_path = str(scratch / "record.json")
     private = [str(course_root), str(grading_root()), str(Path(template_db).parent)]
@@ -354,10 +355,18 @@ def _explain(messages: list[str], exc: BaseException | None) -> str:
     return detail or "nbgrader produced no autograded notebook"
 
 
-def _record(path: Path, assignment: str) -> dict[str, str] | None:
+def lesson_policy(template_db: Path, assignment: str, notebook: str):
+    """The policy of ``assignment`` (``grader.policy``), its release notebook's metadata
+    consulted for an assignment NormLab's table does not know."""
+    release = template_release(template_db, assignment, notebook)
+    metadata = nbformat.read(release, as_version=4).metadata if release.exists() else {}
+    return policy_for(assignment, metadata)
+
+
+def _record(path: Path, policy) -> dict[str, str] | None:
     """grade_id -> the checker's failure message ("" for a pass), for a lesson whose test cells
     ran in the checker; None for a lesson still graded in the kernel."""
-    if not policy_for(assignment).checker:
+    if not policy.checker:
         return None
     verdicts = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     return {g: "" if v["passed"] else _verdict_message(v) for g, v in verdicts.items()}

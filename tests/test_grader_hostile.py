@@ -22,13 +22,58 @@ pytestmark = pytest.mark.slow
 P = points()
 TIMEOUT = 3  # seconds per cell; a notebook may run 5 x that
 WRONG_DOUBLE = "def double(x):\n    return 3 * np.asarray(x)\n"
-# prints the source of the cell that calls it: the test cell, hidden tests included
+# keeps the source of every frame that calls it (once the test cell, hidden tests included),
+# for a cell after the tests to print
 SPY_DOUBLE = (
-    "import linecache\nimport sys\n\n\ndef double(x):\n"
-    "    caller = sys._getframe(1).f_code.co_filename\n"
-    "    print('SPY', ''.join(linecache.getlines(caller)))\n"
+    "import linecache\nimport sys\n\nSEEN = []\n\n\ndef double(x):\n"
+    "    frame = sys._getframe(1)\n"
+    "    while frame is not None:\n"
+    "        SEEN.append(''.join(linecache.getlines(frame.f_code.co_filename)))\n"
+    "        frame = frame.f_back\n"
     "    return 2 * np.asarray(x)\n"
 )
+
+
+# sends the running cell's execute_reply and an idle status itself, with the kernel's own key
+FORGING_DOUBLE = (
+    "def double(x):\n"
+    "    k = get_ipython().kernel\n"
+    "    parent = k.get_parent('shell')\n"
+    "    content = {'status': 'ok', 'execution_count': 1, 'user_expressions': {}}\n"
+    "    k.session.send(k.shell_stream, 'execute_reply', content, parent)\n"
+    "    k.session.send(k.iopub_socket, 'status', {'execution_state': 'idle'}, parent)\n"
+    "    return 3 * np.asarray(x)\n"
+)
+LYING_DOUBLE = (
+    "class Anything:\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "    def __array__(self, dtype=None, copy=None):\n        return np.zeros(3)\n\n\n"
+    "def double(x):\n    return Anything()\n"
+)
+# makes every test case all-zero, if the cases were made in this process
+PATCHES_CASE = (
+    "import numpy\n"
+    "numpy.testing.assert_allclose = lambda *a, **k: None\n"
+    "__builtins__.__dict__['AssertionError'] = type('Nothing', (Exception,), {})\n"
+)
+# looks for the check's expected values in the frames that called it
+FRAME_WALKING_DOUBLE = (
+    "import sys\n\n\ndef double(x):\n"
+    "    frame, seen = sys._getframe(1), []\n"
+    "    while frame is not None:\n"
+    "        seen += [v for v in frame.f_locals.values() if isinstance(v, np.ndarray)]\n"
+    "        frame = frame.f_back\n"
+    "    print('FRAMES', [a.tolist() for a in seen])\n"
+    "    return 3 * np.asarray(x)\n"
+)
+CALLS_CHECKS = "from utils.checks.toy import check_double\ncheck_double(double)\n"
+
+
+def _printing_at_the_end(nb):
+    """Adds a last cell that prints what the spy saw while the tests ran."""
+    last = nbformat.v4.new_code_cell("print('SPY', len(SEEN), SEEN)")
+    last.id = "spy-report"
+    nb.cells.append(last)
 
 
 def _stalling_cells(count: int, seconds: float):
@@ -105,22 +150,23 @@ def hostile_class(folder, course_root) -> dict[str, tuple]:
         double="def double(x):\n    t = __import__('importlib').import_module('to' + 'rch')\n"
         "    return t.as_tensor(x).mul(2).numpy()\n",
     )
+    # Test cells run in the trusted checker: nothing the kernel patches reaches a check.
     add(
         "patches_numpy",
-        (0, 0),
-        "numpy.allclose was replaced",
+        (0, s),
+        None,
         double=WRONG_DOUBLE + "np.allclose = lambda *args, **kwargs: True\n",
     )
     add(
         "patches_inside_call",
-        (0, 0),
-        "numpy.allclose was replaced",
+        (d, 0),
+        None,
         square="def square(x):\n    np.allclose = lambda *a, **k: True\n    return x\n",
     )
     add(
         "rebinds_np",
-        (0, 0),
-        "'np', imported by a locked cell, was rebound",
+        (0, s),
+        None,
         double=WRONG_DOUBLE
         + "import types\nnp = types.SimpleNamespace(allclose=lambda *a, **k: True, "
         "asarray=__import__('numpy').asarray, array=__import__('numpy').array, "
@@ -128,8 +174,8 @@ def hostile_class(folder, course_root) -> dict[str, tuple]:
     )
     add(
         "patches_utils",
-        (0, 0),
-        "utils.guard.call_without_torch was replaced",
+        (0, s),
+        "called PyTorch",
         double="def double(x):\n    t = __import__('torch')\n"
         "    return t.as_tensor(x).mul(2).numpy()\n"
         "import utils.guard\n\nutils.guard.call_without_torch = lambda f, *a, name=None, **k: "
@@ -137,18 +183,24 @@ def hostile_class(folder, course_root) -> dict[str, tuple]:
     )
     add(
         "spies_with_settrace",
-        (0, 0),
-        "sys.gettrace was changed",
+        (d, s),
+        None,
         square=SQUARE + "import sys\n\nsys.settrace(lambda *args: None)\n",
     )
-    add("reads_its_caller", (d, s), None, double=SPY_DOUBLE)
+    add("reads_its_caller", (d, s), None, double=SPY_DOUBLE, edit=_printing_at_the_end)
     add(
         "spies_with_a_hook",
-        (0, 0),
-        "IPython event pre_run_cell was changed",
+        (d, s),
+        None,
         double=DOUBLE + "get_ipython().events.register('pre_run_cell', lambda info: "
         "print(info.raw_cell))\n",
     )
+    add("forges_the_reply", (0, s), None, double=FORGING_DOUBLE)
+    add("answers_that_equal_anything", (0, s), None, double=LYING_DOUBLE)
+    add("patches_course_classes", (0, s), None, double=WRONG_DOUBLE + PATCHES_CASE)
+    add("walks_the_frames", (0, s), None, double=FRAME_WALKING_DOUBLE)
+    add("prints_a_pass", (0, s), None, double=WRONG_DOUBLE + "print('double: correct')\n")
+    add("calls_the_checks_itself", (0, s), None, double=WRONG_DOUBLE + CALLS_CHECKS)
     add(
         "loops_forever",
         (d, 0),
@@ -266,7 +318,13 @@ def test_feedback_says_why_and_never_shows_hidden_tests(graded, tmp_path):
     files = write_feedback(course, tmp_path / "fb")
     by_student = {f.parent.parent.name: f.read_text() for f in files}
     spy = next(r for r in graded[1].results if r.student == "reads_its_caller")
-    assert "SPY" in spy.notebook_json and "HIDDEN-MARKER" in spy.notebook_json  # it did read
+    # the hidden tests ran in the checker: the kernel had no hidden line to read
+    report = next(
+        c for c in nbformat.reads(spy.notebook_json, 4).cells if c.get("id") == "spy-report"
+    )
+    printed = "".join(o.get("text", "") for o in report.outputs)
+    assert int(printed.split()[1]) > 0, printed  # the spy ran and kept its callers' source
+    assert "HIDDEN-MARKER" not in printed and "call_without_torch(double" not in printed
     for student, (_, _, reason) in expected.items():
         html = by_student[student]
         assert "HIDDEN-MARKER" not in html and "call_without_torch(double" not in html, student
