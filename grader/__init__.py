@@ -4,15 +4,21 @@ course      where things are: sources, release, course state; nbgrader configura
 markup      nbgrader's markup in cell sources: solution fences, hidden-test regions
 build       solutions/ -> notebooks/, and the template gradebook + release workers grade with
 sanitize    reconcile a submission's nbgrader cells with the release (deleted, retagged cells)
-sandbox     the grading kernel: memory limit, wall-clock cap, integrity probe, no NBGRADER_EXECUTION
-launcher    starts a grading kernel: memory limit, environment, the jail's audit hook
+policy      per lesson: may its kernel import torch, which course modules, where its tests run
+sandbox     the executor: kernels with a channel, test cells sent to the checker, wall-clock cap
+launcher    starts a grading kernel: memory limit, environment, import policy, the jail's audit hook
+kernel_side inside the kernel: the import policy's hook, and the server the checker calls into
+channel     the checker <-> kernel wire: plain data only (arrays as raw bytes), sizes capped
+rpc         requests and replies over the channel, both directions, with deadlines
+checker     the trusted checker: runs test cells in the grader against the kernel's objects
 jail        inside the kernel: the audit-hook fence (files, processes) and the fingerprint
-score       points per grade cell (errors anywhere in a test cell win) and failure messages
+score       points per grade cell: the checker's record, or (kernel lessons) the cell's outputs
 worker      the stateless unit of grading: one submission in, one picklable result out
 collect     find submissions in a folder or an LMS zip; report what cannot be mapped
 gradebook   the single writer that records results in nbgrader's gradebook, and its reads
 grade       the run over many submissions (local processes, or a Dask cluster)
-export      grades.csv and the per-test CSV
+export      grades for nbgrader, Canvas, Moodle or Gradescope, and the per-test CSV
+bundle      what students get: the release, utils/ and install files, no solutions
 feedback    HTML feedback without hidden-test source
 validate    solutions pass, releases fail and leak nothing
 check       self-study grading of one notebook
