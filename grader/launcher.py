@@ -2,17 +2,18 @@
 
     python -I -m grader.launcher LIMIT_BYTES RULES_JSON -- python -m ipykernel_launcher ARGS...
 
-caps the kernel's data segment (RLIMIT_DATA), removes the grader's environment variables,
-installs ``grader.jail``'s audit hook and then runs the IPython kernel in this same process.
-This module imports nothing but the standard library and ``grader.jail``: it runs once per
-graded notebook, before the kernel, so its start-up time is paid by every submission.
+removes the grader's environment variables, gives the kernel its own home, config and runtime
+folders inside its working copy (the cwd) and one thread per pool, confines the process with the
+operating system (``grader.confine``: rlimits, Landlock, seccomp), installs the lesson's import
+policy and ``grader.jail``'s audit hook (a second layer), and then runs the IPython kernel in
+this same process. This module imports nothing but the standard library and ``grader``: it runs
+once per graded notebook, before the kernel, so its start-up time is paid by every submission.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import runpy
 import sys
 
@@ -21,12 +22,18 @@ import sys
 GRADER_ENV_VARS = ("NBGRADER_EXECUTION", "MPLBACKEND")
 
 
-def confine(memory_limit: int) -> None:
-    """Apply the memory limit (bytes, 0: none) and drop the grader's variables, in this process."""
-    if memory_limit > 0:
-        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+def drop_grader_variables() -> None:
+    """Remove the grader's environment variables from this process."""
     for name in GRADER_ENV_VARS:
         os.environ.pop(name, None)
+
+
+def connection_file_argument(args: list[str]) -> int:
+    """The index in ipykernel's ``args`` of the connection file (given after ``-f``)."""
+    for i, arg in enumerate(args[:-1]):
+        if arg == "-f":
+            return i + 1
+    raise SystemExit("grader.launcher: the kernel command has no -f CONNECTION_FILE")
 
 
 def package_dirs(*names: str) -> list[str]:
@@ -63,14 +70,21 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m grader.launcher LIMIT_BYTES RULES_JSON -- COMMAND...")
     if cmd[1:3] != ["-m", "ipykernel_launcher"]:
         raise SystemExit(f"grader.launcher runs IPython kernels only, not {' '.join(cmd)}")
-    confine(int(limit))
-    os.environ["TMPDIR"] = os.getcwd()  # scratch files stay in the working copy
-    from grader import jail, kernel_side
+    drop_grader_variables()
+    from grader import confine, jail, kernel_side
 
     rules = json.loads(rules)
-    kernel_side.install(rules.get("policy", {}), rules.get("assignment", ""))
+    policy = rules.get("policy", {})
+    args = cmd[3:]
+    workdir = os.getcwd()
+    folders = confine.prepare_environment(workdir)
+    index = connection_file_argument(args)
+    args[index] = confine.private_connection_file(args[index], folders["JUPYTER_RUNTIME_DIR"])
+    ports = confine.kernel_ports(args[index])
+    confine.confine(workdir, policy, ports, int(limit))
+    kernel_side.install(policy, rules.get("assignment", ""))
     jail.install(jail_rules(rules))
-    sys.argv = ["ipykernel_launcher", *cmd[3:]]
+    sys.argv = ["ipykernel_launcher", *args]
     runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 
 

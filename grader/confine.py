@@ -1,0 +1,602 @@
+"""Confine a grading kernel with the operating system, before any submitted code runs.
+
+``grader.launcher`` calls ``confine(...)`` in the kernel process itself, single-threaded, after
+it has imported what it needs and before IPython starts. What it applies, strongest last:
+
+* **per-kernel folders** (``kernel_folders``): HOME, IPython, Jupyter, matplotlib, XDG caches
+  and TMPDIR inside the working copy, created here, so IPython can always make its profile (an
+  empty or unwritable home killed every kernel once) and nothing one notebook writes is seen by
+  the next;
+* **thread pools for grading** (``GRADING_THREADS``): one OpenMP/MKL/OpenBLAS/torch intra-op
+  thread, passive waiting, so kernels graded side by side do not spin on each other's cores
+  (JupyterLab's kernels never come through here and keep their defaults);
+* **rlimits** (``apply_rlimits``): the address space (every mapping counts: heap, shared
+  memory, memfd, thread stacks) capped at ``memory_limit`` plus what the libraries themselves
+  map (``LIBRARY_ADDRESS_SPACE``, measured), the data segment at ``memory_limit``, written files
+  at ``FILE_SIZE_LIMIT``, no core dumps;
+* **Landlock** (``apply_landlock``, Linux >= 5.13): read only the Python installation, the
+  packages and course modules the lesson's policy allows and a few system files; read and write
+  only the working copy; execute nothing; bind only the kernel's own TCP ports and connect to
+  none (ABI >= 4); signals and abstract unix sockets scoped to the kernel (ABI >= 6);
+* **seccomp** (``apply_seccomp``): no new processes (fork, vfork, clone without CLONE_THREAD,
+  clone3 answered ENOSYS so glibc falls back to clone, execve, execveat), no ptrace or
+  process_vm_*, no io_uring, memfd, bpf, perf or namespaces, sockets only TCP or socketpairs,
+  and kill/tgkill/prlimit64/setpriority/pidfd_open/... only aimed at the kernel itself (its pid
+  is baked into the filter).
+
+Open descriptors (the checker's channel, ZMQ's sockets) keep working: Landlock checks opens,
+not descriptors, and seccomp leaves read/write/send/recv/poll/close alone.
+
+Where Linux lacks Landlock or seccomp (macOS, an old kernel) grading still runs; ``describe()``
+then starts with ``WEAKER:`` and says what is missing, for the grade summary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import platform
+import resource
+import struct
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 2**30
+LIBRARY_ADDRESS_SPACE = 3 * GIB // 2
+"""Address space added to the memory limit for what the libraries map themselves. Measured
+(Linux x86_64, Python 3.11, torch 2.13 CPU, two malloc arenas): a grading kernel that imported
+numpy, torch, matplotlib and scikit-learn, ran autograd, gradcheck, an inline figure and a
+four-thread pool doing torch and BLAS work peaked at 1.13 GiB (13 threads, 8 MiB of stack
+each); numpy alone about 0.6 GiB. The rest, 0.37 GiB, is headroom for lazily loaded modules."""
+FILE_SIZE_LIMIT = GIB
+"""The largest file a kernel may write (RLIMIT_FSIZE): a write past it fails with EFBIG."""
+KERNEL_DIR = ".normlab-kernel"
+"""The folder inside the working copy that holds the kernel's home and config folders."""
+
+GRADING_THREADS = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "BLIS_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "KMP_BLOCKTIME": "0",
+}
+"""Thread-pool settings of a grading kernel, read by OpenMP, MKL, OpenBLAS and torch (whose
+intra-op pool follows OMP_NUM_THREADS) when they first load."""
+NO_PROCESS_POOLS = {"JOBLIB_MULTIPROCESSING": "0"}
+"""joblib (scikit-learn) probes for process pools by making a semaphore in /dev/shm; refused,
+it warns on stderr, which would score a test cell 0. Told not to, it runs serially, silently."""
+
+# ---- per-kernel folders and thread pools -------------------------------------------------
+
+
+def kernel_folders(workdir: str) -> dict[str, str]:
+    """Environment variable -> folder for this kernel's home, config, cache and temp folders,
+    all under ``workdir/.normlab-kernel``."""
+    base = Path(workdir) / KERNEL_DIR
+    return {
+        "HOME": str(base / "home"),
+        "IPYTHONDIR": str(base / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(base / "jupyter" / "config"),
+        "JUPYTER_DATA_DIR": str(base / "jupyter" / "data"),
+        "JUPYTER_RUNTIME_DIR": str(base / "jupyter" / "runtime"),
+        "MPLCONFIGDIR": str(base / "matplotlib"),
+        "XDG_CACHE_HOME": str(base / "cache"),
+        "XDG_CONFIG_HOME": str(base / "config"),
+        "XDG_DATA_HOME": str(base / "data"),
+        "XDG_RUNTIME_DIR": str(base / "runtime"),
+        "TMPDIR": str(base / "tmp"),
+    }
+
+
+def prepare_environment(workdir: str) -> dict[str, str]:
+    """Create the kernel's folders, point the environment at them and size the thread pools;
+    returns the folders. Runs before IPython, numpy or torch are imported."""
+    folders = kernel_folders(workdir)
+    for folder in folders.values():
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.environ.update(folders)
+    os.environ.update(GRADING_THREADS)
+    os.environ.update(NO_PROCESS_POOLS)
+    os.environ.pop("JUPYTER_PATH", None)  # the grader's extra kernel folders are not the kernel's
+    return folders
+
+
+def private_connection_file(path: str, runtime_dir: str) -> str:
+    """A copy of the connection file ``path`` in the kernel's runtime folder (the grader's
+    runtime folder, with other kernels' keys, becomes unreadable)."""
+    copy = Path(runtime_dir) / Path(path).name
+    copy.write_bytes(Path(path).read_bytes())
+    copy.chmod(0o600)
+    return str(copy)
+
+
+def kernel_ports(connection_file: str) -> tuple[int, ...]:
+    """The five TCP ports in a Jupyter connection file."""
+    info = json.loads(Path(connection_file).read_text(encoding="utf-8"))
+    names = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    return tuple(int(info[n]) for n in names if int(info.get(n, 0)) > 0)
+
+
+# ---- rlimits -----------------------------------------------------------------------------
+
+
+def address_space_limit(memory_limit: int) -> int:
+    """RLIMIT_AS for a kernel allowed ``memory_limit`` bytes (0: none, returns 0)."""
+    return memory_limit + LIBRARY_ADDRESS_SPACE if memory_limit > 0 else 0
+
+
+def apply_rlimits(memory_limit: int) -> list[str]:
+    """Cap address space, data segment, file size and core dumps; returns what was set."""
+    limits = [(resource.RLIMIT_CORE, 0, "core 0"), (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT, "")]
+    if memory_limit > 0:
+        limits += [
+            (resource.RLIMIT_DATA, memory_limit, ""),
+            (resource.RLIMIT_AS, address_space_limit(memory_limit), ""),
+        ]
+    for which, value, _ in limits:
+        resource.setrlimit(which, (value, value))
+    _fewer_malloc_arenas()
+    return ["rlimits"]
+
+
+def _fewer_malloc_arenas() -> None:
+    """Two malloc arenas instead of eight per core: each reserves 64 MiB of address space."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def watch_size(path, limit_bytes: int, on_exceed, interval: float = 0.5) -> threading.Event:
+    """Watch the total size of the files under ``path`` in a daemon thread; call
+    ``on_exceed(size)`` once when it goes over ``limit_bytes``. Returns an Event: set it to
+    stop watching. Symbolic links are not followed (a link's target is not the copy's size)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            size = tree_size(path)
+            if size > limit_bytes:
+                on_exceed(size)
+                return
+
+    threading.Thread(target=watch, name="normlab-size-watch", daemon=True).start()
+    return stop
+
+
+def tree_size(path) -> int:
+    """Bytes allocated to the files under ``path`` (links not followed; vanishing files skipped)."""
+    total = 0
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in files + dirs:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+# ---- Landlock ----------------------------------------------------------------------------
+
+SYSCALLS = {
+    "x86_64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445,
+               "landlock_restrict_self": 446, "seccomp": 317},
+    "aarch64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445,
+                "landlock_restrict_self": 446, "seccomp": 277},
+}  # fmt: skip
+PR_SET_NO_NEW_PRIVS = 38
+
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_REMOVE_DIR, FS_REMOVE_FILE, FS_MAKE_CHAR, FS_MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+FS_MAKE_REG, FS_MAKE_SOCK, FS_MAKE_FIFO, FS_MAKE_BLOCK = 1 << 8, 1 << 9, 1 << 10, 1 << 11
+FS_MAKE_SYM, FS_REFER, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 12, 1 << 13, 1 << 14, 1 << 15
+FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+FILE_ONLY = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+READ = FS_READ_FILE | FS_READ_DIR
+# the working copy: read, write, make files and folders; no symlinks (the grader later writes
+# the notebook there and must not be sent elsewhere), sockets, fifos or devices
+READ_WRITE = (
+    READ
+    | FS_WRITE_FILE
+    | FS_TRUNCATE
+    | FS_REMOVE_DIR
+    | FS_REMOVE_FILE
+    | FS_MAKE_DIR
+    | FS_MAKE_REG
+    | FS_REFER
+)
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
+
+SYSTEM_READ = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/fonts",
+    "/usr/share/zoneinfo", "/usr/share/matplotlib", "/etc/fonts", "/etc/ld.so.cache",
+    "/etc/localtime", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/hosts", "/dev/urandom",
+    "/dev/random", "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat",
+    "/sys/devices/system/cpu", "/sys/fs/cgroup/cpu.max",
+)  # fmt: skip
+"""System files and folders the kernel reads (libraries, fonts, CPU counts); /proc/self is
+the kernel's own /proc/<pid> once opened, never another process's."""
+SYSTEM_READ_WRITE = ("/dev/null",)
+REFUSED_WITHOUT_TORCH = ("torch", "functorch", "torchgen", "nvidia", "triton")
+"""Prefixes of site-packages entries a kernel without torch may not read."""
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _syscall_numbers() -> dict[str, int] | None:
+    return SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
+
+
+def _syscall(name: str, *args) -> int:
+    """``syscall(name, args...)`` with integer arguments widened to longs; raises OSError."""
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    wide = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    result = libc.syscall(ctypes.c_long(_syscall_numbers()[name]), *wide)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return result
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version of the running kernel; 0 when there is none (or it is off)."""
+    if _syscall_numbers() is None:
+        return 0
+    try:
+        return _syscall("landlock_create_ruleset", None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    except OSError:  # ENOSYS: not built in; EOPNOTSUPP: disabled at boot
+        return 0
+
+
+@dataclass
+class Rules:
+    """What a kernel may touch: path -> Landlock access, and TCP ports it may bind."""
+
+    paths: dict[str, int] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+
+    def allow(self, path, access: int) -> None:
+        path = os.path.realpath(path)
+        if os.path.exists(path):
+            self.paths[path] = self.paths.get(path, 0) | access
+
+
+def site_packages_rules(rules: Rules, site: str, torch: bool) -> None:
+    """Read access to ``site`` (listing only) and every entry in it but the refused ones."""
+    rules.allow(site, FS_READ_DIR)
+    for entry in sorted(os.listdir(site)):
+        lowered = entry.lower()
+        if not torch and lowered.startswith(REFUSED_WITHOUT_TORCH):
+            continue
+        rules.allow(os.path.join(site, entry), READ)
+
+
+def course_module_files(utils_dir: str, modules, checker: bool) -> list[str]:
+    """Files and folders of ``utils`` a kernel may read: its package files, the ``modules``
+    the policy lists (``("*",)``: all) and never ``utils/checks`` when ``checker`` is True
+    (its files hold hidden cases). Cached bytecode of each allowed module comes with it."""
+    every = "*" in tuple(modules or ())
+    names = {"__init__", "guard"} | {m.split(".")[1] for m in modules or () if m.count(".") >= 1}
+    found = []
+    for entry in sorted(os.listdir(utils_dir)):
+        stem = entry.split(".")[0]
+        if entry == "__pycache__":
+            continue
+        if entry == "checks" and checker:
+            continue
+        if every or stem in names:
+            found.append(os.path.join(utils_dir, entry))
+    cache = os.path.join(utils_dir, "__pycache__")
+    if os.path.isdir(cache):
+        allowed = {os.path.basename(p).split(".")[0] for p in found}
+        found += [os.path.join(cache, f) for f in os.listdir(cache) if f.split(".")[0] in allowed]
+    return found
+
+
+def kernel_rules(workdir: str, policy: dict, ports: tuple[int, ...]) -> Rules:
+    """The Landlock rules of a grading kernel under ``policy`` (``LessonPolicy.as_dict()``)."""
+    import sysconfig
+
+    import grader
+    import utils
+
+    rules = Rules(ports=(*ports, 0))  # 0: an ephemeral port (ipykernel's IOPub pipe listens)
+    rules.allow(workdir, READ_WRITE)
+    for path in SYSTEM_READ:
+        rules.allow(path, READ)
+    for path in SYSTEM_READ_WRITE:
+        rules.allow(path, READ | FS_WRITE_FILE | FS_TRUNCATE)
+    paths = sysconfig.get_paths()
+    rules.allow(paths["stdlib"], READ)  # not platstdlib: in a venv it holds site-packages
+    rules.allow(os.path.join(sys.base_prefix, "lib"), READ)  # libpython, lib-dynload
+    rules.allow(os.path.join(sys.prefix, "pyvenv.cfg"), READ)
+    site_packages_rules(rules, paths["purelib"], bool(policy.get("torch", True)))
+    rules.allow(os.path.dirname(grader.__file__), READ)
+    utils_dir = os.path.dirname(utils.__file__)
+    rules.allow(utils_dir, FS_READ_DIR)
+    modules = policy.get("modules", ("*",))
+    for path in course_module_files(utils_dir, modules, bool(policy.get("checker"))):
+        rules.allow(path, READ)
+    return rules
+
+
+def _ruleset_attr(abi: int) -> bytes:
+    fs = FS_BY_ABI[max(k for k in FS_BY_ABI if k <= abi)]
+    attr = struct.pack("=Q", fs)
+    if abi >= 4:
+        attr += struct.pack("=Q", NET_BIND_TCP | NET_CONNECT_TCP)
+    if abi >= 6:
+        attr += struct.pack("=Q", SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
+    return attr
+
+
+def apply_landlock(rules: Rules, abi: int) -> None:
+    """Restrict this process (it must have one thread) to ``rules`` under Landlock ``abi``."""
+    attr = _ruleset_attr(abi)
+    handled_fs = struct.unpack_from("=Q", attr)[0]
+    ruleset = _syscall("landlock_create_ruleset", ctypes.c_char_p(attr), len(attr), 0)
+    try:
+        for path, access in rules.paths.items():
+            _add_path_rule(ruleset, path, access & handled_fs)
+        if abi >= 4:
+            for port in rules.ports:
+                rule = struct.pack("=QQ", NET_BIND_TCP, port)
+                _syscall("landlock_add_rule", ruleset, RULE_NET_PORT, ctypes.c_char_p(rule), 0)
+        _no_new_privileges()
+        _syscall("landlock_restrict_self", ruleset, 0)
+    finally:
+        os.close(ruleset)
+
+
+def _add_path_rule(ruleset: int, path: str, access: int) -> None:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if not os.path.isdir(path):
+            access &= FILE_ONLY  # Landlock refuses directory rights on a file
+        rule = struct.pack("=Qi", access, fd)
+        _syscall("landlock_add_rule", ruleset, RULE_PATH_BENEATH, ctypes.c_char_p(rule), 0)
+    finally:
+        os.close(fd)
+
+
+def _no_new_privileges() -> None:
+    libc = _libc()
+    one, zero = ctypes.c_ulong(1), ctypes.c_ulong(0)
+    if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), one, zero, zero, zero) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+# ---- seccomp -----------------------------------------------------------------------------
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+X32_SYSCALL_BIT = 0x40000000
+CLONE_THREAD = 0x00010000
+AF_INET, AF_INET6, AF_NETLINK, NETLINK_ROUTE = 2, 10, 16, 0
+SOCK_STREAM, SOCK_TYPE_MASK = 1, 0xF
+PRIO_PROCESS = 0
+
+# syscall numbers: (x86_64, aarch64); None where the architecture has no such call
+NR = {
+    "fork": (57, None), "vfork": (58, None), "clone": (56, 220), "clone3": (435, 435),
+    "execve": (59, 221), "execveat": (322, 281), "ptrace": (101, 117),
+    "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131),
+    "rt_sigqueueinfo": (129, 138), "rt_tgsigqueueinfo": (297, 240),
+    "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "pidfd_getfd": (438, 438),
+    "prlimit64": (302, 261), "setpriority": (141, 140), "socket": (41, 198),
+    "sched_setaffinity": (203, 122), "sched_setscheduler": (144, 119),
+    "sched_setparam": (142, 118), "ioprio_set": (251, 30), "process_madvise": (440, 440),
+    "kcmp": (312, 272), "migrate_pages": (256, 238), "move_pages": (279, 239),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "memfd_create": (319, 279), "memfd_secret": (447, 447), "bpf": (321, 280),
+    "perf_event_open": (298, 241), "userfaultfd": (323, 282), "unshare": (272, 97),
+    "setns": (308, 268), "personality": (135, 92), "keyctl": (250, 219),
+    "add_key": (248, 217), "request_key": (249, 218), "mount": (165, 40),
+    "open_tree": (428, 428), "fsopen": (430, 430), "process_mrelease": (448, 448),
+    "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264),
+}  # fmt: skip
+REFUSED = (
+    "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
+    "pidfd_getfd", "process_madvise", "ioprio_set", "kcmp", "migrate_pages", "move_pages",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "memfd_create", "memfd_secret", "bpf",
+    "perf_event_open", "userfaultfd", "unshare", "setns", "personality", "keyctl", "add_key",
+    "request_key", "mount", "open_tree", "fsopen", "process_mrelease", "open_by_handle_at",
+    "name_to_handle_at",
+)  # fmt: skip
+"""Refused outright (EPERM): new processes, other processes' memory, kernel interfaces that
+step around seccomp (io_uring) or the memory limit (memfd), namespaces, keyrings."""
+OWN_PID_FIRST = (
+    "kill", "tkill", "rt_sigqueueinfo", "tgkill", "rt_tgsigqueueinfo", "pidfd_open", "prlimit64",
+)  # fmt: skip
+"""Allowed only when their first argument (a pid) is 0 or the kernel's own pid (EPERM)."""
+OWN_PID_OR_NOTHING = ("sched_setaffinity", "sched_setscheduler", "sched_setparam")
+"""Done only when their first argument is 0 or the kernel's pid; aimed at any other task they
+return 0 and do nothing: libraries set their own threads' scheduling by thread id (libzmq
+aborts on a refusal), and a thread id cannot be told from another process's pid in BPF."""
+
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JSET_K, BPF_RET_K, BPF_JGE_K = 0x20, 0x15, 0x45, 0x06, 0x35
+BPF_ALU_AND_K = 0x54
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+
+
+def _stmt(code: int, k: int) -> tuple:
+    return (code, 0, 0, k & 0xFFFFFFFF)
+
+
+def _jump(code: int, k: int, jt: int, jf: int) -> tuple:
+    return (code, jt, jf, k & 0xFFFFFFFF)
+
+
+def _load_nr() -> tuple:
+    return _stmt(BPF_LD_W_ABS, 0)
+
+
+def _load_arg(index: int, high: bool = False) -> tuple:
+    return _stmt(BPF_LD_W_ABS, 16 + 8 * index + (4 if high else 0))
+
+
+def _errno(code: int) -> tuple:
+    return _stmt(BPF_RET_K, SECCOMP_RET_ERRNO | code)
+
+
+def _allow() -> tuple:
+    return _stmt(BPF_RET_K, SECCOMP_RET_ALLOW)
+
+
+def _pid_is_self_or_zero(pid: int, arg: int = 0, refusal: int = errno.EPERM) -> list[tuple]:
+    """Allow when 32-bit argument ``arg`` is 0 or ``pid``, else return ``-refusal``."""
+    return [
+        _load_arg(arg),
+        _jump(BPF_JEQ_K, 0, 2, 0),
+        _jump(BPF_JEQ_K, pid, 1, 0),
+        _errno(refusal),
+        _allow(),
+    ]
+
+
+def _guarded(nr: int, body: list[tuple]) -> list[tuple]:
+    """``body`` runs when the syscall number is ``nr`` (the accumulator holds it on entry)."""
+    return [_jump(BPF_JEQ_K, nr, 0, len(body)), *body, _load_nr()]
+
+
+def seccomp_program(arch: str, pid: int) -> list[tuple]:
+    """The BPF program (a list of (code, jt, jf, k)) of a grading kernel with pid ``pid``."""
+    index = 0 if arch == "x86_64" else 1
+
+    def nr(name: str):
+        return NR[name][index]
+
+    prog = [
+        _stmt(BPF_LD_W_ABS, 4),
+        _jump(BPF_JEQ_K, AUDIT_ARCH[arch], 1, 0),
+        _stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+        _load_nr(),
+    ]
+    if arch == "x86_64":  # the x32 ABI would reach the same calls under other numbers
+        prog += [_jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1), _errno(errno.ENOSYS)]
+    for name in REFUSED:
+        if nr(name) is not None:
+            prog += [_jump(BPF_JEQ_K, nr(name), 0, 1), _errno(errno.EPERM)]
+    prog += [_jump(BPF_JEQ_K, nr("clone3"), 0, 1), _errno(errno.ENOSYS)]
+    prog += _guarded(
+        nr("clone"),
+        [_load_arg(0), _jump(BPF_JSET_K, CLONE_THREAD, 0, 1), _allow(), _errno(errno.EPERM)],
+    )
+    for name in OWN_PID_FIRST:
+        prog += _guarded(nr(name), _pid_is_self_or_zero(pid))
+    for name in OWN_PID_OR_NOTHING:
+        prog += _guarded(nr(name), _pid_is_self_or_zero(pid, refusal=0))
+    prog += _guarded(
+        nr("setpriority"),
+        [_load_arg(0), _jump(BPF_JEQ_K, PRIO_PROCESS, 1, 0), _errno(errno.EPERM)]
+        + _pid_is_self_or_zero(pid, arg=1),
+    )
+    prog += _guarded(nr("socket"), _socket_rules())
+    prog += [_allow()]
+    return prog
+
+
+def _socket_rules() -> list[tuple]:
+    """socket(): TCP over IPv4/IPv6 (ZMQ; Landlock picks the ports) and route netlink (the
+    list of local addresses jupyter_client reads). No UDP, no raw sockets, no other netlink,
+    no unix sockets (Landlock ABI 7 cannot fence a socket file's connect); socketpair, which
+    is not socket(), still works."""
+    return [
+        _load_arg(0),
+        _jump(BPF_JEQ_K, AF_NETLINK, 0, 2),
+        _load_arg(2),
+        _jump(BPF_JEQ_K, NETLINK_ROUTE, 6, 5),
+        _jump(BPF_JEQ_K, AF_INET, 1, 0),
+        _jump(BPF_JEQ_K, AF_INET6, 0, 3),
+        _load_arg(1),
+        _stmt(BPF_ALU_AND_K, SOCK_TYPE_MASK),
+        _jump(BPF_JEQ_K, SOCK_STREAM, 1, 0),
+        _errno(errno.EACCES),
+        _allow(),
+    ]
+
+
+def apply_seccomp(arch: str, pid: int) -> None:
+    """Install the filter on every thread of this process."""
+    prog = seccomp_program(arch, pid)
+    if len(prog) > 4096:
+        raise ValueError("seccomp program too long")
+    filters = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    buffer = ctypes.create_string_buffer(filters, len(filters))
+    fprog = struct.pack("=HxxxxxxQ", len(prog), ctypes.addressof(buffer))
+    _no_new_privileges()
+    _syscall("seccomp", SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.c_char_p(fprog))
+
+
+# ---- the whole ---------------------------------------------------------------------------
+
+_in_force: list[str] = []
+
+
+def confine(workdir: str, policy: dict, ports: tuple[int, ...], memory_limit: int) -> str:
+    """Apply every layer this system has to this process; returns ``describe()``.
+
+    Must run with a single thread (Landlock restricts the calling thread and what it starts).
+    A layer the system lacks is skipped and named in the description; a layer that exists but
+    fails to apply raises, so the kernel never starts less confined than reported.
+    """
+    if threading.active_count() != 1 or _thread_count() not in (None, 1):
+        raise RuntimeError("grader.confine must run before any thread starts")
+    _in_force.clear()
+    _in_force.extend(apply_rlimits(memory_limit))
+    abi = landlock_abi()
+    if abi:
+        apply_landlock(kernel_rules(workdir, policy, ports), abi)
+        _in_force.insert(0, f"Landlock ABI {abi}")
+    arch = platform.machine()
+    if sys.platform == "linux" and arch in AUDIT_ARCH:
+        apply_seccomp(arch, os.getpid())
+        _in_force.insert(1 if abi else 0, "seccomp")
+    return describe()
+
+
+def _thread_count() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def missing_layers() -> list[str]:
+    """The layers this system cannot apply, each with why ("no Landlock (...)")."""
+    missing = []
+    if sys.platform != "linux":
+        return [f"no Landlock and no seccomp ({sys.platform} is not Linux)"]
+    if not landlock_abi():
+        missing.append(f"no Landlock (Linux {platform.release()} has none or it is disabled)")
+    if platform.machine() not in AUDIT_ARCH:
+        missing.append(f"no seccomp ({platform.machine()} is not supported)")
+    return missing
+
+
+def describe() -> str:
+    """One line: what confinement grading kernels get on this system, e.g. ``Landlock ABI 7,
+    seccomp, rlimits`` or ``WEAKER: no Landlock (...); rlimits`` (for the grade summary)."""
+    missing = missing_layers()
+    layers = []
+    if not any(m.startswith("no Landlock") for m in missing):
+        layers.append(f"Landlock ABI {landlock_abi()}")
+    if not any("seccomp" in m for m in missing):
+        layers.append("seccomp")
+    layers.append("rlimits")
+    text = ", ".join(layers)
+    return f"WEAKER: {'; '.join(missing)}; in force: {text}" if missing else text
