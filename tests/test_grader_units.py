@@ -375,11 +375,13 @@ def test_the_sandbox_refuses_anything_but_an_ipython_kernel():
     assert done.returncode != 0 and "IPython kernels only" in done.stderr
 
 
-def test_confine_limits_memory_and_drops_the_graders_variables():
+def test_the_launcher_limits_memory_and_drops_the_graders_variables():
     probe = (
         "import os, resource\n"
-        "from grader.launcher import confine\n"
-        "confine(2**30)\n"
+        "from grader.confine import apply_rlimits\n"
+        "from grader.launcher import drop_grader_variables\n"
+        "drop_grader_variables()\n"
+        "apply_rlimits(2**30)\n"
         "print(resource.getrlimit(resource.RLIMIT_DATA)[0], "
         "[v for v in ('NBGRADER_EXECUTION', 'MPLBACKEND') if v in os.environ])"
     )

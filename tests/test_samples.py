@@ -104,16 +104,20 @@ def test_each_mistake_is_named_in_its_failure_message(outcome):
     assert missing == {}, "failure messages that do not name the mistake"
 
 
-def test_grades_csv_totals_the_points_and_counts_a_missing_submission_as_zero(outcome):
+def test_grades_csv_totals_the_points_and_leaves_a_missing_submission_blank(outcome):
     course, result = outcome
-    expected = {
-        (s, a): 0.0 for s in generate.class_plan()["students"] for a in course.assignments()
+    expected: dict[tuple[str, str], float | None] = {
+        (s, a): None for s in generate.class_plan()["students"] for a in course.assignments()
     }
     for (student, assignment, _), score in expected_rows().items():
-        expected[student, assignment] += score or 0.0
+        expected[student, assignment] = (expected[student, assignment] or 0.0) + (score or 0.0)
     with result.grades_csv.open() as f:
-        got = {(r["student"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
+        got = {
+            (r["student"], r["assignment"]): float(r["score"]) if r["score"] else None
+            for r in csv.DictReader(f)
+        }
     assert got == expected
+    assert None in got.values(), "the sample class should have a missing submission"
 
 
 def test_feedback_shows_hints_but_never_hidden_test_source(outcome):
