@@ -198,3 +198,16 @@ def test_control_characters_in_names_are_escaped_in_problem_lines(tmp_path):
     assert problems == [
         "ignored ann/toy/\\x1b[2J\\x1b]0;owned\\x07\\x9b31m.py: only notebooks are graded"
     ]
+
+
+def test_the_cli_prints_a_hostile_file_name_with_its_escapes_visible(tmp_path, capsys):
+    from fixtures.toy import COURSE
+
+    from grader.cli import main
+
+    _write(tmp_path / "in" / "ann" / "toy" / "\x1b]0;owned\x07.py", "")
+    args = ["grade", str(tmp_path / "in"), "--root", str(COURSE)]
+    assert main([*args, "--course-dir", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "not graded: ignored ann/toy/\\x1b]0;owned\\x07.py: only notebooks are graded" in out
