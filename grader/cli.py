@@ -1,7 +1,8 @@
 """`python -m grader ...`: a thin layer over the stage functions.
 
 Exit status: 0 done; 1 the check found problems (a stale release, a course that does not
-validate); 2 the command could not run (bad input, unknown assignment, unsupported option).
+validate, a demo whose samples scored otherwise than samples/expected.yaml); 2 the command
+could not run (bad input, unknown assignment, unsupported option).
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ import sys
 from pathlib import Path
 
 from grader.course import NOTEBOOK_TIMEOUT_FACTOR, REPO_ROOT, Course
+from grader.text import printable, printable_line
 
 OK, PROBLEMS, CANNOT_RUN = 0, 1, 2
+
+
+def say(text: object = "", file=None) -> None:
+    """Print ``text`` with its control characters escaped: everything the CLI prints may quote
+    a student (ids, file names, reasons, hints), and a terminal obeys escape sequences."""
+    print(printable(text), file=file or sys.stdout)
 
 
 def _course(args) -> Course:
@@ -29,14 +37,14 @@ def cmd_build(args) -> int:
     if args.check:
         stale = stale_files(course)
         for line in stale:
-            print(f"stale release: {line}")
+            say(f"stale release: {line}")
         if stale:
-            print("notebooks/ is out of date with solutions/: run `python -m grader build`")
+            say("notebooks/ is out of date with solutions/: run `python -m grader build`")
             return PROBLEMS
-        print("notebooks/ is up to date")
+        say("notebooks/ is up to date")
         return OK
     built = build(course)
-    print(f"built {len(built)} assignment(s) into {course.release_dir}: {', '.join(built)}")
+    say(f"built {len(built)} assignment(s) into {course.release_dir}: {', '.join(built)}")
     return OK
 
 
@@ -45,11 +53,11 @@ def cmd_validate(args) -> int:
 
     problems = validate(_course(args), args.workers, args.timeout, args.memory_limit)
     for line in problems:
-        print(f"PROBLEM {line}")
+        say(f"PROBLEM {line}")
     if problems:
-        print(f"{len(problems)} problem(s): the course does not validate")
+        say(f"{len(problems)} problem(s): the course does not validate")
         return PROBLEMS
-    print("the course validates: solutions pass, releases fail every test and leak nothing")
+    say("the course validates: solutions pass, releases fail every test and leak nothing")
     return OK
 
 
@@ -60,10 +68,10 @@ def cmd_grade(args) -> int:
     options = GradeOptions(args.workers, args.timeout, args.memory_limit, args.scheduler)
     run = grade(course, Path(args.submissions), args.assignment, options)
     for line in run.problems:
-        print(f"not graded: {line}")
+        say(f"not graded: {printable_line(line)}")
     if run.results:
-        print(summary_table(run.results))
-    print(
+        say(summary_table(run.results))
+    say(
         f"graded {len(run.results)} notebook(s) into {course.course_dir} "
         f"({sum(1 for r in run.results if r.error)} could not be graded)"
     )
@@ -76,11 +84,11 @@ def cmd_export(args) -> int:
     done = export_as(
         _course(args), args.format, args.out, args.per_test, args.roster, args.moodle_id
     )
-    print(f"wrote {done.grades} and {done.tests}")
+    say(f"wrote {done.grades} and {done.tests}")
     for line in done.left_out:
-        print(f"left out of {done.grades.name}: {line}")
+        say(f"left out of {done.grades.name}: {line}")
     if done.left_out:
-        print(f"{len(done.left_out)} student(s) left out: add them to the roster (--roster)")
+        say(f"{len(done.left_out)} student(s) left out: add them to the roster (--roster)")
         return PROBLEMS
     return OK
 
@@ -89,7 +97,7 @@ def cmd_bundle(args) -> int:
     from grader.bundle import bundle
 
     written = bundle(_course(args), Path(args.out), args.zip)
-    print(f"wrote the student bundle to {written}")
+    say(f"wrote the student bundle to {written}")
     return OK
 
 
@@ -98,14 +106,14 @@ def cmd_feedback(args) -> int:
 
     course = _course(args)
     files = write_feedback(course, args.out)
-    print(f"wrote {len(files)} feedback file(s) under {args.out or course.course_dir / 'feedback'}")
+    say(f"wrote {len(files)} feedback file(s) under {args.out or course.course_dir / 'feedback'}")
     return OK
 
 
 def cmd_check(args) -> int:
     from grader.check import check, report
 
-    print(report(check(_course(args), Path(args.notebook), args.timeout, args.memory_limit)))
+    say(report(check(_course(args), Path(args.notebook), args.timeout, args.memory_limit)))
     return OK
 
 
@@ -115,9 +123,11 @@ def cmd_demo(args) -> int:
 
     course = _course(args)
     samples = Path(args.samples) if args.samples else course.root / "samples" / "class"
+    expected = samples.parent / "expected.yaml"
     options = GradeOptions(args.workers, args.timeout, args.memory_limit)
-    print(describe(course, demo(course, samples, options)))
-    return OK
+    outcome = demo(course, samples, options, expected=expected if expected.exists() else None)
+    say(describe(course, outcome))
+    return PROBLEMS if outcome.differences else OK
 
 
 def _add_limits(p: argparse.ArgumentParser, timeout: int = 60) -> None:
@@ -295,5 +305,5 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", file=sys.stderr)
         return CANNOT_RUN

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from grader.build import make_template, stale_files
 from grader.course import Course
+from grader.expected import differences, load_plan
 from grader.export import export
 from grader.feedback import write_feedback
 from grader.grade import GradeOptions, GradeRun, format_table, grade, summary_table
@@ -30,6 +31,7 @@ class DemoOutcome:
     tests_csv: Path
     feedback: list[Path]
     stale: list[str]
+    differences: list[str] | None = None  # None: no expected.yaml to compare with
 
 
 def demo(
@@ -37,7 +39,11 @@ def demo(
     samples: Path,
     options: GradeOptions | None = None,
     progress: bool = True,
+    expected: Path | None = None,
 ) -> DemoOutcome:
+    """Build, grade ``samples``, export and write feedback; with ``expected`` (an
+    expected.yaml), ``differences`` lists every test that scored otherwise (see
+    ``grader.expected``)."""
     samples = Path(samples)
     options = options or GradeOptions(workers=2)
     if not any(samples.glob("*/*/*.ipynb")):
@@ -49,7 +55,10 @@ def demo(
     stale = stale_files(course)
     run = grade(course, samples, options=options, progress=progress)
     grades_csv, tests_csv = export(course)
-    return DemoOutcome(run, release, grades_csv, tests_csv, write_feedback(course), stale)
+    found = None
+    if expected is not None:
+        found = differences(run.results, load_plan(expected), course.solutions_dir)
+    return DemoOutcome(run, release, grades_csv, tests_csv, write_feedback(course), stale, found)
 
 
 def grade_matrix(course: Course) -> str:
@@ -76,4 +85,15 @@ def describe(course: Course, outcome: DemoOutcome) -> str:
         f"feedback ({len(outcome.feedback)} files) {course.course_dir / 'feedback'}",
         f"gradebook          {course.db_path} (formgrader: cd {course.course_dir} && jupyter lab)",
     ]
-    return "\n".join(parts)
+    return "\n".join(parts + _verdict(outcome.differences))
+
+
+def _verdict(found: list[str] | None) -> list[str]:
+    """The lines that say whether the samples scored as expected.yaml says."""
+    if found is None:
+        return ["no expected.yaml next to the samples: scores not compared"]
+    if not found:
+        return ["every sample scored as expected.yaml expects"]
+    return [f"DIFFERENCE {line}" for line in found] + [
+        f"{len(found)} difference(s) from expected.yaml: the grader or the samples are wrong"
+    ]

@@ -1,22 +1,27 @@
-"""HTML feedback for every autograded notebook, without the hidden tests' source.
+"""HTML feedback for every autograded notebook: the student's source and, under each test cell,
+the grader's own verdict — never an output that submitted code produced while graded.
 
-nbgrader's generate_feedback shows the test cells as graded, hidden tests included (its issues
-#917 and #1363). Before its GetGrades step, ``RedactHiddenTests``:
+Output of a graded notebook is the student's to shape (a hidden test once left base64-encoded
+in a display), so the feedback page shows none of it. ``stored_notebook`` (the autograded copy
+the course keeps, for formgrader and for feedback) carries each test cell's verdict — score,
+points and hint from the grading result (``CellGrade``) — in cell metadata the grader writes
+after the student's own metadata is dropped, and its student content cleaned by
+``grader.safehtml``. Before nbgrader's GetGrades step, ``FeedbackView``:
 
-* replaces each hidden-test region of a test cell with ``# hidden tests ran here``;
-* reduces a test cell's error output to the exception's type and message (a traceback quotes
-  the failing hidden line; the message is the check's hint, so it stays);
-* removes any output line, in any cell, that quotes a hidden-test line (student code can read
-  the running cell's source and print it).
-
-Scores, visible tests and their messages stay.
+* removes every output of every cell and puts one trusted output under each test cell: its
+  verdict, points and hint (hint lines quoting a hidden-test line removed);
+* replaces each hidden-test region of a test cell with ``# hidden tests ran here`` (nbgrader
+  shows hidden tests in feedback, its issues #917 and #1363);
+* cleans markdown and raw cells again (``grader.safehtml``), whatever wrote the notebook.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbformat.v4 import new_output
 from nbgrader import utils
 from nbgrader.converters import GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
@@ -24,10 +29,14 @@ from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 
 from grader.course import Course, capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.markup import HIDDEN_TESTS, redact_hidden_tests, region_lines
-from grader.score import strip_ansi
+from grader.safehtml import safe_notebook
+from grader.score import points_text, strip_ansi
+from grader.text import printable
+from grader.worker import CellGrade, SubmissionResult
 
 QUOTE_MIN_CHARS = 12  # shorter hidden lines ("x = 1") are too generic to hunt for in outputs
 REDACTED = "[a line of a hidden test was removed]"
+VERDICT = "normlab_verdict"  # cell metadata key the grader writes; a student's is dropped
 
 
 class FeedbackError(RuntimeError):
@@ -47,30 +56,54 @@ def hidden_lines(nb) -> set[str]:
     return {line for line in lines if len(line) >= QUOTE_MIN_CHARS}
 
 
-def redact_notebook(nb):
-    """``nb`` with hidden tests, test tracebacks and quoted hidden lines removed (in place)."""
-    quoted = hidden_lines(nb)
+def with_verdicts(nb, tests: list[CellGrade]):
+    """``nb`` (in place) with each test cell's verdict from ``tests`` in its metadata, and no
+    verdict anywhere else (a student may have written one)."""
+    verdicts = {t.grade_id: t for t in tests}
     for cell in nb.cells:
-        if _is_test(cell):
-            cell.source = redact_hidden_tests(cell.source)
-        for output in cell.get("outputs", []):
-            if output.output_type == "error" and _is_test(cell):
-                output.traceback = [strip_ansi(f"{output.ename}: {output.evalue}")]
-            _redact_output(output, quoted)
+        cell.metadata.pop(VERDICT, None)
+        test = verdicts.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+        if test is not None and _is_test(cell):
+            cell.metadata[VERDICT] = {
+                "score": test.score,
+                "max_score": test.max_score,
+                "message": test.message,
+            }
     return nb
 
 
-def _redact_output(output, quoted: set[str]) -> None:
-    if not quoted:
-        return
-    if "text" in output:
-        output.text = _redact_text(output.text, quoted)
-    if output.output_type == "error":
-        output.evalue = _redact_text(output.evalue, quoted)
-        output.traceback = [_redact_text(line, quoted) for line in output.traceback]
-    for mime, value in output.get("data", {}).items():
-        if mime.startswith("text/") and isinstance(value, str):
-            output.data[mime] = _redact_text(value, quoted)
+def stored_notebook(result: SubmissionResult) -> str:
+    """The autograded notebook the course keeps for ``result``: its student content cleaned
+    for a browser (``safehtml.safe_notebook``), its verdicts from ``result.tests``."""
+    nb = nbformat.reads(result.notebook_json, as_version=4)
+    return nbformat.writes(with_verdicts(safe_notebook(nb), result.tests))
+
+
+def feedback_notebook(nb):
+    """``nb`` (in place) as the feedback page shows it (see module doc)."""
+    quoted = hidden_lines(nb)
+    verdicts = [cell.metadata.get(VERDICT) for cell in nb.cells]
+    safe_notebook(nb)
+    for cell, verdict in zip(nb.cells, verdicts, strict=True):
+        if cell.cell_type != "code":
+            continue
+        if _is_test(cell):
+            cell.source = redact_hidden_tests(cell.source)
+        cell.outputs = [verdict_output(verdict, quoted)] if verdict and _is_test(cell) else []
+        cell.execution_count = None
+    return nb
+
+
+def verdict_output(verdict: dict, quoted: set[str]):
+    """The one output a test cell shows in feedback: ``passed``/``failed``, points, and the
+    hint (control characters escaped, hidden-test lines removed)."""
+    score, top = verdict.get("score"), verdict.get("max_score") or 0.0
+    passed = score is not None and score >= top
+    verdict_word = "passed" if passed else "failed"
+    head = f"{verdict_word}: {points_text(score or 0.0)} / {points_text(top)} points"
+    hint = _redact_text(printable(strip_ansi(verdict.get("message") or "")), quoted)
+    text = f"{head}\n{hint}\n" if hint.strip() and not passed else f"{head}\n"
+    return new_output("stream", name="stdout" if passed else "stderr", text=text)
 
 
 def _redact_text(text: str, quoted: set[str]) -> str:
@@ -79,11 +112,11 @@ def _redact_text(text: str, quoted: set[str]) -> str:
     )
 
 
-class RedactHiddenTests(NbGraderPreprocessor):
-    """Feedback step applying ``redact_notebook``."""
+class FeedbackView(NbGraderPreprocessor):
+    """Feedback step applying ``feedback_notebook``."""
 
     def preprocess(self, nb, resources):
-        return redact_notebook(nb), resources
+        return feedback_notebook(nb), resources
 
 
 def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
@@ -102,7 +135,7 @@ def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
     config.CourseDirectory.student_id = "*"
     config.GenerateFeedback.force = True
     config.GenerateFeedback.preprocessors = [
-        RedactHiddenTests,
+        FeedbackView,
         GetGrades,
         CSSHTMLHeaderPreprocessor,
     ]

@@ -20,6 +20,7 @@ from nbgrader.api import Gradebook, MissingEntry
 
 from grader.build import generate
 from grader.course import COURSE_ID, Course, create_gradebook, quiet_nbgrader
+from grader.feedback import stored_notebook
 from grader.worker import SubmissionResult
 
 
@@ -61,7 +62,7 @@ def record(
         if notebook is not None:
             _record_grades(gb, notebook, result)
         gb.db.commit()
-    _store_files(course, result, submitted)
+    _store_files(course, result, submitted, known=notebook is not None)
 
 
 def _record_grades(gb: Gradebook, notebook, result: SubmissionResult) -> None:
@@ -76,14 +77,20 @@ def _record_grades(gb: Gradebook, notebook, result: SubmissionResult) -> None:
         comment.auto_comment = result.comments.get(comment.name)
 
 
-def _store_files(course: Course, result: SubmissionResult, submitted: Path | None) -> None:
+def _store_files(
+    course: Course, result: SubmissionResult, submitted: Path | None, known: bool = True
+) -> None:
+    """The autograded notebook formgrader and feedback read — cleaned for a browser, with the
+    grader's verdicts (``feedback.stored_notebook``) — only under a notebook name the
+    gradebook knows (a student's file name never names a page); and the submitted file."""
     autograded = course.state_path("autograded", result.student, result.assignment)
     target = autograded / f"{result.notebook}.ipynb"
-    if result.notebook_json is None:
-        target.unlink(missing_ok=True)  # never leave an older run's notebook behind
+    if result.notebook_json is None or not known:
+        if known:
+            target.unlink(missing_ok=True)  # never leave an older run's notebook behind
     else:
         autograded.mkdir(parents=True, exist_ok=True)
-        target.write_text(result.notebook_json, encoding="utf-8")
+        target.write_text(stored_notebook(result), encoding="utf-8")
     if submitted is not None:
         folder = course.state_path("submitted", result.student, result.assignment)
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -57,6 +58,7 @@ from grader.policy import policy_for
 from grader.sandbox import SandboxedExecute
 from grader.sanitize import RestoreCells
 from grader.score import StrictSaveAutoGrades, failure_message
+from grader.text import printable
 
 GIB = 2**30
 KNOWN_ERRORS = {
@@ -223,8 +225,12 @@ def _noted(result: SubmissionResult, template_db: Path) -> str | None:
         if not release.exists():
             return None
         nb = nbformat.read(release, as_version=4)
+    # the reason quotes student file names: a fenced block shows it as text (no HTML, no
+    # markdown links, no MathJax), with a fence longer than any backtick run in it
+    reason = printable(result.error)
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", reason)), default=0))
     note = nbformat.v4.new_markdown_cell(
-        f"**Not graded: this notebook scores 0.** Reason: {result.error}"
+        f"**Not graded: this notebook scores 0.** Reason:\n\n{fence}text\n{reason}\n{fence}"
     )
     note.pop("id", None)
     if nb.get("nbformat_minor", 0) >= 5:
