@@ -151,18 +151,41 @@ def _escaped_code(line: str) -> str:
     )
 
 
-def test_feedback_removes_hidden_lines_that_student_code_prints(graded, run, tmp_path):
+def test_hidden_test_source_never_reaches_the_kernel_nor_the_feedback(graded, run, tmp_path):
     course, _ = graded
-    spy = "def double(x):\n    print(get_ipython().user_ns['In'][-1])\n    return 2 * np.asarray(x)"
+    # The spy answers wrongly as soon as any cell the kernel ran holds the hidden line: with the
+    # checker, a test cell's source stays in the grader, so the spy keeps its full points.
+    spy = (
+        "def double(x):\n"
+        "    seen = 'HIDDEN-' + 'MARKER' in str(get_ipython().user_ns['In'])\n"
+        "    print('SPY-' + 'OUTPUT', seen)\n"
+        "    return 2 * np.asarray(x) + seen"
+    )
     folder = tmp_path / "spy"
     submission(folder / "spy" / "toy" / "toy.ipynb", double=spy)
     state = tmp_path / "state"
     assert run("grade", folder, "--root", course.root, "--course-dir", state)[0] == 0
     assert run("feedback", "--root", course.root, "--course-dir", state)[0] == 0
     autograded = (state / "autograded" / "spy" / "toy" / "toy.ipynb").read_text()
-    assert autograded.count("HIDDEN-MARKER") >= 2  # in the test's source and in the output
+    assert autograded.count("HIDDEN-MARKER") == 1  # the restored test source, no output
+    assert (
+        run(
+            "export",
+            "--per-test",
+            tmp_path / "t.csv",
+            "--out",
+            tmp_path / "g.csv",
+            "--root",
+            course.root,
+            "--course-dir",
+            state,
+        )[0]
+        == 0
+    )
+    rows = {r[3]: r[4] for r in read_csv(tmp_path / "t.csv")[1:]}
+    assert rows["test_double"] == _n(P["test_double"])  # the spy never saw the hidden line
     html = (state / "feedback" / "spy" / "toy" / "toy.html").read_text()
-    assert "HIDDEN-MARKER" not in html and "a line of a hidden test was removed" in html
+    assert "HIDDEN-MARKER" not in html and "SPY-OUTPUT" not in html
 
 
 def test_regrading_is_idempotent_and_keeps_manual_grades(graded, run, tmp_path):
