@@ -14,6 +14,7 @@ from utils.cases import make_case
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.reference import (
     batch_statistics_reference,
+    batchnorm_eval_reference,
     batchnorm_forward_reference,
     batchnorm_gradients_reference,
     batchnorm_statistics_reference,
@@ -197,3 +198,22 @@ def test_shard_parameter_gradients_add_up_to_the_whole_batch_gradients():
     assert len(parts) == 2
     np.testing.assert_allclose(parts[0][0] + parts[1][0], dgamma, rtol=1e-12)
     np.testing.assert_allclose(parts[0][1] + parts[1][1], dbeta, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 2)])
+def test_eval_reference_is_the_module_in_eval_mode_with_its_running_statistics(shape):
+    rng = np.random.default_rng(6)
+    x, c = rng.normal(size=shape), shape[1]
+    mean, var = rng.normal(size=c), rng.uniform(0.5, 2, c)
+    gamma, beta = rng.uniform(0.5, 2, c), rng.normal(size=c)
+    module = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(
+        c, eps=1e-3, dtype=torch.float64
+    )
+    with torch.no_grad():
+        for name, value in (("running_mean", mean), ("running_var", var)):
+            getattr(module, name).copy_(torch.tensor(value))
+        module.weight.copy_(torch.tensor(gamma))
+        module.bias.copy_(torch.tensor(beta))
+        expected = module.eval()(torch.tensor(x)).numpy()
+    got = batchnorm_eval_reference(x, mean, var, gamma, beta, 1e-3)
+    assert got.shape == shape and relative_error(got, expected) < 1e-13

@@ -153,6 +153,23 @@ def batchnorm_gradients_reference(
     return normalize_gradients_reference("batch", x, gamma, beta, dout, eps)
 
 
+def batchnorm_eval_reference(x, running_mean, running_var, gamma, beta, eps: float = 1e-5):
+    """``F.batch_norm(training=False)`` of x (N, C, ...): normalized with the given running
+    statistics (C,) instead of the batch's, as a BatchNorm layer in eval mode does; shaped like
+    x. The running statistics are read, never updated."""
+    with torch.no_grad():
+        out = F.batch_norm(
+            _tensor(x),
+            _tensor(running_mean),
+            _tensor(running_var),
+            _tensor(gamma),
+            _tensor(beta),
+            training=False,
+            eps=eps,
+        )
+    return _numpy(out)
+
+
 def shard_parameter_gradients_reference(
     x, gamma, beta, dout, sizes, eps: float = 1e-5
 ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1310,24 +1310,18 @@ def _layer(weight: torch.Tensor, bias, x: torch.Tensor) -> torch.Tensor:
 
 
 def fold_reference(case: FoldCase) -> np.ndarray:
-    """The layer, then F.batch_norm in eval mode (running statistics): the output to match."""
+    """The layer, then BatchNorm in eval mode (running statistics, ``utils.reference``): the
+    output to match."""
     t = {
         k: None if v is None else torch.tensor(v)
         for k, v in vars(case).items()
         if isinstance(v, np.ndarray) or v is None
     }
     with torch.no_grad():
-        z = _layer(t["weight"], t["bias"], t["x"])
-        y = F.batch_norm(
-            z,
-            t["running_mean"],
-            t["running_var"],
-            t["gamma"],
-            t["beta"],
-            training=False,
-            eps=case.eps,
-        )
-    return y.numpy()
+        z = _layer(t["weight"], t["bias"], t["x"]).numpy()
+    return reference.batchnorm_eval_reference(
+        z, case.running_mean, case.running_var, case.gamma, case.beta, case.eps
+    )
 
 
 def _wrong_fold(case: FoldCase, mistake: str):
