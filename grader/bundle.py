@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
+import tomllib
 from pathlib import Path
 from string import Template
 
 from grader.course import Course
 from grader.markup import has_markers
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 TEMPLATES = Path(__file__).resolve().parent / "bundle_files"
 COPIED = ("notebooks", "utils")
@@ -35,9 +30,7 @@ SKIPPED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", ".ipynb_checkpoints", ".*", "*.egg-info", ".course"
 )
 # What the grader and its tests need and a student does not (project dependency names).
-GRADER_ONLY = frozenset(
-    {"nbgrader", "pytest", "hypothesis", "ruff", "psutil", "pyyaml", "distributed", "tomli"}
-)
+GRADER_ONLY = frozenset({"nbgrader", "pyyaml", "distributed"})
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 

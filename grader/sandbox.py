@@ -195,7 +195,7 @@ class SandboxedExecute(Execute):
             await ensure_async(self.km.interrupt_kernel())
         try:
             await asyncio.wait_for(self.async_wait_for_reply(msg_id), SERVE_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CellTimeoutError(
                 f"{grade_id}: the code under test kept running after the cell's time limit"
             ) from None

@@ -21,9 +21,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+LESSON_TEST_PREFIX = "test_lesson_"
+
+
 def solution_path(assignment: str) -> Path:
     """solutions/<assignment>/<assignment>.ipynb"""
     return ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+
+
+def lessons() -> list[str]:
+    """Every assignment id, from solutions/<id>/<id>.ipynb, in order."""
+    return sorted(
+        p.parent.name for p in ROOT.glob("solutions/*/*.ipynb") if p.stem == p.parent.name
+    )
+
+
+def lesson_of(test_file: str) -> str:
+    """The assignment id a ``tests/test_lesson_<id>.py`` file is about."""
+    name = Path(test_file).stem
+    if not name.startswith(LESSON_TEST_PREFIX):
+        raise ValueError(f"{test_file} is not a lesson test file (test_lesson_<id>.py)")
+    return name[len(LESSON_TEST_PREFIX) :]
 
 
 def _grade_id(cell) -> str | None:

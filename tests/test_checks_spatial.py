@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from utils import reference
 from utils.checks import spatial
 from utils.checks.spatial import (
     check_channel_rows,
@@ -50,13 +51,13 @@ def test_forward_reference_normalizes_each_channel_over_batch_and_positions(shap
         mean = sum(values.ravel()) / values.size
         var = sum((v - mean) ** 2 for v in values.ravel()) / values.size
         expected[:, c] = gamma[c] * (values - mean) / (var + 1e-5) ** 0.5 + beta[c]
-    assert relative_error(spatial.spatial_forward_reference(x, gamma, beta), expected) < 1e-12
+    assert relative_error(reference.batchnorm_forward_reference(x, gamma, beta), expected) < 1e-12
 
 
 def test_gradient_reference_matches_finite_differences():
     x, gamma, beta, dout = _inputs((2, 3, 2, 2), 0)
-    dx, dgamma, dbeta = spatial.spatial_gradients_reference(x, gamma, beta, dout)
-    forward = spatial.spatial_forward_reference
+    dx, dgamma, dbeta = reference.batchnorm_gradients_reference(x, gamma, beta, dout)
+    forward = reference.batchnorm_forward_reference
     numeric = (
         numerical_gradient(lambda x_: forward(x_, gamma, beta), x.copy(), dout),
         numerical_gradient(lambda g_: forward(x, g_, beta), gamma.copy(), dout),
@@ -69,12 +70,12 @@ def test_gradient_reference_matches_finite_differences():
 @given(shape=shapes, seed=st.integers(0, 2**16))
 def test_rows_hold_one_position_each_in_c_order_and_convert_back(shape, seed):
     x = _inputs(shape, seed)[0]
-    rows = spatial.channels_to_rows_reference(x)
+    rows = reference.channels_to_rows_reference(x)
     positions = list(np.ndindex(shape[0], shape[2], shape[3]))
     assert rows.shape == (len(positions), shape[1])
     for r, (n, h, w) in enumerate(positions):
         assert np.array_equal(rows[r], x[n, :, h, w])
-    assert np.array_equal(spatial.rows_to_channels_reference(rows, shape), x)
+    assert np.array_equal(reference.rows_to_channels_reference(rows, shape), x)
 
 
 # --- the cases ---------------------------------------------------------------------------------
@@ -103,7 +104,9 @@ def test_every_known_mistake_differs_from_pytorch_on_some_hidden_case():
         errors = []
         for case in cases:
             wrong = spatial.forward_mistakes(case).get(description)
-            expected = spatial.spatial_forward_reference(case.x, case.gamma, case.beta, case.eps)
+            expected = reference.batchnorm_forward_reference(
+                case.x, case.gamma, case.beta, case.eps
+            )
             if wrong is not None:
                 errors.append(relative_error(wrong, expected))
         assert max(errors) > 1e-6, description
@@ -111,7 +114,7 @@ def test_every_known_mistake_differs_from_pytorch_on_some_hidden_case():
         errors = []
         for case in cases:
             wrong = spatial.backward_mistakes(case)["dx"][description]
-            dx = spatial.spatial_gradients_reference(
+            dx = reference.batchnorm_gradients_reference(
                 case.x, case.gamma, case.beta, case.dout, case.eps
             )[0]
             errors.append(relative_error(wrong, dx))

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from utils import reference
 from utils.checks import variants
 from utils.checks.variants import (
     DX_MISTAKES,
@@ -59,9 +60,9 @@ def test_group_and_instance_references_normalize_each_set(n, groups, size, hw, s
         for k in range(c):
             expected_in[i, k] = _loop_normalize(x[i, k], 1e-5)
     affine = (gamma.reshape(1, -1, 1, 1), beta.reshape(1, -1, 1, 1))
-    got_gn = variants.groupnorm_reference(x, gamma, beta, groups)
+    got_gn = reference.groupnorm_reference(x, gamma, beta, groups)
     assert relative_error(got_gn, affine[0] * expected_gn + affine[1]) < 1e-12
-    got_in = variants.instancenorm_reference(x, gamma, beta)
+    got_in = reference.instancenorm_reference(x, gamma, beta)
     assert relative_error(got_in, affine[0] * expected_in + affine[1]) < 1e-12
 
 
@@ -74,9 +75,9 @@ def test_layer_and_rms_references_normalize_each_row(shape, seed):
     layer = np.stack([_loop_normalize(r, 1e-5) for r in rows]).reshape(shape)
     rms = np.stack([_loop_normalize(r, 1e-6, center=False) for r in rows]).reshape(shape)
     assert (
-        relative_error(variants.layernorm_reference(x, gamma, beta), gamma * layer + beta) < 1e-12
+        relative_error(reference.layernorm_reference(x, gamma, beta), gamma * layer + beta) < 1e-12
     )
-    assert relative_error(variants.rmsnorm_reference(x, gamma), gamma * rms) < 1e-12
+    assert relative_error(reference.rmsnorm_reference(x, gamma), gamma * rms) < 1e-12
 
 
 @pytest.mark.parametrize("variant", ALL, ids=lambda v: v.prefix)

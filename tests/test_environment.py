@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from pathlib import Path
 
 import yaml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +48,24 @@ def test_environment_installs_the_project_itself():
 def test_environment_python_is_one_the_project_supports():
     python = next(d for d in _environment()["dependencies"] if str(d).startswith("python"))
     version = tuple(int(p) for p in str(python).split("=")[-1].split(".")[:2])
-    assert (3, 10) <= version <= (3, 13)
-    assert _pyproject()["project"]["requires-python"] == ">=3.10,<3.14"
+    assert (3, 11) <= version <= (3, 13)
+    assert _pyproject()["project"]["requires-python"] == ">=3.11,<3.14"  # nbgrader 0.9.6 needs 3.11
+
+
+def test_test_and_lint_tools_are_dev_extras_not_runtime_dependencies():
+    runtime = {
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in _pyproject()["project"]["dependencies"]
+    }
+    dev = {
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0)
+        for r in _pyproject()["project"]["optional-dependencies"]["dev"]
+    }
+    assert {"pytest", "hypothesis", "ruff"} <= dev
+    assert not runtime & {"pytest", "hypothesis", "ruff", "psutil"}
+
+
+def test_the_makefile_installs_the_dev_extra():
+    assert 'pip install -q -e ".[dev]"' in (ROOT / "Makefile").read_text()
 
 
 def test_torch_is_pinned_to_the_cpu_wheel_version():

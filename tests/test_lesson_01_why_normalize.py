@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
+from tests.harness import planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
 MLP = ["test_mlp_activations"]
 STATS = ["test_layer_statistics"]
 INIT = ["test_init_weights"]
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("01_why_normalize")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

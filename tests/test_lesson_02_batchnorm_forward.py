@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
 STATS = ["test_batch_statistics"]
 FORWARD = ["test_batchnorm_forward"]
 CACHE = ["test_batchnorm_cache"]
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("02_batchnorm_forward")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

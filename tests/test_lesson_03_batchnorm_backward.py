@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
 STAGED = ["test_batchnorm_backward_staged"]
 CLOSED = ["test_batchnorm_backward"]
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("03_batchnorm_backward")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
+from tests.harness import planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,6 @@ OPTIONS = "test_bn_options"
 BATCH_OF_ONE = "test_bn_batch_of_one"
 ALL = [TRAINING, EVAL, CUMULATIVE, OPTIONS, BATCH_OF_ONE]
 POINTS = {TRAINING: 3, EVAL: 2, CUMULATIVE: 1, OPTIONS: 2, BATCH_OF_ONE: 1}
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("04_running_statistics")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases
+from tests.harness import planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
 BUILD = ["test_build_mlp"]
 STEP = ["test_train_step"]
 ACCURACY = ["test_accuracy"]
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("05_batchnorm_in_networks")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook, planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import planted_and_correct_tests, planted_cases, template_cases
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,6 @@ BACKWARD = ["test_spatial_batchnorm_backward"]
 FORWARD_DIRECT = ["test_spatial_batchnorm_forward_direct"]
 BACKWARD_DIRECT = ["test_spatial_batchnorm_backward_direct"]
 EXERCISES = ROWS + FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("06_spatial_batchnorm")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

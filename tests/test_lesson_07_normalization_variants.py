@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
-
 pytestmark = pytest.mark.slow
 
 LN_FORWARD = ["test_layernorm_forward"]
@@ -26,11 +24,6 @@ EXERCISES = (
     LN_FORWARD + LN_BACKWARD + GN_FORWARD + GN_BACKWARD
     + IN_FORWARD + IN_BACKWARD + RMS_FORWARD + RMS_BACKWARD
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("07_normalization_variants")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
-
 pytestmark = pytest.mark.slow
 
 POINTS = {
@@ -23,11 +21,6 @@ POINTS = {
     "test_answer_q1": 1,
     "test_answer_q2": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("08_why_batchnorm_works")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import SolvedNotebook
-
 pytestmark = pytest.mark.slow
 
 FORWARD = "test_function_forward"
@@ -21,11 +19,6 @@ MODES = "test_module_modes"
 STATE = "test_module_state"
 FOLD = "test_fold"
 POINTS = {FORWARD: 2, BACKWARD: 3, TRAINING: 3, MODES: 3, STATE: 2, FOLD: 3}
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("09_batchnorm_in_pytorch")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

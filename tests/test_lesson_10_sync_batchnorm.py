@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.harness import SolvedNotebook
-
 pytestmark = pytest.mark.slow
 
 MOMENTS = ["test_global_moments"]
@@ -23,11 +21,6 @@ EXERCISES = MOMENTS + FORWARD + BACKWARD
 
 SAME_CALLS = "same number of times"
 """The hint of a collective called a different number of times on different ranks."""
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return SolvedNotebook("10_sync_batchnorm")
 
 
 def test_the_solution_passes_every_grade_cell(nb):

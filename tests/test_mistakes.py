@@ -115,3 +115,39 @@ def test_backward_mistake_mapping_is_keyed_by_gradient_with_matching_shapes():
     for which, variants in mapping.items():
         assert variants
         assert all(np.shape(v) == shapes[which] for v in variants.values())
+
+
+# --- the one table of descriptions ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", list(mistakes.DESCRIPTIONS))
+def test_every_description_fills_with_the_batchnorm_words(key):
+    text = mistakes.describe(key)
+    assert "{" not in text and "}" not in text, text
+    assert text == text.strip() and not text.endswith(".")  # it completes "it looks like ..."
+
+
+def test_lessons_fill_the_same_entry_with_their_own_words():
+    assert mistakes.describe("eps outside sqrt") == (
+        "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps"
+    )
+    assert mistakes.describe("eps outside sqrt", v="mean square") == (
+        "eps is added outside the square root: use sqrt(mean square + eps), not "
+        "sqrt(mean square) + eps"
+    )
+    assert mistakes.describe("dx without gamma", dout="dy") == (
+        "dx forgets gamma: dx_hat = dy * gamma, not dy"
+    )
+
+
+def test_unknown_mistake_key_is_a_key_error():
+    with pytest.raises(KeyError):
+        mistakes.describe("eps inside out")
+
+
+@pytest.mark.parametrize("axes", [(0,), (1,), None, (0, 2)])
+def test_standardize_has_zero_mean_and_unit_mean_square_over_its_axes(axes):
+    x = np.random.default_rng(2).normal(size=(4, 3, 5)) * 3 + 2
+    out = mistakes.standardize(x, axes, 0.0)
+    np.testing.assert_allclose(out.mean(axis=axes), 0, atol=1e-12)
+    np.testing.assert_allclose((out**2).mean(axis=axes), 1, rtol=1e-12)

@@ -14,9 +14,14 @@ from utils.cases import make_case
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.reference import (
     batch_statistics_reference,
+    batchnorm_eval_reference,
     batchnorm_forward_reference,
     batchnorm_gradients_reference,
     batchnorm_statistics_reference,
+    moments_reference,
+    normalize_gradients_reference,
+    normalize_reference,
+    shard_parameter_gradients_reference,
 )
 
 shapes = st.tuples(st.integers(2, 9), st.integers(1, 6))
@@ -122,3 +127,93 @@ def test_references_do_not_modify_their_inputs():
 def test_forward_reference_refuses_a_batch_of_one():
     with pytest.raises(ValueError):
         batchnorm_forward_reference(np.ones((1, 3)), np.ones(3) * 2, np.ones(3))
+
+
+# --- the one oracle: every form, dtypes -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("form", ["batch", "layer", "instance", "group", "rms"])
+def test_every_form_keeps_a_floating_dtype(form, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 4, 2, 2)).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 2, 4).astype(dtype), rng.normal(size=4).astype(dtype)
+    if form in ("layer", "rms"):
+        gamma, beta = gamma[:2], beta[:2]
+    out = normalize_reference(form, x, gamma, beta, 1e-5, num_groups=2)
+    grads = normalize_gradients_reference(form, x, gamma, beta, np.ones_like(x), 1e-5, 2)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert len(grads) == (2 if form == "rms" else 3)
+    assert all(g.dtype == dtype for g in grads)
+
+
+def test_integer_input_is_computed_in_float64():
+    x = np.arange(12).reshape(4, 3)
+    out = batchnorm_forward_reference(x, np.full(3, 1.5), np.full(3, 0.5))
+    assert out.dtype == np.float64
+
+
+def test_group_norm_with_one_channel_per_group_is_instance_norm():
+    case = make_case((2, 4, 3, 2), 11, "t")
+    np.testing.assert_allclose(
+        normalize_reference("group", case.x, case.gamma, case.beta, case.eps, num_groups=4),
+        normalize_reference("instance", case.x, case.gamma, case.beta, case.eps),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
+def test_layer_norm_of_2d_x_is_batch_norm_of_its_transpose():
+    case = make_case((5, 4), 12, "t")
+    np.testing.assert_allclose(
+        normalize_reference("layer", case.x.T, np.full(5, 1.5), np.full(5, 0.5), case.eps),
+        batchnorm_forward_reference(case.x, np.full(4, 1.5), np.full(4, 0.5), case.eps).T,
+        rtol=1e-12,
+    )
+
+
+def test_unknown_form_is_refused():
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalize_reference("weight", np.ones((2, 2)), np.ones(2), np.ones(2))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 2, 2, 3)])
+def test_moments_are_per_feature_over_every_other_axis(shape):
+    x = np.random.default_rng(4).normal(size=shape)
+    axes = (0, *range(2, len(shape)))
+    count, mean, var = moments_reference(x)
+    assert count == x.size // shape[1]
+    np.testing.assert_allclose(mean, x.mean(axis=axes), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(var, x.var(axis=axes), rtol=1e-12)
+
+
+def test_shard_parameter_gradients_add_up_to_the_whole_batch_gradients():
+    case = make_case((7, 3), 13, "t")
+    parts = shard_parameter_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, (3, 4), case.eps
+    )
+    _, dgamma, dbeta = batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )
+    assert len(parts) == 2
+    np.testing.assert_allclose(parts[0][0] + parts[1][0], dgamma, rtol=1e-12)
+    np.testing.assert_allclose(parts[0][1] + parts[1][1], dbeta, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 2)])
+def test_eval_reference_is_the_module_in_eval_mode_with_its_running_statistics(shape):
+    rng = np.random.default_rng(6)
+    x, c = rng.normal(size=shape), shape[1]
+    mean, var = rng.normal(size=c), rng.uniform(0.5, 2, c)
+    gamma, beta = rng.uniform(0.5, 2, c), rng.normal(size=c)
+    module = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(
+        c, eps=1e-3, dtype=torch.float64
+    )
+    with torch.no_grad():
+        for name, value in (("running_mean", mean), ("running_var", var)):
+            getattr(module, name).copy_(torch.tensor(value))
+        module.weight.copy_(torch.tensor(gamma))
+        module.bias.copy_(torch.tensor(beta))
+        expected = module.eval()(torch.tensor(x)).numpy()
+    got = batchnorm_eval_reference(x, mean, var, gamma, beta, 1e-3)
+    assert got.shape == shape and relative_error(got, expected) < 1e-13

@@ -1,9 +1,14 @@
-"""Known-wrong variants of the BatchNorm computations, in numpy, for diagnosis.
+"""Known-wrong normalizers, in numpy, for diagnosis: the one catalogue of classic mistakes.
 
-Each function is one classic mistake and returns the one array the mistake corrupts. The
-mapping helpers evaluate every variant on a ``utils.cases.Case`` and key it by a description
-that completes the sentence "it looks like ...", the form ``utils.diagnose.assert_close``
-wants for ``mistakes=``. All arrays are (N, D) inputs and (D,) per-feature parameters.
+``DESCRIPTIONS`` is the one table of what a mistake is called: a key per mistake, a template
+that completes the sentence "it looks like ..." (``utils.diagnose.assert_close``'s
+``mistakes=``), with fields for the words a lesson uses (``N`` or ``N*H*W``, ``var`` or
+``mean square``, ``dout`` or ``dy``). Lesson check modules pick entries with ``describe``.
+
+``standardize`` is the one parameterized wrong normalizer: statistics over given axes with a
+switch per classic mistake. The lesson-02 functions below (BatchNorm of x (N, D), per-feature
+(D,) parameters) are its named instances, each returning the one array the mistake corrupts;
+the mapping helpers evaluate every variant on a ``utils.cases.Case``.
 """
 
 from __future__ import annotations
@@ -12,11 +17,119 @@ import numpy as np
 
 from utils.cases import Case
 
+DESCRIPTIONS: dict[str, str] = {
+    # --- forward: the statistics -------------------------------------------------------------
+    "unbiased variance": "the variance is the unbiased one (ddof=1, divided by {m} - 1); batch "
+    "norm normalizes with the biased variance (divided by {m})",
+    "unbiased variance, uses": "the variance is the unbiased one (ddof=1, divided by {m} - 1); "
+    "batch norm uses the biased one (divided by {m})",
+    "statistics per sample": "the statistics are taken per sample (axis=1) instead of per "
+    "feature over the batch (axis=0)",
+    "statistics over everything": "the statistics are taken over the whole array instead of "
+    "per feature (axis=0)",
+    "variance is the std": "this is the standard deviation; the variance is its square",
+    # --- forward: eps and the square root -----------------------------------------------------
+    "eps outside sqrt": "eps is added outside the square root: {use}sqrt({v} + eps), not "
+    "sqrt({v}) + eps",
+    "eps missing": "eps is missing: divide by sqrt({v} + eps)",
+    "eps fixed": "eps is fixed at {default} instead of using the eps argument",
+    "std under sqrt": "the standard deviation went under the square root: sqrt(var + eps), not "
+    "sqrt(std + eps)",
+    "no square root": "{what} is divided by ({v} + eps) instead of by its square root",
+    "inv_std is the std": "inv_std holds sqrt(var + eps); it should hold the inverse "
+    "1 / sqrt(var + eps)",
+    "inv_std without eps": "inv_std has no eps: 1 / sqrt(var + eps)",
+    "inv_std eps outside": "inv_std has eps outside the square root: 1 / sqrt(var + eps)",
+    "inv_std unbiased": "inv_std uses the unbiased variance (ddof=1)",
+    # --- forward: gamma and beta --------------------------------------------------------------
+    "gamma beta swapped": "gamma and beta are swapped: {out} = gamma * x_hat + beta",
+    "no affine": "gamma and beta are not applied: out = gamma * x_hat + beta{not_x_hat}",
+    "no gamma": "gamma is not applied: out = gamma * x_hat + beta",
+    "no beta": "beta is not added: out = gamma * x_hat + beta",
+    "affine along width": "gamma and beta of shape (C,) were broadcast along the last axis (W); "
+    "reshape them to (1, C, 1, 1)",
+    # --- backward: dx -------------------------------------------------------------------------
+    "dx without mean term": "dx is missing the mean term (the -sum(dx_hat) / {m} that flows "
+    "through the {mean})",
+    "dx without variance term": "dx is missing the variance term (the -x_hat * sum(dx_hat * "
+    "x_hat) / {m} that flows through the {variance})",
+    "dx with constant statistics": "{statistics} are treated as constants (dx = gamma * inv_std "
+    "* {dout}); they depend on x too",
+    "dx without gamma": "dx forgets gamma: dx_hat = {dout} * gamma, not {dout}",
+    "dx with unbiased variance": "the backward uses the unbiased variance ({m} - 1) in the "
+    "variance term; the forward divides by {m}",
+    "dx with wrong power": "the variance term has the wrong power: d inv_std / d var = -1/2 "
+    "(var + eps)^(-3/2)",
+    "dx without eps": "the backward drops eps (1 / sqrt({v}) instead of {instead})",
+    "dx sums over features": "the sums in dx run over the features (axis=1) instead of over the "
+    "batch (axis=0)",
+    # --- backward: dgamma and dbeta -----------------------------------------------------------
+    "dgamma is sum(dout)": "dgamma is sum(dout): the x_hat factor is missing{swapped}",
+    "dgamma uses x": "dgamma uses x instead of {x_hat}: dgamma = sum(dout * x_hat){over}",
+    "dbeta is sum(dout * x_hat)": "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped",
+    "dbeta averages over the batch": "dbeta averages dout over the batch; it is the sum",
+    "dbeta averages": "dbeta averages dout; it is the sum over {axes}",
+}
+"""key -> description template (fields in braces, filled by ``describe``)."""
+
+BATCH = {
+    "m": "N",
+    "v": "var",
+    "use": "use ",
+    "default": "1e-5",
+    "what": "(x - mean)",
+    "out": "out",
+    "not_x_hat": ", not x_hat",
+    "mean": "batch mean",
+    "variance": "batch variance",
+    "statistics": "the batch mean and variance",
+    "dout": "dout",
+    "instead": "1 / sqrt(var + eps)",
+    "swapped": ", or dgamma and dbeta are swapped",
+    "x_hat": "x_hat",
+    "over": "",
+    "axes": "axis=0",
+}
+"""The words of lesson 02 (BatchNorm of x (N, D)); other lessons override some of them."""
+
+
+def describe(key: str, **words: str) -> str:
+    """The description of mistake ``key`` in ``DESCRIPTIONS``, its fields filled from ``words``
+    over ``BATCH``: ``describe("eps outside sqrt", v="mean square")``."""
+    return DESCRIPTIONS[key].format(**{**BATCH, **words})
+
 
 def _quietly():
     """A wrong variant may divide by a zero variance; its warning must not reach stderr
     (nbgrader zeroes a test cell that writes there)."""
     return np.errstate(all="ignore")
+
+
+# --- the parameterized wrong normalizer -----------------------------------------------------
+
+
+def standardize(
+    x: np.ndarray,
+    axes: tuple[int, ...] | None,
+    eps: float,
+    *,
+    center: bool = True,
+    ddof: int = 0,
+    average: bool = True,
+    eps_outside: bool = False,
+    root: bool = True,
+) -> np.ndarray:
+    """(x - mean) / sqrt(mean square + eps) over ``axes`` (None: all axes), with switches for
+    the classic mistakes: no centering, ddof=1, a sum instead of a mean, eps outside the root,
+    no root at all."""
+    count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    centered = x - x.mean(axis=axes, keepdims=True) if center else x
+    second = (centered**2).sum(axis=axes, keepdims=True)
+    if average:
+        second = second / (count - ddof)
+    if eps_outside:
+        return centered / (np.sqrt(second) + eps)
+    return centered / (np.sqrt(second + eps) if root else second + eps)
 
 
 # --- forward: out (N, D) from x (N, D), gamma (D,), beta (D,), eps ---------------------------
@@ -27,18 +140,15 @@ def _normalize(x, mean, var, eps):
 
 
 def forward_unbiased_variance(x, gamma, beta, eps):
-    x_hat = _normalize(x, x.mean(axis=0), x.var(axis=0, ddof=1), eps)
-    return gamma * x_hat + beta
+    return gamma * standardize(x, (0,), eps, ddof=1) + beta
 
 
 def forward_eps_outside_sqrt(x, gamma, beta, eps):
-    x_hat = (x - x.mean(axis=0)) / (np.sqrt(x.var(axis=0)) + eps)
-    return gamma * x_hat + beta
+    return gamma * standardize(x, (0,), eps, eps_outside=True) + beta
 
 
 def forward_without_eps(x, gamma, beta, eps):
-    x_hat = _normalize(x, x.mean(axis=0), x.var(axis=0), 0.0)
-    return gamma * x_hat + beta
+    return gamma * standardize(x, (0,), 0.0) + beta
 
 
 def forward_std_under_sqrt(x, gamma, beta, eps):
@@ -47,63 +157,50 @@ def forward_std_under_sqrt(x, gamma, beta, eps):
 
 
 def forward_divides_by_variance(x, gamma, beta, eps):
-    x_hat = (x - x.mean(axis=0)) / (x.var(axis=0) + eps)
-    return gamma * x_hat + beta
+    return gamma * standardize(x, (0,), eps, root=False) + beta
 
 
 def forward_statistics_per_sample(x, gamma, beta, eps):
-    mean, var = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
-    return gamma * _normalize(x, mean, var, eps) + beta
+    return gamma * standardize(x, (1,), eps) + beta
 
 
 def forward_statistics_over_everything(x, gamma, beta, eps):
-    return gamma * _normalize(x, x.mean(), x.var(), eps) + beta
+    return gamma * standardize(x, None, eps) + beta
 
 
 def forward_gamma_beta_swapped(x, gamma, beta, eps):
-    return beta * _normalize(x, x.mean(axis=0), x.var(axis=0), eps) + gamma
+    return beta * standardize(x, (0,), eps) + gamma
 
 
 def forward_without_gamma_and_beta(x, gamma, beta, eps):
-    return _normalize(x, x.mean(axis=0), x.var(axis=0), eps)
+    return standardize(x, (0,), eps)
 
 
 def forward_without_gamma(x, gamma, beta, eps):
-    return _normalize(x, x.mean(axis=0), x.var(axis=0), eps) + beta
+    return standardize(x, (0,), eps) + beta
 
 
 def forward_without_beta(x, gamma, beta, eps):
-    return gamma * _normalize(x, x.mean(axis=0), x.var(axis=0), eps)
+    return gamma * standardize(x, (0,), eps)
 
 
 def forward_default_eps(x, gamma, beta, eps):
-    return gamma * _normalize(x, x.mean(axis=0), x.var(axis=0), 1e-5) + beta
+    return gamma * standardize(x, (0,), 1e-5) + beta
 
 
 FORWARD_MISTAKES = {
-    "the variance is the unbiased one (ddof=1, divided by N - 1); batch norm normalizes "
-    "with the biased variance (divided by N)": forward_unbiased_variance,
-    "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps": (
-        forward_eps_outside_sqrt
-    ),
-    "eps is missing: divide by sqrt(var + eps)": forward_without_eps,
-    "the standard deviation went under the square root: sqrt(var + eps), not "
-    "sqrt(std + eps)": forward_std_under_sqrt,
-    "(x - mean) is divided by (var + eps) instead of by its square root": (
-        forward_divides_by_variance
-    ),
-    "the statistics are taken per sample (axis=1) instead of per feature over the batch "
-    "(axis=0)": forward_statistics_per_sample,
-    "the statistics are taken over the whole array instead of per feature (axis=0)": (
-        forward_statistics_over_everything
-    ),
-    "gamma and beta are swapped: out = gamma * x_hat + beta": forward_gamma_beta_swapped,
-    "gamma and beta are not applied: out = gamma * x_hat + beta, not x_hat": (
-        forward_without_gamma_and_beta
-    ),
-    "gamma is not applied: out = gamma * x_hat + beta": forward_without_gamma,
-    "beta is not added: out = gamma * x_hat + beta": forward_without_beta,
-    "eps is fixed at 1e-5 instead of using the eps argument": forward_default_eps,
+    describe("unbiased variance"): forward_unbiased_variance,
+    describe("eps outside sqrt"): forward_eps_outside_sqrt,
+    describe("eps missing"): forward_without_eps,
+    describe("std under sqrt"): forward_std_under_sqrt,
+    describe("no square root"): forward_divides_by_variance,
+    describe("statistics per sample"): forward_statistics_per_sample,
+    describe("statistics over everything"): forward_statistics_over_everything,
+    describe("gamma beta swapped"): forward_gamma_beta_swapped,
+    describe("no affine"): forward_without_gamma_and_beta,
+    describe("no gamma"): forward_without_gamma,
+    describe("no beta"): forward_without_beta,
+    describe("eps fixed"): forward_default_eps,
 }
 """description (completes "it looks like ...") -> wrong forward(x, gamma, beta, eps)."""
 
@@ -132,21 +229,14 @@ def statistics_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
                 if "gamma" not in description and "beta" not in description
             },
             "var": {
-                "the variance is the unbiased one (ddof=1, divided by N - 1); batch norm uses "
-                "the biased one (divided by N)": case.x.var(axis=0, ddof=1),
-                "this is the standard deviation; the variance is its square": np.sqrt(var),
+                describe("unbiased variance, uses"): case.x.var(axis=0, ddof=1),
+                describe("variance is the std"): np.sqrt(var),
             },
             "inv_std": {
-                "inv_std holds sqrt(var + eps); it should hold the inverse 1 / sqrt(var + eps)": (
-                    np.sqrt(var + case.eps)
-                ),
-                "inv_std has no eps: 1 / sqrt(var + eps)": 1 / np.sqrt(var),
-                "inv_std has eps outside the square root: 1 / sqrt(var + eps)": (
-                    1 / (np.sqrt(var) + case.eps)
-                ),
-                "inv_std uses the unbiased variance (ddof=1)": (
-                    1 / np.sqrt(case.x.var(axis=0, ddof=1) + case.eps)
-                ),
+                describe("inv_std is the std"): np.sqrt(var + case.eps),
+                describe("inv_std without eps"): 1 / np.sqrt(var),
+                describe("inv_std eps outside"): 1 / (np.sqrt(var) + case.eps),
+                describe("inv_std unbiased"): 1 / np.sqrt(case.x.var(axis=0, ddof=1) + case.eps),
             },
         }
 
@@ -219,23 +309,14 @@ def dx_sums_over_features(x, gamma, dout, eps):
 
 
 DX_MISTAKES = {
-    "dx is missing the mean term (the -sum(dx_hat) / N that flows through the batch mean)": (
-        dx_without_mean_term
-    ),
-    "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / N that flows "
-    "through the batch variance)": dx_without_variance_term,
-    "the batch mean and variance are treated as constants (dx = gamma * inv_std * dout); "
-    "they depend on x too": dx_with_constant_statistics,
-    "dx forgets gamma: dx_hat = dout * gamma, not dout": dx_without_gamma,
-    "the backward uses the unbiased variance (N - 1) in the variance term; the forward "
-    "divides by N": dx_with_unbiased_variance,
-    "the variance term has the wrong power: d inv_std / d var = -1/2 (var + eps)^(-3/2)": (
-        dx_with_wrong_power_in_variance_term
-    ),
-    "the backward drops eps (1 / sqrt(var) instead of cache['inv_std'])": dx_without_eps,
-    "the sums in dx run over the features (axis=1) instead of over the batch (axis=0)": (
-        dx_sums_over_features
-    ),
+    describe("dx without mean term"): dx_without_mean_term,
+    describe("dx without variance term"): dx_without_variance_term,
+    describe("dx with constant statistics"): dx_with_constant_statistics,
+    describe("dx without gamma"): dx_without_gamma,
+    describe("dx with unbiased variance"): dx_with_unbiased_variance,
+    describe("dx with wrong power"): dx_with_wrong_power_in_variance_term,
+    describe("dx without eps", instead="cache['inv_std']"): dx_without_eps,
+    describe("dx sums over features"): dx_sums_over_features,
 }
 """description -> wrong dx(x, gamma, dout, eps)."""
 
@@ -250,12 +331,11 @@ def backward_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
     return {
         "dx": wrong_dx,
         "dgamma": {
-            "dgamma is sum(dout): the x_hat factor is missing, or dgamma and dbeta are "
-            "swapped": sum_dout,
-            "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)": (dout * x).sum(axis=0),
+            describe("dgamma is sum(dout)"): sum_dout,
+            describe("dgamma uses x"): (dout * x).sum(axis=0),
         },
         "dbeta": {
-            "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped": sum_dout_x_hat,
-            "dbeta averages dout over the batch; it is the sum": dout.mean(axis=0),
+            describe("dbeta is sum(dout * x_hat)"): sum_dout_x_hat,
+            describe("dbeta averages over the batch"): dout.mean(axis=0),
         },
     }

@@ -2,11 +2,12 @@
 
 x has shape (N, C, H, W); gamma and beta one value per channel, (C,). Each channel is
 normalized with the mean and the biased variance of its N * H * W values. The module has four
-sections: the PyTorch references (F.batch_norm on 4-D input, autograd), the known-wrong
-variants used to name a mistake, the seeded cases, and the checks the notebook's grade cells
-call. As everywhere in the course, the learner's functions run through ``call_without_torch``,
-gradients are checked against autograd and against centered differences of the learner's own
-forward, and a failure message names the case and, where it can, the mistake.
+sections: the known-wrong variants used to name a mistake, the seeded cases, and the checks
+the notebook's grade cells call; the references (F.batch_norm on 4-D input, autograd) are
+``utils.reference``'s. As everywhere in the course, the learner's functions run through
+``call_without_torch``, gradients are checked against autograd and against centered
+differences of the learner's own forward, and a failure message names the case and, where it
+can, the mistake.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from utils.diagnose import (
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import call_without_torch
+from utils.mistakes import describe
 
 CHANNEL_AXES = (0, 2, 3)
 """The axes a channel's statistics are taken over: the batch and both spatial axes."""
@@ -43,34 +45,6 @@ def _name(fn: Callable) -> str:
 
 
 GRADIENTS = ("dx", "dgamma", "dbeta")
-
-
-# --- PyTorch references ------------------------------------------------------------------------
-
-
-def channels_to_rows_reference(x) -> np.ndarray:
-    """x (N, C, H, W) as a matrix (N*H*W, C): one row per position (n, h, w) in C order."""
-    xt = reference.as_tensor(x)
-    return reference.to_numpy(xt.permute(0, 2, 3, 1).reshape(-1, xt.shape[1]))
-
-
-def rows_to_channels_reference(rows, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """The inverse of ``channels_to_rows_reference``: rows (N*H*W, C) back to ``shape``."""
-    n, c, h, w = shape
-    return reference.to_numpy(reference.as_tensor(rows).reshape(n, h, w, c).permute(0, 3, 1, 2))
-
-
-def spatial_forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.batch_norm(training=True)`` of x (N, C, H, W) with gamma, beta (C,): (N, C, H, W)."""
-    return reference.batchnorm_forward_reference(x, gamma, beta, eps)
-
-
-def spatial_gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
-    """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dout)`` for 4-D x.
-
-    Returns (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
-    """
-    return reference.batchnorm_gradients_reference(x, gamma, beta, dout, eps)
 
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
@@ -144,6 +118,15 @@ def forward_affine_along_width(x, gamma, beta, eps):
     return gamma * x_hat + beta
 
 
+SPATIAL = {
+    "m": "N*H*W",
+    "mean": "mean",
+    "variance": "variance",
+    "statistics": "the mean and variance",
+}
+"""The words of lesson 06 for ``utils.mistakes.describe``."""
+SPATIAL_SUMS = {**SPATIAL, "m": "(N*H*W)"}
+
 _ROUTE_HINT = "transpose to (N, H, W, C) first, e.g. x.transpose(0, 2, 3, 1).reshape(-1, C)"
 
 FORWARD_MISTAKES = {
@@ -168,24 +151,14 @@ FORWARD_MISTAKES = {
     "of a channel": _dividing_sums_by_n(mean_too=True),
     "the variance's sum over (0, 2, 3) is divided by N instead of by N * H * W, the number of "
     "values of a channel": _dividing_sums_by_n(mean_too=False),
-    "gamma and beta of shape (C,) were broadcast along the last axis (W); reshape them to "
-    "(1, C, 1, 1)": forward_affine_along_width,
-    "the variance is the unbiased one (ddof=1, divided by N*H*W - 1); batch norm uses the "
-    "biased one (divided by N*H*W)": _over(CHANNEL_AXES, ddof=1),
-    "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps": _lifted(
-        mistakes.forward_eps_outside_sqrt
-    ),
-    "eps is missing: divide by sqrt(var + eps)": _lifted(mistakes.forward_without_eps),
-    "(x - mean) is divided by (var + eps) instead of by its square root": _lifted(
-        mistakes.forward_divides_by_variance
-    ),
-    "gamma and beta are swapped: out = gamma * x_hat + beta": _lifted(
-        mistakes.forward_gamma_beta_swapped
-    ),
-    "gamma and beta are not applied: out = gamma * x_hat + beta": _lifted(
-        mistakes.forward_without_gamma_and_beta
-    ),
-    "eps is fixed at 1e-5 instead of using the eps argument": _lifted(mistakes.forward_default_eps),
+    describe("affine along width"): forward_affine_along_width,
+    describe("unbiased variance, uses", **SPATIAL): _over(CHANNEL_AXES, ddof=1),
+    describe("eps outside sqrt"): _lifted(mistakes.forward_eps_outside_sqrt),
+    describe("eps missing"): _lifted(mistakes.forward_without_eps),
+    describe("no square root"): _lifted(mistakes.forward_divides_by_variance),
+    describe("gamma beta swapped"): _lifted(mistakes.forward_gamma_beta_swapped),
+    describe("no affine", not_x_hat=""): _lifted(mistakes.forward_without_gamma_and_beta),
+    describe("eps fixed"): _lifted(mistakes.forward_default_eps),
 }
 """description -> wrong forward(x, gamma, beta, eps) of 4-D x (None where it cannot run)."""
 
@@ -246,20 +219,18 @@ DX_MISTAKES = {
     ),
     "the rows of dx were put back with reshape alone; reshape them to (N, H, W, C) and "
     "transpose with (0, 3, 1, 2)": dx_back_without_transpose,
-    "dx is missing the mean term (the -sum(dx_hat) / (N*H*W) that flows through the mean)": (
-        _lifted_dx(mistakes.dx_without_mean_term)
+    describe("dx without mean term", **SPATIAL_SUMS): _lifted_dx(mistakes.dx_without_mean_term),
+    describe("dx without variance term", **SPATIAL_SUMS): _lifted_dx(
+        mistakes.dx_without_variance_term
     ),
-    "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / (N*H*W) that flows "
-    "through the variance)": _lifted_dx(mistakes.dx_without_variance_term),
-    "the mean and variance are treated as constants (dx = gamma * inv_std * dout); they "
-    "depend on x too": _lifted_dx(mistakes.dx_with_constant_statistics),
-    "dx forgets gamma: dx_hat = dout * gamma, not dout": _lifted_dx(mistakes.dx_without_gamma),
+    describe("dx with constant statistics", **SPATIAL): _lifted_dx(
+        mistakes.dx_with_constant_statistics
+    ),
+    describe("dx without gamma"): _lifted_dx(mistakes.dx_without_gamma),
     "the backward uses the unbiased variance (N*H*W - 1); the forward divides by N*H*W": (
         _lifted_dx(mistakes.dx_with_unbiased_variance)
     ),
-    "the backward drops eps (1 / sqrt(var) instead of 1 / sqrt(var + eps))": _lifted_dx(
-        mistakes.dx_without_eps
-    ),
+    describe("dx without eps"): _lifted_dx(mistakes.dx_without_eps),
 }
 """description -> wrong dx(x, gamma, dout, eps) of 4-D x and dout."""
 
@@ -278,19 +249,16 @@ def backward_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
     return {
         "dx": wrong_dx,
         "dgamma": {
-            "dgamma is sum(dout): the x_hat factor is missing, or dgamma and dbeta are "
-            "swapped": sum_dout,
-            "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat) over (0, 2, 3)": (
-                (dout * x).sum(axis=CHANNEL_AXES)
-            ),
+            describe("dgamma is sum(dout)"): sum_dout,
+            describe("dgamma uses x", over=" over (0, 2, 3)"): (dout * x).sum(axis=CHANNEL_AXES),
             f"dgamma {scrambled}": (dout * x_hat).reshape(-1, c).sum(axis=0),
             "dgamma averages over the positions; it is the sum over (0, 2, 3)": (
                 (dout * x_hat).mean(axis=(2, 3)).sum(axis=0)
             ),
         },
         "dbeta": {
-            "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped": sum_dout_x_hat,
-            "dbeta averages dout; it is the sum over (0, 2, 3)": dout.mean(axis=CHANNEL_AXES),
+            describe("dbeta is sum(dout * x_hat)"): sum_dout_x_hat,
+            describe("dbeta averages", axes="(0, 2, 3)"): dout.mean(axis=CHANNEL_AXES),
             f"dbeta {scrambled}": dout.reshape(-1, c).sum(axis=0),
         },
     }
@@ -363,7 +331,7 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
     rows = call_without_torch(channels_to_rows, x, name=_name(channels_to_rows))
     assert_unchanged(case.x, x, _name(channels_to_rows), "x")
     n, c, h, w = case.x.shape
-    expected = channels_to_rows_reference(case.x)
+    expected = reference.channels_to_rows_reference(case.x)
     wrong_rows = {
         f"x was reshaped to (-1, C) without moving the channel axis last: {_ROUTE_HINT}": (
             case.x.reshape(-1, c)
@@ -403,7 +371,7 @@ def check_channel_rows_hidden(channels_to_rows: Callable, rows_to_channels: Call
 def _checked_forward(forward: Callable, case: Case) -> tuple[float, object]:
     """(relative error of the learner's output, the learner's cache) on ``case``."""
     out, cache = run_forward(forward, case)
-    expected = spatial_forward_reference(case.x, case.gamma, case.beta, case.eps)
+    expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     wrong = _distinct(forward_mistakes(case), expected)
     return assert_close("out", out, expected, mistakes=wrong), cache
 
@@ -422,7 +390,7 @@ def check_spatial_forward(forward: Callable) -> None:
     """Visible check of a spatial forward against F.batch_norm on the small (2, 3, 2, 2) case,
     called with eps and without it (the default)."""
     err = on_cases([visible_case()], lambda c: _forward_error(forward, c))
-    check_default_eps(forward, visible_case(), spatial_forward_reference)
+    check_default_eps(forward, visible_case(), reference.batchnorm_forward_reference)
     report_line(_name(forward), err)
 
 
@@ -494,7 +462,9 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
             f"makes. {failure}"
         ) from None
     grads = _run_backward(backward, case, cache)
-    expected = spatial_gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
+    expected = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )
     wrong = backward_mistakes(case)
     wrong = {k: _distinct(v, e) for (k, v), e in zip(wrong.items(), expected, strict=True)}
     err_autograd = compare_gradients(GRADIENTS, grads, expected, wrong)

@@ -3,7 +3,8 @@
 One global batch x (N, C) or (N, C, H, W) is split along the batch axis into shards of
 possibly different sizes, one per rank. The learner's functions run on every rank at once
 (``utils.sync.run_ranks``, all of them inside ``call_without_torch``) with an ``all_reduce``
-that sums over the ranks. The results must equal PyTorch on the concatenated batch:
+that sums over the ranks. The results must equal the oracle (``utils.reference``) on the
+concatenated batch:
 ``torch.var_mean`` for the moments, ``F.batch_norm(training=True)`` for the forward, autograd
 for dx and for the sum of the ranks' dgamma and dbeta, and autograd with dout zeroed outside
 a rank's shard for that rank's own contribution. Gradients are also compared with centered
@@ -17,7 +18,6 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from utils import reference
 from utils.cases import LARGE_OFFSET, Case, copy_with_layout, make_case
@@ -37,6 +37,7 @@ from utils.diagnose import (
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import call_without_torch
+from utils.mistakes import describe
 from utils.sync import CollectiveError, run_ranks, split_batch
 
 GRADIENTS = ("dx", "dgamma", "dbeta")
@@ -48,7 +49,7 @@ def _name(fn: Callable) -> str:
 
 def channel_axes(x: np.ndarray) -> tuple[int, ...]:
     """Every axis but the channel axis 1: (0,) for (N, C), (0, 2, 3) for (N, C, H, W)."""
-    return (0, *range(2, x.ndim))
+    return reference.statistic_axes(x.ndim)
 
 
 def _per_channel_shape(x: np.ndarray) -> tuple[int, ...]:
@@ -134,40 +135,12 @@ def hidden_cases(seed: int = 101_010) -> list[SyncCase]:
     return cases
 
 
-# --- PyTorch references ------------------------------------------------------------------------
-
-
-def moments_reference(x) -> tuple[float, np.ndarray, np.ndarray]:
-    """(count, mean (C,), biased var (C,)) of the global batch x over every axis but 1."""
-    xt = reference.as_tensor(x)
-    dims = channel_axes(np.asarray(x))
-    var, mean = torch.var_mean(xt, dim=dims, correction=0)
-    return float(xt.numel() // xt.shape[1]), reference.to_numpy(mean), reference.to_numpy(var)
-
-
-def forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.batch_norm(training=True)`` of the global batch x: shaped like x."""
-    return reference.batchnorm_forward_reference(x, gamma, beta, eps)
-
-
-def gradients_reference(x, gamma, beta, dout, eps: float = 1e-5) -> tuple:
-    """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dout)`` over the global
-    batch: (dx shaped like x, dgamma (C,), dbeta (C,))."""
-    return reference.batchnorm_gradients_reference(x, gamma, beta, dout, eps)
-
-
 def contributions_reference(sc: SyncCase) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each rank's (dgamma, dbeta): autograd of the global loss with dout zeroed outside that
-    rank's shard, the part of the parameter gradient its own examples produce."""
+    """Each rank's (dgamma, dbeta): the part of the parameter gradient its own shard produces."""
     c = sc.case
-    bounds = np.cumsum((0, *sc.sizes))
-    parts = []
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        masked = np.zeros_like(c.dout)
-        masked[start:stop] = c.dout[start:stop]
-        _, dgamma, dbeta = gradients_reference(c.x, c.gamma, c.beta, masked, c.eps)
-        parts.append((dgamma, dbeta))
-    return parts
+    return reference.shard_parameter_gradients_reference(
+        c.x, c.gamma, c.beta, c.dout, sc.sizes, c.eps
+    )
 
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
@@ -185,6 +158,8 @@ MEAN_OF_VARIANCES = (
     "shard's mean: that ignores how far the shard means lie from the global mean; reduce the "
     "squared deviations from the GLOBAL mean"
 )
+SYNC = {"m": "count", "mean": "mean", "variance": "variance"}
+"""The words of lesson 10 for ``utils.mistakes.describe``."""
 UNBIASED = "the variance is the unbiased one (divided by count - 1); batch norm divides by count"
 
 
@@ -237,7 +212,7 @@ def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
     """description -> the wrong global output (the ranks' outputs concatenated)."""
     c = sc.case
     shards = split_batch(c.x, sc.sizes)
-    _, mean, var = moments_reference(c.x)
+    _, mean, var = reference.moments_reference(c.x)
     with np.errstate(all="ignore"):
         wrong = {
             d: np.concatenate(
@@ -248,19 +223,13 @@ def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
             )
             for d, per_rank in wrong_moments(sc).items()
         }
-        wrong["eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps"] = (
-            _normalized(c.x, mean, var, c.gamma, c.beta, c.eps, eps_outside=True)
+        wrong[describe("eps outside sqrt")] = _normalized(
+            c.x, mean, var, c.gamma, c.beta, c.eps, eps_outside=True
         )
-        wrong["eps is missing: divide by sqrt(var + eps)"] = _normalized(
-            c.x, mean, var, c.gamma, c.beta, 0.0
-        )
-        wrong["eps is fixed at 1e-5 instead of using the eps argument"] = _normalized(
-            c.x, mean, var, c.gamma, c.beta, 1e-5
-        )
-        wrong["gamma and beta are swapped: out = gamma * x_hat + beta"] = _normalized(
-            c.x, mean, var, c.beta, c.gamma, c.eps
-        )
-    return _distinct(wrong, forward_reference(c.x, c.gamma, c.beta, c.eps))
+        wrong[describe("eps missing")] = _normalized(c.x, mean, var, c.gamma, c.beta, 0.0)
+        wrong[describe("eps fixed")] = _normalized(c.x, mean, var, c.gamma, c.beta, 1e-5)
+        wrong[describe("gamma beta swapped")] = _normalized(c.x, mean, var, c.beta, c.gamma, c.eps)
+    return _distinct(wrong, reference.batchnorm_forward_reference(c.x, c.gamma, c.beta, c.eps))
 
 
 def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, np.ndarray]:
@@ -282,7 +251,7 @@ def _dx(
     gamma (with_gamma=False) or with 1 / sqrt(var) as the scale (eps_in_scale=False)."""
     c = sc.case
     axes, shape = channel_axes(c.x), _per_channel_shape(c.x)
-    _, mean, var = moments_reference(c.x)
+    _, mean, var = reference.moments_reference(c.x)
     x_hat = (c.x - mean.reshape(shape)) * (1 / np.sqrt(var + c.eps)).reshape(shape)
     inv_std = (1 / np.sqrt(var + (c.eps if eps_in_scale else 0.0))).reshape(shape)
     dx_hat = c.dout * c.gamma.reshape(shape) if with_gamma else c.dout
@@ -311,15 +280,10 @@ def backward_mistakes(sc: SyncCase, expected: tuple) -> dict[str, dict[str, np.n
         "the sums in dx are this rank's own and divided by its own count: reduce both sums "
         "over all ranks and divide by the global count": _dx(sc, True, True),
         "dx is divided by this rank's count instead of the global count": _dx(sc, local_count=1),
-        "dx is missing the mean term (the -sum(dx_hat) / count that flows through the mean)": (
-            _dx(sc, terms=(0, 1))
-        ),
-        "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / count that flows "
-        "through the variance)": _dx(sc, terms=(1, 0)),
-        "dx forgets gamma: dx_hat = dout * gamma, not dout": _dx(sc, with_gamma=False),
-        "the backward drops eps (1 / sqrt(var) instead of 1 / sqrt(var + eps))": _dx(
-            sc, eps_in_scale=False
-        ),
+        describe("dx without mean term", **SYNC): _dx(sc, terms=(0, 1)),
+        describe("dx without variance term", **SYNC): _dx(sc, terms=(1, 0)),
+        describe("dx without gamma"): _dx(sc, with_gamma=False),
+        describe("dx without eps"): _dx(sc, eps_in_scale=False),
     }
     return {
         "dx": _distinct(wrong_dx, dx),
@@ -369,7 +333,7 @@ def _moments_error(global_moments: Callable, sc: SyncCase) -> float:
     results = run_on_ranks(global_moments, [(s,) for s in shards])
     for s, before in zip(shards, split_batch(sc.case.x, sc.sizes), strict=True):
         assert_unchanged(before, s, _name(global_moments), "x")
-    count, mean, var = moments_reference(sc.case.x)
+    count, mean, var = reference.moments_reference(sc.case.x)
     wrong = wrong_moments(sc)
     errors = []
     for rank, result in enumerate(results):
@@ -456,7 +420,7 @@ def run_forward(forward: Callable, sc: SyncCase) -> tuple[np.ndarray, list]:
 def _checked_forward(forward: Callable, sc: SyncCase) -> tuple[float, list]:
     out, caches = run_forward(forward, sc)
     c = sc.case
-    expected = forward_reference(c.x, c.gamma, c.beta, c.eps)
+    expected = reference.batchnorm_forward_reference(c.x, c.gamma, c.beta, c.eps)
     return assert_close("out", out, expected, mistakes=forward_mistakes(sc)), caches
 
 
@@ -469,7 +433,7 @@ def _check_default_eps(forward: Callable) -> None:
     results = run_on_ranks(forward, rank_args)
     outs = [_tuple_of(r, 2, _name(forward), "(out, cache)")[0] for r in results]
     out = np.concatenate([as_float_array(o, f"out of {_name(forward)} without eps") for o in outs])
-    expected = forward_reference(c.x, c.gamma, c.beta, DEFAULT_EPS)
+    expected = reference.batchnorm_forward_reference(c.x, c.gamma, c.beta, DEFAULT_EPS)
     assert_default_eps(_name(forward), out, expected, DEFAULT_EPS)
 
 
@@ -550,7 +514,7 @@ def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tup
         ) from None
     grads = _run_backward(backward, sc, caches)
     c = sc.case
-    expected = gradients_reference(c.x, c.gamma, c.beta, c.dout, c.eps)
+    expected = reference.batchnorm_gradients_reference(c.x, c.gamma, c.beta, c.dout, c.eps)
     wrong = backward_mistakes(sc, expected)
     world = len(sc.sizes)
     errors = []

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils import reference
 from utils.cases import LARGE_OFFSET, Case, make_case, signed, stream_parameters
 from utils.checks.spatial import ChannelsLastCase, channels_last_view
 from utils.diagnose import (
@@ -52,6 +53,7 @@ from utils.diagnose import (
     report,
 )
 from utils.gradcheck import relative_error
+from utils.mistakes import describe
 
 FLOAT32 = 1e-5
 """Tolerance for float32 results against PyTorch's float32 results."""
@@ -156,7 +158,7 @@ def call_learner(what: str, fn: Callable, *args, watch: bool = True, **kwargs):
 
 def statistic_axes(x: torch.Tensor) -> list[int]:
     """Every axis but the channel axis 1: [0, 2, 3] for (N, C, H, W), [0] for (N, C)."""
-    return [0, *range(2, x.dim())]
+    return list(reference.statistic_axes(x.dim()))
 
 
 def per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -180,29 +182,6 @@ def tensor_like_case(a: np.ndarray, requires_grad: bool = False) -> torch.Tensor
     return t.requires_grad_(requires_grad)
 
 
-def forward_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.batch_norm(training=True)`` of x (N, C, ...) with gamma, beta (C,)."""
-    with torch.no_grad():
-        y = F.batch_norm(
-            torch.tensor(np.array(x)),
-            None,
-            None,
-            torch.tensor(np.array(gamma)),
-            torch.tensor(np.array(beta)),
-            training=True,
-            eps=eps,
-        )
-    return y.numpy()
-
-
-def gradients_reference(x, gamma, beta, dy, eps: float = 1e-5) -> dict[str, np.ndarray]:
-    """Autograd gradients of ``sum(F.batch_norm(x, gamma, beta) * dy)``: {"dx", "dgamma",
-    "dbeta"}, shaped like x, gamma and beta."""
-    xt, gt, bt = (torch.tensor(np.array(a), requires_grad=True) for a in (x, gamma, beta))
-    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(torch.tensor(dy))
-    return {"dx": xt.grad.numpy(), "dgamma": gt.grad.numpy(), "dbeta": bt.grad.numpy()}
-
-
 # --- known-wrong Functions (torch, float64), keyed by a description completing "it looks like"
 
 
@@ -216,16 +195,24 @@ def _wrong_forward(
     return per_channel(gamma, x.dim()) * (x - mean) * scale + per_channel(beta, x.dim())
 
 
+FUNCTION = {
+    "m": "M",
+    "mean": "mean",
+    "variance": "variance",
+    "statistics": "the mean and the variance",
+    "dout": "dy",
+}
+"""The words of lesson 09's Function for ``utils.mistakes.describe``."""
+
+
 def forward_mistakes(x, gamma, beta, eps) -> dict[str, np.ndarray]:
     """Known-wrong outputs of the forward on float64 tensors x (N, C, ...), gamma, beta (C,)."""
     nd = x.dim()
     variants = {
         "the variance is the unbiased one (correction=1, divided by M - 1); normalization uses "
         "the biased variance (divided by M, the number of values per channel)": dict(correction=1),
-        "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps": dict(
-            eps_outside=True
-        ),
-        "eps is fixed at 1e-5 instead of using the eps argument": {},
+        describe("eps outside sqrt"): dict(eps_outside=True),
+        describe("eps fixed"): {},
         "the statistics are taken over the batch axis only (dim=0); they run over every axis "
         "except the channel axis 1": dict(axes=[0]),
         "the statistics are taken per example (over every axis but 0); batch norm takes them "
@@ -236,11 +223,9 @@ def forward_mistakes(x, gamma, beta, eps) -> dict[str, np.ndarray]:
     out = {}
     with torch.no_grad():
         for description, options in variants.items():
-            e = 1e-5 if description.startswith("eps is fixed") else eps
+            e = 1e-5 if description == describe("eps fixed") else eps
             out[description] = _wrong_forward(x, gamma, beta, e, **options).numpy()
-        out["gamma and beta are swapped: y = gamma * x_hat + beta"] = _wrong_forward(
-            x, beta, gamma, eps
-        ).numpy()
+        out[describe("gamma beta swapped", out="y")] = _wrong_forward(x, beta, gamma, eps).numpy()
     return out
 
 
@@ -260,14 +245,10 @@ def backward_mistakes(x, gamma, dy, eps) -> dict[str, dict[str, np.ndarray]]:
         return (inv_std / count * (count * dx_hat - mean_t - var_t)).numpy()
 
     dx = {
-        "dx is missing the mean term (the -sum(dx_hat) / M that flows through the mean)": closed(
-            dxh, 0, var_term
-        ),
-        "dx is missing the variance term (the -x_hat * sum(dx_hat * x_hat) / M that flows "
-        "through the variance)": closed(dxh, mean_term, 0),
-        "the mean and the variance are treated as constants (dx = gamma * inv_std * dy); they "
-        "depend on x too": (dxh * inv_std).numpy(),
-        "dx forgets gamma: dx_hat = dy * gamma, not dy": closed(
+        describe("dx without mean term", **FUNCTION): closed(dxh, 0, var_term),
+        describe("dx without variance term", **FUNCTION): closed(dxh, mean_term, 0),
+        describe("dx with constant statistics", **FUNCTION): (dxh * inv_std).numpy(),
+        describe("dx without gamma", **FUNCTION): closed(
             dy, dy.sum(axes, keepdim=True), x_hat * (dy * x_hat).sum(axes, keepdim=True)
         ),
         "the mean term of dx sums dy without gamma; it is -sum(dx_hat) / M with dx_hat = "
@@ -401,7 +382,7 @@ def _forward_one(fn_cls, case: Case) -> float:
     y = _apply(fn_cls, x, gamma, beta, case.eps)
     if not torch.equal(x, before):
         raise CheckFailure(f"{fn_cls.__name__}.forward changed its input x in place.")
-    expected = forward_reference(case.x, case.gamma, case.beta, case.eps)
+    expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     got = _check_tensor("y", y, torch.tensor(expected))
     mistakes = forward_mistakes(*(t.detach() for t in _inputs(case, False)), case.eps)
     return assert_close("y", got, expected, mistakes)
@@ -422,7 +403,15 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
         )
     if grads[3] is not None:
         raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
-    expected = gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)
+    expected = dict(
+        zip(
+            ("dx", "dgamma", "dbeta"),
+            reference.batchnorm_gradients_reference(
+                case.x, case.gamma, case.beta, case.dout, case.eps
+            ),
+            strict=True,
+        )
+    )
     mistakes = backward_mistakes(x.detach(), gamma.detach(), dy, case.eps)
     worst = 0.0
     for key, got, like in zip(("dx", "dgamma", "dbeta"), grads, (x, gamma, beta), strict=False):
@@ -501,7 +490,9 @@ def _only_x_requires_grad(fn_cls, case: Case) -> float:
         torch.tensor(case.dout),
         watch=False,
     )
-    expected = gradients_reference(case.x, case.gamma, case.beta, case.dout, case.eps)["dx"]
+    expected = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )[0]
     return assert_close("dx (gamma and beta not requiring grad)", dx.numpy(), expected)
 
 
@@ -854,7 +845,7 @@ MODULE_MISTAKES = {
     "updates_in_eval": "the running statistics are updated in eval mode too",
     "unbiased": "the normalization uses the unbiased variance; it uses the biased one (the "
     "running variance stores the unbiased one)",
-    "eps_outside": "eps is added outside the square root: sqrt(var + eps), not sqrt(var) + eps",
+    "eps_outside": describe("eps outside sqrt", use=""),
     "bessel_batch": "the unbiased running variance uses N / (N - 1) with N the batch size; the "
     "correction counts every value of a channel, M / (M - 1) with M = N * H * W",
     "eval_no_eps": "eval mode divides by sqrt(running_var) without eps; it is "
@@ -1047,9 +1038,9 @@ def compare_scenario(cls, fn_cls, s: Scenario) -> tuple[float, int]:
     difference, naming the scenario, the step and the likely mistake.
     """
     cpu = dataclasses.replace(s, device="cpu")
-    reference = list(trace(torch.nn.BatchNorm2d, cpu))
+    traced = list(trace(torch.nn.BatchNorm2d, cpu))
     learner, worst = trace(cls, s, fn_cls), 0.0
-    for index, expected in enumerate(reference):
+    for index, expected in enumerate(traced):
         where = f"[{s.label}; {s.constructor()}] {step_label(s, index)}"
         try:
             got = next(learner)
@@ -1122,33 +1113,33 @@ def compare_registration(cls, options: dict, channels: int = 3) -> None:
     names, shapes and dtypes, at construction and after .double()."""
     ctor = f"BatchNorm2d({channels}{''.join(f', {k}={v!r}' for k, v in options.items())})"
     learner = call_learner(ctor, lambda: cls(channels, **options))
-    reference = torch.nn.BatchNorm2d(channels, **options)
+    torch_bn = torch.nn.BatchNorm2d(channels, **options)
     for stage in ("at construction", "after .double()"):
         where = f"[{ctor}, {stage}]"
         if stage != "at construction":
             learner = call_learner(f"{ctor}.double()", learner.double)
-            reference = reference.double()
+            torch_bn = torch_bn.double()
         mine = {
             "parameters()": _layout(call_learner("named_parameters()", learner.named_parameters)),
             "buffers()": _layout(call_learner("named_buffers()", learner.named_buffers)),
             "state_dict()": _layout(call_learner("state_dict()", learner.state_dict).items()),
         }
         theirs = {
-            "parameters()": _layout(reference.named_parameters()),
-            "buffers()": _layout(reference.named_buffers()),
-            "state_dict()": _layout(reference.state_dict().items()),
+            "parameters()": _layout(torch_bn.named_parameters()),
+            "buffers()": _layout(torch_bn.named_buffers()),
+            "state_dict()": _layout(torch_bn.state_dict().items()),
         }
         for what in mine:
             _compare_layout(where, what, mine[what], theirs[what], mine["parameters()"])
         if stage == "at construction":
-            _compare_initial_values(where, learner, reference)
+            _compare_initial_values(where, learner, torch_bn)
 
 
-def _compare_initial_values(where: str, learner, reference) -> None:
+def _compare_initial_values(where: str, learner, torch_bn) -> None:
     """A fresh module starts where nn.BatchNorm2d starts: weight 1, bias 0, running_mean 0,
     running_var 1, num_batches_tracked 0."""
     mine = dict(call_learner("state_dict()", learner.state_dict).items())
-    for name, value in reference.state_dict().items():
+    for name, value in torch_bn.state_dict().items():
         got = mine[name].detach().cpu().double()
         if not torch.equal(got, value.double()):
             raise CheckFailure(
@@ -1199,9 +1190,9 @@ def compare_saved_state(cls, fn_cls, s: Scenario) -> None:
     for step in s.steps:
         runner.step(s, step)
     state = call_learner("state_dict()", runner.module.state_dict)
-    reference = torch.nn.BatchNorm2d(s.channels, **s.options).to(dtype=s.dtype)
+    torch_bn = torch.nn.BatchNorm2d(s.channels, **s.options).to(dtype=s.dtype)
     try:
-        reference.load_state_dict({k: v.cpu() for k, v in state.items()})
+        torch_bn.load_state_dict({k: v.cpu() for k, v in state.items()})
     except Exception as error:  # noqa: BLE001 - any refusal is the learner's
         raise CheckFailure(
             f"[{s.label}] nn.BatchNorm2d.load_state_dict(your_module.state_dict()) failed: "
@@ -1211,7 +1202,7 @@ def compare_saved_state(cls, fn_cls, s: Scenario) -> None:
     call_learner("eval()", runner.module.eval)
     with torch.no_grad():
         got = call_learner("forward(x)", runner.module, x.to(s.device)).cpu().double()
-        expected = reference.eval()(x).double()
+        expected = torch_bn.eval()(x).double()
     assert_close(
         f"[{s.label}] eval output after loading your state_dict into nn.BatchNorm2d",
         got.numpy(),
@@ -1319,24 +1310,18 @@ def _layer(weight: torch.Tensor, bias, x: torch.Tensor) -> torch.Tensor:
 
 
 def fold_reference(case: FoldCase) -> np.ndarray:
-    """The layer, then F.batch_norm in eval mode (running statistics): the output to match."""
+    """The layer, then BatchNorm in eval mode (running statistics, ``utils.reference``): the
+    output to match."""
     t = {
         k: None if v is None else torch.tensor(v)
         for k, v in vars(case).items()
         if isinstance(v, np.ndarray) or v is None
     }
     with torch.no_grad():
-        z = _layer(t["weight"], t["bias"], t["x"])
-        y = F.batch_norm(
-            z,
-            t["running_mean"],
-            t["running_var"],
-            t["gamma"],
-            t["beta"],
-            training=False,
-            eps=case.eps,
-        )
-    return y.numpy()
+        z = _layer(t["weight"], t["bias"], t["x"]).numpy()
+    return reference.batchnorm_eval_reference(
+        z, case.running_mean, case.running_var, case.gamma, case.beta, case.eps
+    )
 
 
 def _wrong_fold(case: FoldCase, mistake: str):

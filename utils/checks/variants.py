@@ -3,8 +3,8 @@
 Every variant subtracts a mean (RMSNorm does not) and divides by a root mean square; they
 differ in the set of entries that share one statistic. Here a ``Variant`` says which set
 (``view``: x reshaped so that the set lies along ``axes``), how gamma and beta broadcast, and
-which PyTorch function is its oracle. The module has five sections: the variants and their
-PyTorch references (F.layer_norm, F.instance_norm, F.group_norm, F.rms_norm, autograd), the
+which form of the oracle ``utils.reference`` (F.layer_norm, F.instance_norm, F.group_norm,
+F.rms_norm, autograd) it is. The module has five sections: the variants, the
 known-wrong variants used to name a mistake, the seeded cases, the generic check machinery,
 and the sixteen public checks the notebook's grade cells call. As everywhere in the course,
 the learner's functions run through ``call_without_torch``, gradients are compared with
@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from utils import reference
 from utils.cases import LARGE_OFFSET, NEAR_CONSTANT_STD, Case, make_case
@@ -41,6 +39,7 @@ from utils.diagnose import (
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import call_without_torch
+from utils.mistakes import describe, standardize
 
 
 def _name(fn: Callable) -> str:
@@ -84,7 +83,7 @@ class Variant:
     prefix: the contract's function names (``<prefix>_forward``, ``<prefix>_backward``).
     view(x, case) -> (array, axes): x reshaped so that each set of entries sharing one
     statistic lies along ``axes``. expand(p, ndim): gamma or beta shaped to broadcast on x.
-    center: whether the mean is subtracted. torch_forward(xt, gt, bt, case): the oracle.
+    center: whether the mean is subtracted. form: the oracle's name for it (``utils.reference``).
     param_axis: the axis gamma runs along; parameter_axes: in words, what dgamma sums over.
     default_eps: the contract's default eps.
     """
@@ -93,7 +92,7 @@ class Variant:
     view: Callable
     expand: Callable
     center: bool
-    torch_forward: Callable
+    form: str
     param_axis: int
     parameter_axes: str
     default_eps: float = 1e-5
@@ -124,7 +123,7 @@ LAYERNORM = Variant(
     view=_last_axis,
     expand=_along_last,
     center=True,
-    torch_forward=lambda x, g, b, case: F.layer_norm(x, x.shape[-1:], g, b, case.eps),
+    form="layer",
     param_axis=-1,
     parameter_axes="every axis but the last",
 )
@@ -133,7 +132,7 @@ INSTANCENORM = Variant(
     view=_spatial_axes,
     expand=_along_channels,
     center=True,
-    torch_forward=lambda x, g, b, case: F.instance_norm(x, weight=g, bias=b, eps=case.eps),
+    form="instance",
     param_axis=1,
     parameter_axes="axis=(0, 2, 3)",
 )
@@ -142,7 +141,7 @@ GROUPNORM = Variant(
     view=_groups,
     expand=_along_channels,
     center=True,
-    torch_forward=lambda x, g, b, case: F.group_norm(x, case.num_groups, g, b, case.eps),
+    form="group",
     param_axis=1,
     parameter_axes="axis=(0, 2, 3)",
 )
@@ -151,89 +150,29 @@ RMSNORM = Variant(
     view=_last_axis,
     expand=_along_last,
     center=False,
-    torch_forward=lambda x, g, b, case: F.rms_norm(x, x.shape[-1:], g, case.eps),
+    form="rms",
     param_axis=-1,
     parameter_axes="every axis but the last",
     default_eps=1e-6,
 )
 
 
-def _tensors(case: Case, requires_grad: bool = False) -> tuple[torch.Tensor, ...]:
-    return tuple(reference.as_tensor(a, requires_grad) for a in (case.x, case.gamma, case.beta))
-
-
 def forward_reference(variant: Variant, case: Case) -> np.ndarray:
     """PyTorch's output of ``variant`` on ``case`` (float64, shaped like x)."""
-    with torch.no_grad():
-        return reference.to_numpy(variant.torch_forward(*_tensors(case), case))
+    return reference.normalize_reference(
+        variant.form, case.x, case.gamma, case.beta, case.eps, case.num_groups
+    )
 
 
 def gradients_reference(variant: Variant, case: Case) -> tuple[np.ndarray, ...]:
     """Autograd gradients of ``sum(forward(x, gamma[, beta]) * dout)`` on ``case``:
     (dx, dgamma, dbeta), or (dx, dgamma) for RMSNorm."""
-    xt, gt, bt = _tensors(case, requires_grad=True)
-    variant.torch_forward(xt, gt, bt, case).backward(reference.as_tensor(case.dout))
-    leaves = (xt, gt, bt) if variant.has_beta else (xt, gt)
-    return tuple(reference.to_numpy(t.grad) for t in leaves)
-
-
-def layernorm_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.layer_norm(x, (D,), gamma, beta, eps)``: x of any rank >= 2, gamma, beta (D,)."""
-    return forward_reference(LAYERNORM, _plain_case(x, gamma, beta, eps))
-
-
-def instancenorm_reference(x, gamma, beta, eps: float = 1e-5) -> np.ndarray:
-    """``F.instance_norm`` of x (N, C, H, W) with gamma, beta (C,); needs H * W > 1."""
-    return forward_reference(INSTANCENORM, _plain_case(x, gamma, beta, eps))
-
-
-def groupnorm_reference(x, gamma, beta, num_groups: int, eps: float = 1e-5) -> np.ndarray:
-    """``F.group_norm(x, num_groups, gamma, beta, eps)`` of x (N, C, H, W), gamma, beta (C,)."""
-    return forward_reference(GROUPNORM, _plain_case(x, gamma, beta, eps, num_groups))
-
-
-def rmsnorm_reference(x, gamma, eps: float = 1e-6) -> np.ndarray:
-    """``F.rms_norm(x, (D,), gamma, eps)``: x of any rank >= 2, gamma (D,)."""
-    return forward_reference(RMSNORM, _plain_case(x, gamma, np.zeros_like(gamma), eps))
-
-
-def _plain_case(x, gamma, beta, eps, num_groups: int = 0) -> VariantCase:
-    x = np.asarray(x, dtype=np.float64)
-    return VariantCase(
-        x, np.asarray(gamma), np.asarray(beta), np.zeros_like(x), eps, "", num_groups
+    return reference.normalize_gradients_reference(
+        variant.form, case.x, case.gamma, case.beta, case.dout, case.eps, case.num_groups
     )
 
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
-
-
-def _quietly():
-    """A wrong variant may divide by zero; its warning must not reach stderr."""
-    return np.errstate(all="ignore")
-
-
-def standardize(
-    x: np.ndarray,
-    axes: tuple[int, ...] | None,
-    eps: float,
-    *,
-    center: bool = True,
-    ddof: int = 0,
-    average: bool = True,
-    eps_outside: bool = False,
-    root: bool = True,
-) -> np.ndarray:
-    """(x - mean) / sqrt(mean square + eps) over ``axes`` (None: all axes), with switches for
-    the classic mistakes: no centering, ddof=1, a sum instead of a mean, eps outside the root,
-    no root at all."""
-    count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
-    centered = x - x.mean(axis=axes, keepdims=True) if center else x
-    second = (centered**2).sum(axis=axes, keepdims=True)
-    if average:
-        second = second / (count - ddof)
-    if eps_outside:
-        return centered / (np.sqrt(second) + eps)
-    return centered / (np.sqrt(second + eps) if root else second + eps)
 
 
 def _normalized(variant: Variant, case: Case, **options) -> np.ndarray:
@@ -324,24 +263,25 @@ def _group_statistics_with_batch(variant: Variant, case: VariantCase) -> np.ndar
     return _affine(variant, standardize(view, (0, 2), case.eps).reshape(case.x.shape), case)
 
 
+VARIANT = {"v": "mean square", "what": "the result", "default": "the default"}
+"""The words of lesson 07 for ``utils.mistakes.describe``."""
+
 _UNBIASED = {
     "the variance is the unbiased one (ddof=1); normalization layers divide by the number "
     "of values in the set (the biased variance)": _with(ddof=1),
 }
 _EPS_MISTAKES = {
-    "eps is added outside the square root: use sqrt(mean square + eps), not "
-    "sqrt(mean square) + eps": _with(eps_outside=True),
-    "eps is missing: divide by sqrt(mean square + eps)": _with(eps=0.0),
-    "the result is divided by (mean square + eps) instead of by its square root": _with(root=False),
-    "eps is fixed at the default instead of using the eps argument": _default_eps,
+    describe("eps outside sqrt", **VARIANT): _with(eps_outside=True),
+    describe("eps missing", **VARIANT): _with(eps=0.0),
+    describe("no square root", **VARIANT): _with(root=False),
+    describe("eps fixed", **VARIANT): _default_eps,
 }
 _AFFINE_MISTAKES = {
-    "gamma and beta are swapped: out = gamma * x_hat + beta": _parameters_swapped,
-    "gamma and beta are not applied: out = gamma * x_hat + beta, not x_hat": _without_affine,
+    describe("gamma beta swapped"): _parameters_swapped,
+    describe("no affine"): _without_affine,
 }
 _CHANNEL_AFFINE = {
-    "gamma and beta of shape (C,) were broadcast along the last axis (W); reshape them to "
-    "(1, C, 1, 1)": _affine_along_width,
+    describe("affine along width"): _affine_along_width,
 }
 
 FORWARD_MISTAKES: dict[str, dict[str, Callable]] = {
@@ -446,7 +386,7 @@ def _float64(value, what: str, shape: tuple[int, ...] | None = None) -> np.ndarr
 
 def forward_mistakes(variant: Variant, case: Case) -> dict[str, np.ndarray]:
     """Every known-wrong output of ``variant`` on ``case`` that can be computed."""
-    with _quietly():
+    with np.errstate(all="ignore"):  # a wrong variant may divide by zero
         wrong = {d: f(variant, case) for d, f in FORWARD_MISTAKES[variant.prefix].items()}
     return {d: a for d, a in wrong.items() if a is not None}
 
@@ -492,12 +432,9 @@ _DX_MISTAKES = {
     "flows through the variance)": {"variance_term": False},
     "the statistics are treated as constants (dx = gamma * dout / sqrt(var + eps)); they "
     "depend on x too": {"mean_term": False, "variance_term": False},
-    "dx forgets gamma: dx_hat = dout * gamma, not dout": {"with_gamma": False},
-    "the backward uses the unbiased variance (m - 1) in the variance term; the forward "
-    "divides by m": {"ddof": 1},
-    "the backward drops eps (1 / sqrt(var) instead of 1 / sqrt(var + eps))": {
-        "eps_in_scale": False
-    },
+    describe("dx without gamma"): {"with_gamma": False},
+    describe("dx with unbiased variance", m="m"): {"ddof": 1},
+    describe("dx without eps"): {"eps_in_scale": False},
 }
 DX_MISTAKES: dict[str, dict[str, dict]] = {
     "layernorm": {
@@ -522,11 +459,11 @@ DX_MISTAKES: dict[str, dict[str, dict]] = {
         "dx is missing the term through the root mean square (-x_hat * mean(dx_hat * x_hat))": {
             "variance_term": False
         },
-        "dx forgets gamma: dx_hat = dout * gamma, not dout": {"with_gamma": False},
+        describe("dx without gamma"): {"with_gamma": False},
         "the sums in dx run over the batch axis (axis=0); they run over the last axis": {
             "sum_axes": (0,)
         },
-        "the backward drops eps (1 / sqrt(mean(x**2)) instead of 1 / sqrt(mean(x**2) + eps))": {
+        describe("dx without eps", v="mean(x**2)", instead="1 / sqrt(mean(x**2) + eps)"): {
             "eps_in_scale": False
         },
     },
@@ -536,7 +473,7 @@ DX_MISTAKES: dict[str, dict[str, dict]] = {
 
 def backward_mistakes(variant: Variant, case: Case) -> dict[str, dict[str, np.ndarray]]:
     """Known-wrong dx, dgamma (and dbeta) of ``variant`` on ``case``."""
-    with _quietly():
+    with np.errstate(all="ignore"):  # a wrong variant may divide by zero
         wrong_dx = {
             d: closed_form_dx(variant, case, **switches)
             for d, switches in DX_MISTAKES[variant.prefix].items()
@@ -549,9 +486,10 @@ def backward_mistakes(variant: Variant, case: Case) -> dict[str, dict[str, np.nd
     wrong = {
         "dx": wrong_dx,
         "dgamma": {
-            "dgamma is sum(dout): the x_hat factor is missing"
-            + (", or dgamma and dbeta are swapped" if variant.has_beta else ""): sum_dout,
-            f"dgamma uses x instead of the normalized x: dgamma = sum(dout * x_hat) over {where}": (
+            describe("dgamma is sum(dout)", **({} if variant.has_beta else {"swapped": ""})): (
+                sum_dout
+            ),
+            describe("dgamma uses x", x_hat="the normalized x", over=f" over {where}"): (
                 variant.parameter_sum(case.dout * case.x)
             ),
             f"dgamma averages; it is the sum over {where}": sum_dout_x_hat / count,
@@ -559,8 +497,8 @@ def backward_mistakes(variant: Variant, case: Case) -> dict[str, dict[str, np.nd
     }
     if variant.has_beta:
         wrong["dbeta"] = {
-            "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped": sum_dout_x_hat,
-            f"dbeta averages dout; it is the sum over {where}": sum_dout / count,
+            describe("dbeta is sum(dout * x_hat)"): sum_dout_x_hat,
+            describe("dbeta averages", axes=where): sum_dout / count,
         }
     return wrong
 
