@@ -98,6 +98,8 @@ def wait_for_formgrader(page) -> None:
 def grade_by_hand(page, formgrader, output_dir) -> None:
     """In formgrader: open the student's notebook, type a score and a comment for the written
     answer; each is saved (a PUT to formgrader's API) when its field loses focus."""
+    # formgrader's API calls carry no token: log in through JupyterLab first (sets the cookie)
+    page.goto(formgrader.url("lab"))
     page.goto(formgrader.url(f"formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}"))
     page.get_by_role("link", name="Submission #1").first.click()
     wait_for_formgrader(page)
