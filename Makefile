@@ -6,15 +6,15 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: demo lab test test-fast build validate samples lint format clean
+.PHONY: demo lab test test-fast test-browser build validate samples lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import grader, utils, torch, nbgrader" && touch $@
+	$(BIN)/python -m pip install -q -e ".[dev,browser]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import grader, utils, torch, nbgrader, pytest, playwright" && touch $@
 
 demo: $(VENV)/.installed  ## build the release, grade samples/, print grades, write feedback
 	$(BIN)/python -m grader demo
@@ -28,6 +28,9 @@ test: $(VENV)/.installed  ## lint, release check, validation of every lesson, th
 	$(BIN)/python -m grader build --check
 	$(BIN)/python -m grader validate
 	$(BIN)/python -m pytest
+
+test-browser: $(VENV)/.installed  ## only the browser tests: every lesson and formgrader in Chromium
+	$(BIN)/python -m pytest -m browser tests/browser
 
 test-fast: $(VENV)/.installed  ## the test suite without the slow (notebook-executing) tests
 	$(BIN)/python -m pytest -m "not slow"
