@@ -480,7 +480,7 @@ def test_watch_size_calls_back_once_when_the_copy_grows_past_its_limit(tmp_path)
     assert done.wait(5)
     time.sleep(0.2)
     stop.set()
-    assert len(seen) == 1 and seen[0] >= 200 * 1024
+    assert len(seen) == 1 and seen[0] > 64 * 1024  # seen over the limit, perhaps mid-write
 
 
 def test_the_address_space_limit_leaves_room_for_the_libraries():
