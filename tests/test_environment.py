@@ -64,8 +64,8 @@ def test_test_and_lint_tools_are_dev_extras_not_runtime_dependencies():
     assert not runtime & {"pytest", "hypothesis", "ruff", "psutil"}
 
 
-def test_the_makefile_installs_the_dev_extra():
-    assert 'pip install -q -e ".[dev]"' in (ROOT / "Makefile").read_text()
+def test_the_makefile_installs_the_dev_and_browser_extras():
+    assert 'pip install -q -e ".[dev,browser]"' in (ROOT / "Makefile").read_text()
 
 
 def test_torch_is_pinned_to_the_cpu_wheel_version():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import nbformat
 import pytest
 from fixtures.toy import copy_course, points
 from nbgrader.api import Gradebook
@@ -16,7 +17,12 @@ from grader.worker import CellGrade, SubmissionResult
 P = points()  # grade_id -> points of the fixture: test_double 2, test_square 3, written 1
 
 
-def result(student, double=True, square=True, written=None, error=None, notebook_json="{}"):
+EMPTY_NOTEBOOK = nbformat.writes(nbformat.v4.new_notebook())
+
+
+def result(
+    student, double=True, square=True, written=None, error=None, notebook_json=EMPTY_NOTEBOOK
+):
     """A worker result for the toy notebook; written: None (awaits a human) or a number."""
     tests = [
         CellGrade("test_double", P["test_double"] if double else 0.0, P["test_double"]),
@@ -99,7 +105,7 @@ def test_a_changed_auto_score_under_a_manual_grade_asks_for_review(course):
 def test_a_failed_regrade_zeroes_the_auto_scores_and_drops_the_old_notebook(course):
     record(course, result("ann"))
     autograded = course.state_path("autograded", "ann", "toy") / "toy.ipynb"
-    assert autograded.read_text() == "{}"
+    assert nbformat.reads(autograded.read_text(), as_version=4).cells == []
     record(course, result("ann", error="the kernel died"))
     assert not autograded.exists()
     assert grade_of(course, "ann", "test_square")[0] == 0.0
