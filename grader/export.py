@@ -1,6 +1,7 @@
 """Grades out of the gradebook, in the format of the place they go.
 
-Every export also writes the per-test CSV (one row per grade cell of each submission). Formats:
+Every export also writes the per-test CSV (one row per grade cell of each submission, with the
+comment a human grader wrote on that cell in formgrader). Formats:
 
 * ``grades`` (default): ``student,assignment,score,max_score``, one row per student and
   assignment.
@@ -17,8 +18,8 @@ Every export also writes the per-test CSV (one row per grade cell of each submis
   ``idnumber``) and one column per assignment. A student with no value for the identifier is
   left out and named in ``Exported.left_out``.
 * ``gradescope``: ``<out>/<assignment>/<student>/results.json`` in Gradescope's autograder
-  results format: ``score`` and ``tests[]`` (name, score, max_score, status, output = the hint,
-  visibility).
+  results format: ``score`` and ``tests[]`` (name, score, max_score, status, output = the hint
+  and the human grader's comment, visibility).
 
 Scores are nbgrader's: the manual score where a human gave one, else the auto score; an
 assignment's score is after the late penalty. A student with no submission of an assignment
@@ -48,7 +49,7 @@ from grader.worker import CellGrade, grade_cells
 FORMATS = ("grades", "nbgrader", "canvas", "moodle", "gradescope")
 MOODLE_IDS = ("username", "email", "idnumber")
 GRADES_COLUMNS = ("student", "assignment", "score", "max_score")
-TESTS_COLUMNS = ("student", "assignment", "notebook", "test", "score", "max_score")
+TESTS_COLUMNS = ("student", "assignment", "notebook", "test", "score", "max_score", "comment")
 NBGRADER_COLUMNS = (
     "assignment",
     "duedate",
@@ -227,7 +228,14 @@ def grades_rows(grades: Grades) -> list[tuple]:
 
 def per_test_rows(course: Course) -> list[tuple]:
     return [
-        (r.student, r.assignment, r.notebook, r.test, *map(points_text, (r.score, r.max_score)))
+        (
+            r.student,
+            r.assignment,
+            r.notebook,
+            r.test,
+            *map(points_text, (r.score, r.max_score)),
+            r.comment,
+        )
         for r in grade_rows(course)
     ]
 
@@ -387,28 +395,28 @@ def moodle_table(grades: Grades, moodle_id: str, roster: Roster | None):
 def write_gradescope(course: Course, grades: Grades, out: Path) -> list[str]:
     """One ``out/<assignment>/<student>/results.json`` per student and assignment (folder names
     percent-encoded where they are not plain); returns the students left out (none)."""
-    scores = {(r.student, r.assignment, r.notebook, r.test): r.score for r in grade_rows(course)}
+    rows = {(r.student, r.assignment, r.notebook, r.test): r for r in grade_rows(course)}
     for a in grades.assignments:
         notebooks = sorted(p.stem for p in (course.release_dir / a.name).glob("*.ipynb"))
         for s in grades.students:
-            results = gradescope_results(course, grades, s.id, a, notebooks, scores)
+            results = gradescope_results(course, grades, s.id, a, notebooks, rows)
             path = out / _folder_name(a.name) / _folder_name(s.id) / "results.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     return []
 
 
-def gradescope_results(course, grades, student, assignment, notebooks, scores) -> dict:
+def gradescope_results(course, grades, student, assignment, notebooks, rows) -> dict:
     """Gradescope's results.json for one student and assignment: every grade cell as a test
-    (scored where graded); ``score`` the assignment's total, absent when nothing was
-    submitted."""
+    (scored where graded, its output the hint and the human grader's comment); ``score`` the
+    assignment's total, absent when nothing was submitted."""
     sub = grades.submitted.get((student, assignment.name))
     tests = []
     for notebook in notebooks:
         hints = _hints(course, student, assignment.name, notebook) if sub else {}
         for cell in grade_cells(course.release_notebook(assignment.name, notebook)):
             key = (student, assignment.name, notebook, cell.grade_id)
-            tests.append(_gradescope_test(notebook, cell, scores.get(key), sub, hints))
+            tests.append(_gradescope_test(notebook, cell, rows.get(key), sub, hints))
     results = {"visibility": "visible", "tests": tests}
     if sub is None:
         results["output"] = f"No submission of {assignment.name} was graded."
@@ -417,7 +425,8 @@ def gradescope_results(course, grades, student, assignment, notebooks, scores) -
     return results
 
 
-def _gradescope_test(notebook: str, cell: CellGrade, score, sub, hints) -> dict:
+def _gradescope_test(notebook: str, cell: CellGrade, row, sub, hints) -> dict:
+    score = row.score if row is not None else None
     test = {
         "name": spreadsheet_safe(f"{notebook}: {cell.grade_id}"),
         "max_score": cell.max_score,
@@ -431,6 +440,9 @@ def _gradescope_test(notebook: str, cell: CellGrade, score, sub, hints) -> dict:
         test["score"] = score
         test["status"] = "passed" if score >= cell.max_score else "failed"
         test["output"] = spreadsheet_safe(hints.get(cell.grade_id, ""))
+    if row is not None and row.comment:
+        said = f"{test['output']}\n\n" if test["output"] else ""
+        test["output"] = spreadsheet_safe(f"{said}Grader's comment: {row.comment}")
     return test
 
 

@@ -105,17 +105,20 @@ class GradeRow:
     test: str
     score: float | None
     max_score: float
+    comment: str = ""  # the grader's comment on the cell (formgrader), "" when none
 
 
 def grade_rows(course: Course) -> list[GradeRow]:
     """Every grade cell of every submission, in notebook order: score is the manual score if
-    given, else the auto score (None while a written answer awaits a human)."""
+    given, else the auto score (None while a written answer awaits a human); comment is what
+    a human wrote on that cell in formgrader."""
     rows = []
     with quiet_nbgrader(), open_gradebook(course) as gb:
         for assignment in gb.assignments:
             for submission in assignment.submissions:
                 for nb in submission.notebooks:
                     order = _cell_order(course, assignment.name, nb.notebook.name)
+                    comments = {c.name: c.manual_comment or "" for c in nb.comments}
                     for grade in sorted(nb.grades, key=lambda g: order(g.name)):
                         manual = grade.manual_score
                         rows.append(
@@ -126,6 +129,7 @@ def grade_rows(course: Course) -> list[GradeRow]:
                                 grade.name,
                                 manual if manual is not None else grade.auto_score,
                                 float(grade.max_score),
+                                comments.get(grade.name, ""),
                             )
                         )
     return sorted(rows, key=lambda r: (r.student, r.assignment, r.notebook))

@@ -84,8 +84,13 @@ def course(tmp_path_factory):
         gb.find_assignment("toy").duedate = DUE
         grade = gb.find_grade("written_linear", "toy", "toy", "ann")
         grade.manual_score, grade.needs_manual_grade = P["written_linear"], False
+        gb.find_comment("written_linear", "toy", "toy", "ann").manual_comment = COMMENT
+        gb.find_comment("written_linear", "toy", "toy", EVIL).manual_comment = "=HYPERLINK(1)"
         gb.db.commit()
     return course
+
+
+COMMENT = "Right idea; say why the scale is learned too."
 
 
 def read_dicts(path):
@@ -167,9 +172,14 @@ def test_grades_csv_has_a_row_with_an_empty_score_for_no_submission(course, tmp_
 def test_the_per_test_csv_stays_with_every_format(course, tmp_path):
     export_as(course, "moodle", tmp_path / "m.csv", tmp_path / "t.csv")
     header, rows = read_dicts(tmp_path / "t.csv")
-    assert header == ["student", "assignment", "notebook", "test", "score", "max_score"]
+    assert header == ["student", "assignment", "notebook", "test", "score", "max_score", "comment"]
     assert {r["student"] for r in rows} == {"ann", "ben", "'=1+1"}
     assert [r["score"] for r in rows if r["student"] == "ann"] == ["2", "3", "1"]
+    comments = {(r["student"], r["test"]): r["comment"] for r in rows if r["comment"]}
+    assert comments == {
+        ("ann", "written_linear"): COMMENT,
+        ("'=1+1", "written_linear"): "'=HYPERLINK(1)",
+    }
 
 
 # ---- Canvas -------------------------------------------------------------------------------
@@ -342,6 +352,8 @@ def test_gradescope_tests_carry_scores_manual_grades_and_hints(gradescope):
     assert (double["score"], double["status"]) == (0.0, "failed")
     assert double["output"] == "'=cmd: |' /C calc'!A0"  # the hint, neutralized
     assert evil["score"] == P["test_square"]
+    assert ann["tests"][2]["output"] == f"Grader's comment: {COMMENT}"
+    assert evil["tests"][2]["output"] == "Grader's comment: =HYPERLINK(1)"
 
 
 def test_gradescope_gives_the_reason_a_notebook_was_not_graded(gradescope):

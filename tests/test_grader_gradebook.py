@@ -71,13 +71,13 @@ def test_export_rows_add_auto_and_manual_scores(course, tmp_path):
         ["cat", "toy", "0", f"{total:g}"],
     ]
     rows = read_csv(tests)
-    assert rows[0] == ["student", "assignment", "notebook", "test", "score", "max_score"]
+    assert rows[0] == ["student", "assignment", "notebook", "test", "score", "max_score", "comment"]
     assert rows[1:4] == [
-        ["ann", "toy", "toy", "test_double", f"{P['test_double']:g}", f"{P['test_double']:g}"],
-        ["ann", "toy", "toy", "test_square", f"{P['test_square']:g}", f"{P['test_square']:g}"],
-        ["ann", "toy", "toy", "written_linear", "1", "1"],
+        ["ann", "toy", "toy", "test_double", f"{P['test_double']:g}", f"{P['test_double']:g}", ""],
+        ["ann", "toy", "toy", "test_square", f"{P['test_square']:g}", f"{P['test_square']:g}", ""],
+        ["ann", "toy", "toy", "written_linear", "1", "1", ""],
     ]
-    assert ["ben", "toy", "toy", "test_double", "0", f"{P['test_double']:g}"] in rows
+    assert ["ben", "toy", "toy", "test_double", "0", f"{P['test_double']:g}", ""] in rows
     assert [r[4] for r in rows if r[0] == "cat"] == ["0", "0", "0"]
     assert len(rows) == 1 + 3 * 3
 
@@ -85,7 +85,7 @@ def test_export_rows_add_auto_and_manual_scores(course, tmp_path):
 def test_an_unmarked_written_answer_has_an_empty_score(course, tmp_path):
     record(course, result("ann", written=None))
     _, tests = export(course, tmp_path / "g.csv", tmp_path / "t.csv")
-    assert ["ann", "toy", "toy", "written_linear", "", "1"] in read_csv(tests)
+    assert ["ann", "toy", "toy", "written_linear", "", "1", ""] in read_csv(tests)
 
 
 def test_regrading_the_same_result_keeps_the_manual_grade_and_its_review_state(course):

@@ -105,12 +105,14 @@ def test_export_writes_exact_grades_and_per_test_rows(graded, run, tmp_path):
     assert read_csv(tmp_path / "g.csv") == [["student", "assignment", "score", "max_score"]] + [
         [s, "toy", _n(sum(x or 0 for x in e)), _n(TOTAL)] for s, e in sorted(EXPECTED.items())
     ]
-    expected_tests = [["student", "assignment", "notebook", "test", "score", "max_score"]]
+    expected_tests = [
+        ["student", "assignment", "notebook", "test", "score", "max_score", "comment"]
+    ]
     for student, scores in sorted(EXPECTED.items()):
         for test, score in zip(
             ("test_double", "test_square", "written_linear"), scores, strict=True
         ):
-            expected_tests.append([student, "toy", "toy", test, _n(score), _n(P[test])])
+            expected_tests.append([student, "toy", "toy", test, _n(score), _n(P[test]), ""])
     assert read_csv(tmp_path / "t.csv") == expected_tests
 
 

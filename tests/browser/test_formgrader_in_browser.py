@@ -138,6 +138,7 @@ def test_manual_grade_survives_regrading_and_reaches_the_export(
     grader("export", "--out", str(grades_csv), "--per-test", str(tests_csv), course_dir=course_dir)
     tests = {r["test"]: r for r in read_csv(tests_csv) if r["student"] == STUDENT}
     assert float(tests[WRITTEN]["score"]) == MANUAL_SCORE
+    assert tests[WRITTEN]["comment"] == COMMENT
     auto = sum(float(r["score"]) for t, r in tests.items() if t != WRITTEN)
     (row,) = [r for r in read_csv(grades_csv) if r["student"] == STUDENT]
     assert row["assignment"] == ASSIGNMENT
