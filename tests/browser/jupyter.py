@@ -148,17 +148,21 @@ _SAVE = """async () => {
 }"""
 
 
+# The notebook on screen: earlier tabs stay in the DOM, hidden (a workspace restores them).
+CURRENT = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
 def wait_for_idle_kernel(page: Page) -> None:
-    """The notebook toolbar's execution indicator says idle."""
-    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(
+    """The toolbar of the notebook on screen says its kernel is idle."""
+    page.locator(f'{CURRENT} .jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(
         timeout=KERNEL_IDLE_TIMEOUT_MS
     )
 
 
 def open_notebook(page: Page, lab: JupyterLab, path: str) -> None:
-    """Open ``path`` (relative to the server's root) in JupyterLab; return once its kernel
-    is idle."""
-    page.goto(lab.url(f"lab/tree/{path}"))
+    """Open ``path`` (relative to the server's root) in JupyterLab, alone (``?reset`` drops
+    the tabs a workspace would restore); return once its kernel is idle."""
+    page.goto(lab.url(f"lab/tree/{path}") + "&reset")
     page.wait_for_function(_NOTEBOOK_READY, timeout=KERNEL_IDLE_TIMEOUT_MS)
     wait_for_idle_kernel(page)
 
@@ -169,7 +173,7 @@ def run_all_and_save(page: Page) -> object:
 
     Returns what the command resolved to: True when every cell ran without error.
     """
-    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.locator(f"{CURRENT} .jp-Notebook .jp-Cell").first.click()
     page.evaluate(_START_RUN_ALL)
     page.wait_for_function(
         "() => window.normlabRunAll !== undefined", timeout=RUN_ALL_TIMEOUT_MS, polling=500
