@@ -9,6 +9,7 @@ pidfds, sqlite, /proc), so what stops them is the operating system.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import socket
@@ -44,6 +45,9 @@ class Kernel:
 
     def __init__(self, lesson: str, memory_limit: int = GIB, env: dict | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="confine-", dir=grading_root()))
+        # The loop lives in a thread of its own: a test that ran before this one (Playwright's
+        # sync API) may leave a loop marked as running in the main thread.
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kernel-loop")
         self.loop = asyncio.new_event_loop()
         rules = {
             "private": [str(ROOT), str(grading_root())],
@@ -51,7 +55,10 @@ class Kernel:
             "policy": LESSONS[lesson].as_dict(),
         }
         self.km = SandboxKernelManager(memory_limit=memory_limit, jail_rules=json.dumps(rules))
-        self.loop.run_until_complete(self._start(env))
+        self._run(self._start(env))
+
+    def _run(self, coro):
+        return self.thread.submit(self.loop.run_until_complete, coro).result()
 
     async def _start(self, env):
         kw = {"env": {**os.environ, **env}} if env is not None else {}
@@ -71,19 +78,20 @@ class Kernel:
             elif msg["msg_type"] in ("display_data", "execute_result"):
                 out["mime"] |= set(content["data"])
 
-        reply = self.loop.run_until_complete(
+        reply = self._run(
             self.kc.execute_interactive(textwrap.dedent(code), timeout=timeout, output_hook=hook)
         )
         content = reply["content"]
         return {**out, **{k: content.get(k) for k in ("status", "ename", "evalue")}}
 
     def alive(self) -> bool:
-        return self.loop.run_until_complete(self.km.is_alive())
+        return self._run(self.km.is_alive())
 
     def close(self) -> None:
         self.kc.stop_channels()
-        self.loop.run_until_complete(self.km.shutdown_kernel(now=True))
-        self.loop.close()
+        self._run(self.km.shutdown_kernel(now=True))
+        self.thread.submit(self.loop.close).result()
+        self.thread.shutdown()
 
 
 @pytest.fixture(scope="module")
