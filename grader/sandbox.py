@@ -263,6 +263,8 @@ class SandboxedExecute(Execute):
         if self.size_limit and self._stop_watch is None:
             self._stop_watch = confine.watch_size(self._workdir, self.size_limit, self._too_big)
 
+    start_new_kernel = run_sync(async_start_new_kernel)  # as execute_cell: the parent binds its own
+
     def _too_big(self, size: int) -> None:
         """The size watch's call (from its thread): note the size and kill the kernel."""
         self._oversize = size
