@@ -92,9 +92,10 @@ class OutputBudget:
 
     ``admit(msg_type, content, cell_index)`` returns the content to keep, or None to drop the
     message. The first message that would take a cell past ``cell_limit`` or the notebook past
-    ``notebook_limit`` cuts that cell: it and everything after it in the cell is dropped, and
-    ``note(cell_index)`` returns, once, the note to add. One error output per cut cell is still
-    kept, shortened: an error scores a test cell 0 and must never be lost.
+    ``notebook_limit`` cuts that cell: of it only the head of a text stream that fits is kept,
+    everything after it in the cell is dropped, and ``note(cell_index)`` returns, once, the note
+    to add. One error output per cut cell is still kept, shortened: an error scores a test cell
+    0 and must never be lost.
     """
 
     def __init__(self, cell_limit: int = CELL_OUTPUT_LIMIT, notebook_limit=NOTEBOOK_OUTPUT_LIMIT):
@@ -107,16 +108,19 @@ class OutputBudget:
 
     def admit(self, msg_type: str, content: dict, cell_index: int) -> dict | None:
         if cell_index not in self.cut:
-            size = content_size(content)
-            in_cell = self.cells.get(cell_index, 0) + size
-            if in_cell > self.cell_limit:
+            size, in_cell = content_size(content), self.cells.get(cell_index, 0)
+            room = min(self.cell_limit - in_cell, self.notebook_limit - self.total)
+            if size <= room:
+                self.cells[cell_index], self.total = in_cell + size, self.total + size
+                return content
+            if self.cell_limit - in_cell <= self.notebook_limit - self.total:
                 self.cut[cell_index] = f"this cell's output passed {self.cell_limit // MIB} MiB"
-            elif self.total + size > self.notebook_limit:
+            else:
                 limit = self.notebook_limit // MIB
                 self.cut[cell_index] = f"the notebook's output passed {limit} MiB"
-            else:
-                self.cells[cell_index], self.total = in_cell, self.total + size
-                return content
+            if msg_type == "stream" and room > 0:
+                self.cells[cell_index], self.total = in_cell + room, self.total + room
+                return {**content, "text": str(content.get("text", ""))[:room]}
         if msg_type == "error" and cell_index not in self.errors_kept:
             self.errors_kept.add(cell_index)
             return shortened_error(content)
@@ -231,6 +235,8 @@ class SandboxedExecute(Execute):
         try:
             try:
                 nb, resources = super().preprocess(nb, resources, km)
+            except SizeLimitError:
+                raise
             except Exception as exc:  # a kernel killed for its size dies like any other
                 self._raise_if_oversize(exc)
                 raise
@@ -289,15 +295,17 @@ class SandboxedExecute(Execute):
         msg_type = msg["msg_type"]
         if msg_type == "clear_output" and self._budget.is_cut(cell_index):
             return None  # a cut cell keeps its note
-        if msg_type in OUTPUT_MESSAGES:
-            content = self._budget.admit(msg_type, msg["content"], cell_index)
-            note = self._budget.note(cell_index)
-            if note is not None:
-                cell.outputs.append(note)
-            if content is None:
-                return None
-            msg = {**msg, "content": content}
-        return super().process_message(msg, cell, cell_index)
+        if msg_type not in OUTPUT_MESSAGES:
+            return super().process_message(msg, cell, cell_index)
+        content = self._budget.admit(msg_type, msg["content"], cell_index)
+        kept = None
+        if content is not None:
+            kept = super().process_message({**msg, "content": content}, cell, cell_index)
+        note = self._budget.note(cell_index)
+        if note is not None:
+            cell.outputs.append(note)
+            self.clear_before_next_output = False  # a pending clear would take the note
+        return kept
 
     def _close_channel(self) -> None:
         for end in (self._kernel_end, self._link):

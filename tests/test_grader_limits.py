@@ -35,13 +35,22 @@ def test_a_cell_keeps_output_up_to_its_cap_then_one_note():
     budget = OutputBudget(cell_limit=100, notebook_limit=1000)
     assert budget.admit("stream", stream("a" * 40), 0) == stream("a" * 40)
     assert budget.note(0) is None
-    assert budget.admit("stream", stream("b" * 80), 0) is None
+    assert budget.admit("display_data", {"data": {"text/plain": "b" * 80}}, 0) is None
     note = budget.note(0)
     assert note.output_type == "stream" and note.name == "stderr"
     assert "output cut: this cell's output passed" in note.text
     assert budget.note(0) is None  # one note per cell
     assert budget.admit("stream", stream("c"), 0) is None  # nothing after the cut, however small
     assert budget.admit("stream", stream("d" * 40), 1) is not None  # the next cell starts afresh
+
+
+def test_a_stream_past_the_cap_keeps_its_head():
+    budget = OutputBudget(cell_limit=100, notebook_limit=1000)
+    budget.admit("stream", stream("a" * 40), 0)
+    kept = budget.admit("stream", stream("b" * 500), 0)
+    assert kept["name"] == "stdout" and kept["text"] == "b" * len(kept["text"])
+    assert 30 < len(kept["text"]) < 60 and budget.cells[0] == 100 and budget.is_cut(0)
+    assert budget.admit("display_data", {"data": {"text/plain": "c" * 500}}, 1) is None
 
 
 def test_the_notebook_cap_cuts_every_later_cell():
