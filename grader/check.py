@@ -15,6 +15,7 @@ import nbformat
 
 from grader.build import make_template
 from grader.course import Course
+from grader.grade import confinement_summary
 from grader.score import points_text
 from grader.worker import SubmissionResult, grade_submission, unreadable
 
@@ -76,7 +77,8 @@ def check(
 
 
 def report(result: SubmissionResult) -> str:
-    """One line per test, PASS/FAIL with points and the hint, then the total."""
+    """One line per test, PASS/FAIL with points and the hint, then the total and the
+    confinement the kernel ran under."""
     lines = [f"{result.assignment}/{result.notebook}.ipynb, graded with the hidden tests"]
     if result.error:
         lines.append(f"ERROR: {result.error}")
@@ -97,6 +99,8 @@ def report(result: SubmissionResult) -> str:
     if manual:
         total += f" (+{points_text(manual)} for written answers, graded by a human)"
     lines.append(total)
+    if result.confinement:
+        lines.append(confinement_summary([result]))
     return "\n".join(lines)
 
 

@@ -32,7 +32,10 @@ from grader.channel import Callback, ChannelError, Decoder, Encoder, Endpoint, R
 from grader.rpc import Peer
 
 PRINTED_LIMIT = 20_000
-"""Characters of a check's printed lines kept for the notebook and feedback."""
+"""Characters of a check's printed lines kept for the notebook and feedback (as they are
+printed: a check that prints what the learner's code returned must not fill the grader's
+memory with it); a check's own lines take a few hundred."""
+CUT_NOTE = "\n[... output cut]\n"
 
 
 TIMED_OUT = "CellTimeoutError"
@@ -290,19 +293,19 @@ def run_cell(link: KernelLink, source: str, trusted: dict, timeout: float) -> Ve
     """Execute the test cell ``source`` here against the kernel behind ``link``; the verdict."""
     session = Session(link, time.monotonic() + timeout)
     link.session = session
-    printed = io.StringIO()
+    printed = CappedText(PRINTED_LIMIT)
     link.peer.start()
     try:
         code = compile(source, "<test cell>", "exec")
         with contextlib.redirect_stdout(printed), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(code, dict(trusted), KernelScope(session, trusted))
-        return Verdict(True, _capped(printed.getvalue()))
+        return Verdict(True, printed.getvalue())
     except CheckTimeout as exc:
         limit = f"the cell ran longer than the {timeout:g} s limit ({exc})"
-        return Verdict(False, _capped(printed.getvalue()), TIMED_OUT, limit)
+        return Verdict(False, printed.getvalue(), TIMED_OUT, limit)
     except Exception as exc:  # every failure of a check, the learner's or the kernel's
-        return Verdict(False, _capped(printed.getvalue()), type(exc).__name__, _text(exc))
+        return Verdict(False, printed.getvalue(), type(exc).__name__, _text(exc))
     finally:
         link.session = None
         with contextlib.suppress(OSError, ChannelError):
@@ -310,10 +313,26 @@ def run_cell(link: KernelLink, source: str, trusted: dict, timeout: float) -> Ve
         link.peer.stop()
 
 
-def _capped(text: str) -> str:
-    if len(text) <= PRINTED_LIMIT:
-        return text
-    return text[:PRINTED_LIMIT] + "\n[... output cut]\n"
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters written to it, and says when it
+    dropped the rest."""
+
+    def __init__(self, limit: int):
+        self.limit, self.parts, self.size, self.cut = limit, [], 0, False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        kept = text[: max(self.limit - self.size, 0)]
+        self.cut = self.cut or len(kept) < len(text)
+        if kept:
+            self.parts.append(kept)
+            self.size += len(kept)
+        return len(text)
+
+    def getvalue(self) -> str:
+        return "".join(self.parts) + (CUT_NOTE if self.cut else "")
 
 
 def _text(exc: BaseException) -> str:

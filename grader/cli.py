@@ -62,7 +62,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from grader.grade import GradeOptions, grade, summary_table
+    from grader.grade import GradeOptions, confinement_summary, grade, summary_table
 
     course = _course(args)
     options = GradeOptions(args.workers, args.timeout, args.memory_limit, args.scheduler)
@@ -71,6 +71,7 @@ def cmd_grade(args) -> int:
         say(f"not graded: {printable_line(line)}")
     if run.results:
         say(summary_table(run.results))
+        say(confinement_summary(run.results))
     say(
         f"graded {len(run.results)} notebook(s) into {course.course_dir} "
         f"({sum(1 for r in run.results if r.error)} could not be graded)"

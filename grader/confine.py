@@ -38,7 +38,6 @@ import errno
 import json
 import os
 import platform
-import resource
 import struct
 import sys
 import threading
@@ -54,6 +53,8 @@ four-thread pool doing torch and BLAS work peaked at 1.13 GiB (13 threads, 8 MiB
 each); numpy alone about 0.6 GiB. The rest, 0.37 GiB, is headroom for lazily loaded modules."""
 FILE_SIZE_LIMIT = GIB
 """The largest file a kernel may write (RLIMIT_FSIZE): a write past it fails with EFBIG."""
+WEAKER = "WEAKER: "
+"""How ``describe()`` starts where Landlock or seccomp is missing."""
 KERNEL_DIR = ".normlab-kernel"
 """The folder inside the working copy that holds the kernel's home and config folders."""
 
@@ -134,6 +135,8 @@ def address_space_limit(memory_limit: int) -> int:
 
 def apply_rlimits(memory_limit: int) -> list[str]:
     """Cap address space, data segment, file size and core dumps; returns what was set."""
+    import resource  # POSIX only; the grading process imports this module on any system
+
     limits = [(resource.RLIMIT_CORE, 0, "core 0"), (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT, "")]
     if memory_limit > 0:
         limits += [
@@ -579,6 +582,8 @@ def _thread_count() -> int | None:
 def missing_layers() -> list[str]:
     """The layers this system cannot apply, each with why ("no Landlock (...)")."""
     missing = []
+    if os.name != "posix":
+        return [f"no confinement at all ({sys.platform}: kernels start unconfined)"]
     if sys.platform != "linux":
         return [f"no Landlock and no seccomp ({sys.platform} is not Linux)"]
     if not landlock_abi():
@@ -592,6 +597,8 @@ def describe() -> str:
     """One line: what confinement grading kernels get on this system, e.g. ``Landlock ABI 7,
     seccomp, rlimits`` or ``WEAKER: no Landlock (...); rlimits`` (for the grade summary)."""
     missing = missing_layers()
+    if os.name != "posix":
+        return WEAKER + missing[0]
     layers = []
     if not any(m.startswith("no Landlock") for m in missing):
         layers.append(f"Landlock ABI {landlock_abi()}")
@@ -599,4 +606,4 @@ def describe() -> str:
         layers.append("seccomp")
     layers.append("rlimits")
     text = ", ".join(layers)
-    return f"WEAKER: {'; '.join(missing)}; in force: {text}" if missing else text
+    return f"{WEAKER}{'; '.join(missing)}; in force: {text}" if missing else text

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from grader.build import make_template
 from grader.collect import Submission, collect
+from grader.confine import WEAKER
 from grader.course import Course
 from grader.gradebook import record, register_assignments
 from grader.score import points_text
@@ -223,6 +224,21 @@ def summary_table(results: Iterable[SubmissionResult]) -> str:
             )
         )
     return format_table(rows)
+
+
+def confinement_summary(results: Iterable[SubmissionResult]) -> str:
+    """Which confinement the graded kernels ran under, one line per kind the run saw; a kind
+    that lacks Landlock or seccomp says so in capitals (it starts with ``WEAKER``)."""
+    kinds = sorted({r.confinement for r in results if r.confinement})
+    lines = [f"kernels confined by: {kind}" for kind in kinds if not kind.startswith(WEAKER)]
+    lines += [
+        f"WARNING: CONFINEMENT IS WEAKER than the design assumes: {kind.removeprefix(WEAKER)}. "
+        "A hostile submission may reach files, processes or the network: grade inside a VM "
+        "or container (docs/grading-safety.md)"
+        for kind in kinds
+        if kind.startswith(WEAKER)
+    ]
+    return "\n".join(lines)
 
 
 def _pending(result: SubmissionResult) -> str:

@@ -1,5 +1,6 @@
 """Confine a grading kernel: a memory limit, a file and process fence, no sign that it is being
-graded, a wall-clock cap for the whole notebook, and an integrity probe after every test cell.
+graded, a wall-clock cap for the whole notebook, caps on its output and on its working copy's
+size, and an integrity probe after every test cell.
 
 nbgrader has no memory limit (its issue #1429) and tells student code it is being graded
 through ``NBGRADER_EXECUTION``. The kernel manager here starts every kernel through
@@ -19,6 +20,14 @@ same process (isolated mode: no PYTHONPATH, no user site-packages).
 after every test cell, and writes the differences — tampering — to ``integrity_report`` for the
 worker. A notebook that runs past ``notebook_timeout`` seconds in all is stopped.
 
+Output is capped as it arrives (``OutputBudget``): nbclient keeps every output of every cell in
+memory until the notebook is saved, so past ``CELL_OUTPUT_LIMIT`` in a cell or
+``NOTEBOOK_OUTPUT_LIMIT`` in the notebook further output is dropped, not kept, and one note on
+stderr says so (a test cell run in the kernel whose output was cut therefore scores 0). The
+working copy is watched while the kernel runs (``grader.confine.watch_size``) and measured after
+every cell: past ``size_limit`` bytes the kernel is killed and the notebook fails with
+``SizeLimitError``.
+
 POSIX only; elsewhere kernels start unconfined. docs/grading-safety.md says what this cannot
 stop (C code, and code written against this very module).
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -42,7 +52,7 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, Unicode
 
-from grader import checker
+from grader import checker, confine
 from grader.kernel_side import CHANNEL_ENV
 
 PROBE_TIMEOUT = 30  # seconds the kernel gets to answer an integrity probe
@@ -50,10 +60,103 @@ MAX_FINDINGS = 5
 SERVE = "__import__('grader.kernel_side', fromlist=['serve']).serve()"
 """What the kernel runs while the checker runs a test cell: it answers the checker's calls."""
 SERVE_GRACE = 10  # seconds the kernel gets to stop serving once the checker is done
+MIB = 2**20
+CELL_OUTPUT_LIMIT = MIB
+"""Characters of output one cell keeps (text, images, HTML, widget state, as they arrive). A
+lesson's inline figure is about 50 KB and its prints far less; a cell past this is flooding,
+and nbclient would hold all of it in memory (1.2 GB of display output once took the grader to
+5.2 GB)."""
+NOTEBOOK_OUTPUT_LIMIT = 8 * MIB
+"""Characters of output a whole notebook keeps: room for every figure of the longest lesson,
+and a bound on the grader's memory per notebook whatever the number of cells."""
+KEPT_ERROR = 2000
+"""Characters of an error output's message and traceback kept once the cell's output was cut
+(an error always scores the cell 0, so it is never dropped, only shortened)."""
+OUTPUT_MESSAGES = frozenset(
+    ("stream", "display_data", "execute_result", "error", "update_display_data")
+    + ("comm_open", "comm_msg")
+)
+"""The iopub messages whose content nbclient keeps: outputs, and widget state."""
 
 
 class NotebookTimeoutError(RuntimeError):
     """The notebook as a whole ran past its wall-clock cap."""
+
+
+class SizeLimitError(RuntimeError):
+    """The kernel's working copy grew past its size cap."""
+
+
+class OutputBudget:
+    """What a notebook's cells may still keep of their output, counted as it arrives.
+
+    ``admit(msg_type, content, cell_index)`` returns the content to keep, or None to drop the
+    message. The first message that would take a cell past ``cell_limit`` or the notebook past
+    ``notebook_limit`` cuts that cell: of it only the head of a text stream that fits is kept,
+    everything after it in the cell is dropped, and ``note(cell_index)`` returns, once, the note
+    to add. One error output per cut cell is still kept, shortened: an error scores a test cell
+    0 and must never be lost.
+    """
+
+    def __init__(self, cell_limit: int = CELL_OUTPUT_LIMIT, notebook_limit=NOTEBOOK_OUTPUT_LIMIT):
+        self.cell_limit, self.notebook_limit = cell_limit, notebook_limit
+        self.total = 0
+        self.cells: dict[int, int] = {}
+        self.cut: dict[int, str] = {}
+        self.noted: set[int] = set()
+        self.errors_kept: set[int] = set()
+
+    def admit(self, msg_type: str, content: dict, cell_index: int) -> dict | None:
+        if cell_index not in self.cut:
+            size, in_cell = content_size(content), self.cells.get(cell_index, 0)
+            room = min(self.cell_limit - in_cell, self.notebook_limit - self.total)
+            if size <= room:
+                self.cells[cell_index], self.total = in_cell + size, self.total + size
+                return content
+            if self.cell_limit - in_cell <= self.notebook_limit - self.total:
+                self.cut[cell_index] = f"this cell's output passed {self.cell_limit // MIB} MiB"
+            else:
+                limit = self.notebook_limit // MIB
+                self.cut[cell_index] = f"the notebook's output passed {limit} MiB"
+            if msg_type == "stream" and room > 0:
+                self.cells[cell_index], self.total = in_cell + room, self.total + room
+                return {**content, "text": str(content.get("text", ""))[:room]}
+        if msg_type == "error" and cell_index not in self.errors_kept:
+            self.errors_kept.add(cell_index)
+            return shortened_error(content)
+        return None
+
+    def is_cut(self, cell_index: int) -> bool:
+        return cell_index in self.cut
+
+    def note(self, cell_index: int):
+        """The truncation note (a stderr stream output) of a cell just cut, once; else None."""
+        if cell_index not in self.cut or cell_index in self.noted:
+            return None
+        self.noted.add(cell_index)
+        text = f"[output cut: {self.cut[cell_index]}; the rest of it was not kept]\n"
+        return new_output("stream", name="stderr", text=text)
+
+
+def content_size(value) -> int:
+    """Characters of the strings in a message's content (nested dicts and lists included)."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(content_size(k) + content_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(content_size(v) for v in value)
+    return 8
+
+
+def shortened_error(content: dict) -> dict:
+    """An error message's content with its value and traceback cut to ``KEPT_ERROR`` characters."""
+    traceback = "\n".join(str(line) for line in content.get("traceback") or [])
+    return {
+        "ename": str(content.get("ename", ""))[:200],
+        "evalue": str(content.get("evalue", ""))[:KEPT_ERROR],
+        "traceback": [traceback[-KEPT_ERROR:]],
+    }
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -108,6 +211,9 @@ class SandboxedExecute(Execute):
         config=True
     )
     record_path = Unicode("", help="Where to write the checker's verdicts (JSON)").tag(config=True)
+    size_limit = Integer(0, help="Bytes the kernel's working copy may hold; 0: no cap").tag(
+        config=True
+    )
 
     def __init__(self, **kwargs):
         kwargs["kernel_manager_class"] = SandboxKernelManager
@@ -119,16 +225,28 @@ class SandboxedExecute(Execute):
         self._record: dict[str, checker.Verdict] = {}
         self._started = time.monotonic()
         self._link = self._kernel_end = None
+        self._budget = OutputBudget()
+        self._workdir = (resources or {}).get("metadata", {}).get("path") or os.getcwd()
+        self._oversize, self._stop_watch = 0, None
         if self.checker:
             ours, theirs = socket.socketpair()
             self._link, self._kernel_end = checker.KernelLink(ours), theirs
             self._trusted = checker.trusted_namespace(self._imports)
         try:
-            nb, resources = super().preprocess(nb, resources, km)
+            try:
+                nb, resources = super().preprocess(nb, resources, km)
+            except SizeLimitError:
+                raise
+            except Exception as exc:  # a kernel killed for its size dies like any other
+                self._raise_if_oversize(exc)
+                raise
+            self._raise_if_oversize(None)
             if self.checker:
                 resources["normlab_record"] = dict(self._record)
             return nb, resources
         finally:
+            if self._stop_watch is not None:
+                self._stop_watch.set()
             self._close_channel()
             if self.integrity_report:
                 Path(self.integrity_report).write_text(json.dumps(self._findings))
@@ -148,6 +266,46 @@ class SandboxedExecute(Execute):
             # the kernel holds its end now; ours closed, its death reads as the channel's end
             self._kernel_end.close()
             self._kernel_end = None
+        if self.size_limit and self._stop_watch is None:
+            self._stop_watch = confine.watch_size(self._workdir, self.size_limit, self._too_big)
+
+    start_new_kernel = run_sync(async_start_new_kernel)  # as execute_cell: the parent binds its own
+
+    def _too_big(self, size: int) -> None:
+        """The size watch's call (from its thread): note the size and kill the kernel."""
+        self._oversize = size
+        process = getattr(self.km.provisioner, "process", None) if self.km else None
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
+
+    def _raise_if_oversize(self, cause: BaseException | None) -> None:
+        """SizeLimitError if the working copy went past its cap, while the kernel ran or now."""
+        if self.size_limit and not self._oversize:
+            size = confine.tree_size(self._workdir)
+            self._oversize = size if size > self.size_limit else 0
+        if self._oversize:
+            raise SizeLimitError(
+                f"the notebook's files took {self._oversize / MIB:.0f} MiB in its "
+                f"working folder; the limit is {self.size_limit / MIB:.0f} MiB"
+            ) from cause
+
+    def process_message(self, msg, cell, cell_index):
+        """nbclient's handling, with output past the caps dropped as it arrives."""
+        msg_type = msg["msg_type"]
+        if msg_type == "clear_output" and self._budget.is_cut(cell_index):
+            return None  # a cut cell keeps its note
+        if msg_type not in OUTPUT_MESSAGES:
+            return super().process_message(msg, cell, cell_index)
+        content = self._budget.admit(msg_type, msg["content"], cell_index)
+        kept = None
+        if content is not None:
+            kept = super().process_message({**msg, "content": content}, cell, cell_index)
+        note = self._budget.note(cell_index)
+        if note is not None:
+            cell.outputs.append(note)
+            self.clear_before_next_output = False  # a pending clear would take the note
+        return kept
 
     def _close_channel(self) -> None:
         for end in (self._kernel_end, self._link):
@@ -166,6 +324,7 @@ class SandboxedExecute(Execute):
         if cell.cell_type == "code":
             self._check_notebook_time()
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        self._raise_if_oversize(None)
         probing = self.integrity_report and not self.checker
         if probing and cell.cell_type == "code" and nbutils.is_grade(cell):
             if self._baseline and not self._findings:
@@ -202,6 +361,7 @@ class SandboxedExecute(Execute):
         self._record[grade_id] = verdict
         cell.outputs = _verdict_outputs(verdict)
         cell.execution_count = None
+        self._raise_if_oversize(None)
         return cell
 
     def _check_notebook_time(self) -> None:

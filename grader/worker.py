@@ -45,6 +45,7 @@ from nbgrader.preprocessors import (
 )
 from traitlets.config import Config
 
+from grader import confine
 from grader.build import template_release
 from grader.course import (
     COURSE_ID,
@@ -61,10 +62,17 @@ from grader.score import StrictSaveAutoGrades, failure_message
 from grader.text import printable
 
 GIB = 2**30
+MIB = 2**20
+WORKING_COPY_LIMIT = 256 * MIB
+"""Bytes a kernel's working copy may hold (the notebook, its home and caches, every file its
+code writes): a lesson writes a few MiB at most; a loop writing 2 GiB once filled the disk
+that every other notebook of the run was graded on."""
 KNOWN_ERRORS = {
     "DeadKernelError": "the kernel died (a crash, os._exit, or the memory limit)",
     "CellTimeoutError": "a cell ran past the time limit and could not be interrupted",
     "NotebookTimeoutError": "the notebook ran past its wall-clock limit",
+    "SizeLimitError": "the notebook wrote more files than its working folder may hold; "
+    "write less, or delete files you no longer need",
 }
 TAMPERING = "tampering detected"
 
@@ -104,6 +112,9 @@ class SubmissionResult:
     notebook_json: str | None = None
     comments: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0
+    confinement: str = ""
+    """What the operating system confined the kernel with (``grader.confine.describe()`` on
+    the machine that graded it), or ``WEAKER: ...``."""
 
     @property
     def score(self) -> float:
@@ -123,6 +134,7 @@ def grade_submission(
     timeout: int = 60,
     memory_limit: float = 4.0,
     private: tuple = (),
+    size_limit: int = WORKING_COPY_LIMIT,
 ) -> SubmissionResult:
     """Grade ``notebook_path`` as ``student``'s submission of ``assignment``.
 
@@ -130,15 +142,17 @@ def grade_submission(
     copied next to the notebook, as nbgrader does); template_db: a gradebook from
     ``build.make_template``, with its release beside it; timeout: seconds per cell;
     memory_limit: GiB for the kernel's data segment (0: none); private: more folders the
-    kernel may not read (the course directory, the submissions).
+    kernel may not read (the course directory, the submissions); size_limit: bytes the
+    kernel's working copy may hold while it runs (0: no cap).
     """
     started = time.monotonic()
     notebook_path, template_db = Path(notebook_path), Path(template_db)
-    limits = Limits(timeout, memory_limit, tuple(str(p) for p in private))
+    limits = Limits(timeout, memory_limit, tuple(str(p) for p in private), size_limit)
     with quiet_nbgrader():
         result = _grade(Path(course_root), assignment, student, notebook_path, template_db, limits)
     if result.error:
         result.notebook_json = _noted(result, template_db)
+    result.confinement = confine.describe()
     result.seconds = time.monotonic() - started
     return result
 
@@ -148,6 +162,7 @@ class Limits:
     timeout: int
     memory_limit: float
     private: tuple[str, ...]
+    size_limit: int = WORKING_COPY_LIMIT
 
 
 def notebooks_of(template_db: Path, assignment: str) -> list[str]:
@@ -337,6 +352,7 @@ def _autograde_config(root, course_root, db, assignment, student, limits: Limits
     ]
     c.Execute.timeout = timeout
     c.SandboxedExecute.notebook_timeout = timeout * NOTEBOOK_TIMEOUT_FACTOR
+    c.SandboxedExecute.size_limit = int(limits.size_limit)
     c.Execute.extra_arguments = [
         "--IPKernelApp.log_level=ERROR",  # no start-up chatter
         "--HistoryManager.hist_file=:memory:",  # the kernel may write its working copy only

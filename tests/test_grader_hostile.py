@@ -70,8 +70,11 @@ CALLS_CHECKS = "from utils.checks.toy import check_double\ncheck_double(double)\
 
 
 def _printing_at_the_end(nb):
-    """Adds a last cell that prints what the spy saw while the tests ran."""
-    last = nbformat.v4.new_code_cell("print('SPY', len(SEEN), SEEN)")
+    """Adds a last cell that prints how many callers the spy saw while the tests ran and those
+    whose source holds a hidden test (all of SEEN, whole library files, is over the output cap)."""
+    # the markers are split: the report cell's own source reaches the feedback
+    hidden = "[s for s in SEEN if 'HIDDEN-' 'MARKER' in s or 'call_without_torch' '(double' in s]"
+    last = nbformat.v4.new_code_cell(f"print('SPY', len(SEEN), {hidden})")
     last.id = "spy-report"
     nb.cells.append(last)
 
