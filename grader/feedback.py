@@ -9,10 +9,17 @@ after the student's own metadata is dropped, and its student content cleaned by
 ``grader.safehtml``. Before nbgrader's GetGrades step, ``FeedbackView``:
 
 * removes every output of every cell and puts one trusted output under each test cell: its
-  verdict, points and hint (hint lines quoting a hidden-test line removed);
+  verdict, points, the hint and after it the numbers (hint lines quoting a hidden-test line
+  removed);
 * replaces each hidden-test region of a test cell with ``# hidden tests ran here`` (nbgrader
   shows hidden tests in feedback, its issues #917 and #1363);
-* cleans markdown and raw cells again (``grader.safehtml``), whatever wrote the notebook.
+* cleans markdown and raw cells again (``grader.safehtml``), whatever wrote the notebook, and
+  writes markdown's LaTeX as MathML (``safehtml.static_markdown``).
+
+After GetGrades (``GetGradesAndReview``, which also notes which written answers a person has
+graded), ``FeedbackSummary`` builds the table the page opens with (``grader.summary``, the same
+rows ``grader check`` prints). The page template (``templates/normlab_feedback``, on top of
+nbgrader's) loads no script and nothing from the network, and wraps text at the page width.
 """
 
 from __future__ import annotations

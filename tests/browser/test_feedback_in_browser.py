@@ -1,7 +1,7 @@
 """A feedback page as a student opens it: from disk, in Chromium at 1280 px, with no network and
 no script. The sample student who put eps outside the square root (lesson 02) must read the
-named mistake in the first screen, never scroll sideways, and see the lesson's formulas as
-math (MathML), with no raw ``$`` left in the prose.
+named mistake in the first screen, never scroll sideways (nor in a half-width window), and see
+the lesson's formulas as math (MathML), with no raw ``$`` left in the prose.
 
 Only that one notebook is graded, into a fresh course directory (not the whole demo).
 """
@@ -83,10 +83,11 @@ def test_a_summary_row_links_to_its_test_cell_with_the_hint_under_it(student_vie
     assert text.index(HINT) < text.index("relative error"), text
 
 
-def test_nothing_needs_horizontal_scrolling(student_view):
+@pytest.mark.parametrize("width", [1280, 760])  # and a window beside another on that screen
+def test_nothing_needs_horizontal_scrolling(student_view, width):
+    student_view.set_viewport_size({"width": width, "height": FIRST_SCREEN})
     assert student_view.evaluate(OVERFLOWING) == []
-    width = student_view.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= 1280
+    assert student_view.evaluate("() => document.documentElement.scrollWidth") <= width
 
 
 def test_formulas_render_as_math_without_scripts(student_view, output_dir):
