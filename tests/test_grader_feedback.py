@@ -187,6 +187,18 @@ def test_markdown_math_becomes_mathml_and_no_dollar_is_left():
     assert "$" not in shown and "\n" not in shown  # one raw HTML line: markdown passes it through
 
 
+def test_math_in_a_cell_stored_as_cleaned_html_becomes_mathml_too():
+    nb = release()
+    source = "Probe $x$, $a < b$:\n\n```python\nx = 1  # costs $5\n```\n\n$$\\frac{1}{D}$$"
+    nb.cells.append(new_markdown_cell(source))  # highlighted code: stored as cleaned HTML
+    result = SubmissionResult("ann", "toy", "toy", [], None, nbformat.writes(nb))
+    stored = nbformat.reads(stored_notebook(result), as_version=4)
+    assert stored.cells[-1].source.startswith('<div class="normlab-sanitized">')
+    shown = feedback_notebook(stored).cells[-1].source
+    assert shown.count("<math") == 3 and "<mfrac>" in shown
+    assert re.sub(r"<[^>]+>", "", shown).count("$") == 1  # the one in the code: "costs $5"
+
+
 def test_latex_that_cannot_be_converted_shows_as_code():
     assert latex_to_mathml("\\frac{") == "<code>\\frac{</code>"
     assert static_markdown("broken $\\frac{$ formula").count("<code>\\frac{</code>") == 1
