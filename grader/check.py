@@ -16,7 +16,7 @@ import nbformat
 from grader.build import make_template
 from grader.course import Course
 from grader.grade import confinement_summary
-from grader.score import points_text
+from grader.summary import summary_lines
 from grader.worker import SubmissionResult, grade_submission, unreadable
 
 SELF_STUDY_STUDENT = "self-study"
@@ -77,32 +77,12 @@ def check(
 
 
 def report(result: SubmissionResult) -> str:
-    """One line per test, PASS/FAIL with points and the hint, then the total and the
-    confinement the kernel ran under."""
+    """One line per test, PASS/FAIL with points and the hint (``grader.summary``, the table a
+    feedback page opens with), then the total and the confinement the kernel ran under."""
     lines = [f"{result.assignment}/{result.notebook}.ipynb, graded with the hidden tests"]
     if result.error:
         lines.append(f"ERROR: {result.error}")
-    width = max((len(t.grade_id) for t in result.tests), default=0)
-    for t in result.tests:
-        points = f"{points_text(t.score if t.score is not None else 0)}/{points_text(t.max_score)}"
-        if t.manual:
-            state = "needs a human grader" if t.score is None else "no answer written"
-            lines.append(f"HUMAN {t.grade_id:<{width}}  ?/{points_text(t.max_score)}  {state}")
-        elif t.passed:
-            lines.append(f"PASS  {t.grade_id:<{width}}  {points}")
-        else:
-            lines.append(f"FAIL  {t.grade_id:<{width}}  {points}  {_one_line(t.message)}".rstrip())
-    auto = [t for t in result.tests if not t.manual]
-    manual = sum(t.max_score for t in result.tests if t.manual)
-    got, top = sum(t.score or 0 for t in auto), sum(t.max_score for t in auto)
-    total = f"total {points_text(got)}/{points_text(top)} auto-graded points"
-    if manual:
-        total += f" (+{points_text(manual)} for written answers, graded by a human)"
-    lines.append(total)
+    lines += summary_lines(result.tests)
     if result.confinement:
         lines.append(confinement_summary([result]))
     return "\n".join(lines)
-
-
-def _one_line(message: str) -> str:
-    return " | ".join(line.strip() for line in message.splitlines() if line.strip())

@@ -111,6 +111,13 @@ def cmd_feedback(args) -> int:
     return OK
 
 
+def cmd_overview(args) -> int:
+    from grader.overview import write_overview
+
+    say(f"wrote the class overview to {write_overview(_course(args), args.out)}")
+    return OK
+
+
 def cmd_check(args) -> int:
     from grader.check import check, report
 
@@ -263,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="default COURSE_DIR/feedback")
     p.set_defaults(run=cmd_feedback)
+
+    p = sub.add_parser(
+        "overview",
+        parents=[common],
+        help="one HTML page: per lesson, who failed which test, the most common named mistakes",
+    )
+    p.add_argument("--out", metavar="FILE", help="default COURSE_DIR/overview.html")
+    p.set_defaults(run=cmd_overview)
 
     p = sub.add_parser(
         "check", parents=[common], help="self-study: grade one notebook with the full tests"

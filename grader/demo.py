@@ -1,8 +1,9 @@
-"""The instructor's whole round on the bundled sample class: build, grade, export, feedback.
+"""The instructor's whole round on the bundled sample class: build, grade, export, feedback,
+class overview.
 
 The release is built into the course directory (not over notebooks/, where a learner may be
-working), samples/ is graded into the course directory, and the grade table, the CSVs and the
-feedback folder are printed.
+working), samples/ is graded into the course directory, and the grade table, the CSVs, the
+feedback folder and the class overview page are printed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grader.export import export
 from grader.feedback import write_feedback
 from grader.grade import GradeOptions, GradeRun, format_table, grade, summary_table
 from grader.gradebook import assignment_scores
+from grader.overview import write_overview
 
 
 class DemoError(RuntimeError):
@@ -31,6 +33,7 @@ class DemoOutcome:
     tests_csv: Path
     feedback: list[Path]
     stale: list[str]
+    overview: Path
     differences: list[str] | None = None  # None: no expected.yaml to compare with
 
 
@@ -41,7 +44,8 @@ def demo(
     progress: bool = True,
     expected: Path | None = None,
 ) -> DemoOutcome:
-    """Build, grade ``samples``, export and write feedback; with ``expected`` (an
+    """Build, grade ``samples``, export, write feedback and the class overview; with
+    ``expected`` (an
     expected.yaml), ``differences`` lists every test that scored otherwise (see
     ``grader.expected``)."""
     samples = Path(samples)
@@ -58,7 +62,10 @@ def demo(
     found = None
     if expected is not None:
         found = differences(run.results, load_plan(expected), course.solutions_dir)
-    return DemoOutcome(run, release, grades_csv, tests_csv, write_feedback(course), stale, found)
+    feedback = write_feedback(course)
+    return DemoOutcome(
+        run, release, grades_csv, tests_csv, feedback, stale, write_overview(course), found
+    )
 
 
 def grade_matrix(course: Course) -> str:
@@ -83,6 +90,7 @@ def describe(course: Course, outcome: DemoOutcome) -> str:
         f"grades             {outcome.grades_csv}",
         f"per-test grades    {outcome.tests_csv}",
         f"feedback ({len(outcome.feedback)} files) {course.course_dir / 'feedback'}",
+        f"class overview     {outcome.overview}",
         f"gradebook          {course.db_path} (formgrader: cd {course.course_dir} && jupyter lab)",
     ]
     return "\n".join(parts + _verdict(outcome.differences))

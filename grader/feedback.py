@@ -9,10 +9,17 @@ after the student's own metadata is dropped, and its student content cleaned by
 ``grader.safehtml``. Before nbgrader's GetGrades step, ``FeedbackView``:
 
 * removes every output of every cell and puts one trusted output under each test cell: its
-  verdict, points and hint (hint lines quoting a hidden-test line removed);
+  verdict, points, the hint and after it the numbers (hint lines quoting a hidden-test line
+  removed);
 * replaces each hidden-test region of a test cell with ``# hidden tests ran here`` (nbgrader
   shows hidden tests in feedback, its issues #917 and #1363);
-* cleans markdown and raw cells again (``grader.safehtml``), whatever wrote the notebook.
+* cleans markdown and raw cells again (``grader.safehtml``), whatever wrote the notebook, and
+  writes markdown's LaTeX as MathML (``safehtml.static_markdown``).
+
+After GetGrades (``GetGradesAndReview``, which also notes which written answers a person has
+graded), ``FeedbackSummary`` builds the table the page opens with (``grader.summary``, the same
+rows ``grader check`` prints). The page template (``templates/normlab_feedback``, on top of
+nbgrader's) loads no script and nothing from the network, and wraps text at the page width.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import nbgrader
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbformat.v4 import new_output
 from nbgrader import utils
@@ -29,14 +37,22 @@ from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 
 from grader.course import Course, capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.markup import HIDDEN_TESTS, redact_hidden_tests, region_lines
-from grader.safehtml import safe_notebook
+from grader.safehtml import safe_notebook, static_markdown
 from grader.score import points_text, strip_ansi
+from grader.summary import hint_of, summary_html
 from grader.text import printable
 from grader.worker import CellGrade, SubmissionResult
 
 QUOTE_MIN_CHARS = 12  # shorter hidden lines ("x = 1") are too generic to hunt for in outputs
 REDACTED = "[a line of a hidden test was removed]"
 VERDICT = "normlab_verdict"  # cell metadata key the grader writes; a student's is dropped
+REVIEW = "normlab_review"  # a written answer's state, from the gradebook, for the summary
+TO_GRADE = "to be graded by hand"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE, TEMPLATE_FILE = "normlab_feedback", "normlab.html.j2"  # extends nbgrader's "feedback"
+NBGRADER_TEMPLATES = (
+    Path(nbgrader.__file__).resolve().parent / "server_extensions/formgrader/templates"
+)
 
 
 class FeedbackError(RuntimeError):
@@ -85,25 +101,62 @@ def feedback_notebook(nb):
     verdicts = [cell.metadata.get(VERDICT) for cell in nb.cells]
     safe_notebook(nb)
     for cell, verdict in zip(nb.cells, verdicts, strict=True):
+        if cell.cell_type == "markdown":
+            cell.source = static_markdown(cell.source)
         if cell.cell_type != "code":
             continue
+        cell.outputs, cell.execution_count = [], None
         if _is_test(cell):
             cell.source = redact_hidden_tests(cell.source)
-        cell.outputs = [verdict_output(verdict, quoted)] if verdict and _is_test(cell) else []
-        cell.execution_count = None
+            if verdict:
+                cell.metadata[VERDICT] = shown = _shown_verdict(verdict, quoted)
+                cell.outputs = [verdict_output(shown)]
     return nb
 
 
-def verdict_output(verdict: dict, quoted: set[str]):
-    """The one output a test cell shows in feedback: ``passed``/``failed``, points, and the
-    hint (control characters escaped, hidden-test lines removed)."""
+def _shown_verdict(verdict: dict, quoted: set[str]) -> dict:
+    """``verdict`` with its message as a page may show it: control characters escaped,
+    hidden-test lines removed."""
+    message = _redact_text(printable(strip_ansi(verdict.get("message") or "")), quoted)
+    return {
+        "score": verdict.get("score"),
+        "max_score": verdict.get("max_score"),
+        "message": message,
+    }
+
+
+def verdict_output(verdict: dict):
+    """The one output a test cell shows in feedback: ``passed``/``failed``, points, then the
+    hint (the named mistake) and after it the details (case and numbers)."""
     score, top = verdict.get("score"), verdict.get("max_score") or 0.0
     passed = score is not None and score >= top
     verdict_word = "passed" if passed else "failed"
     head = f"{verdict_word}: {points_text(score or 0.0)} / {points_text(top)} points"
-    hint = _redact_text(printable(strip_ansi(verdict.get("message") or "")), quoted)
-    text = f"{head}\n{hint}\n" if hint.strip() and not passed else f"{head}\n"
+    hint = hint_of(verdict.get("message") or "")
+    lines = [head] if passed else [head, hint.text, hint.details]
+    text = "".join(f"{line}\n" for line in lines if line.strip())
     return new_output("stream", name="stdout" if passed else "stderr", text=text)
+
+
+def notebook_tests(nb) -> list[CellGrade]:
+    """Every grade cell of a feedback notebook (after ``FeedbackView`` and nbgrader's
+    ``GetGrades``), in order: a test with its verdict, a written answer with the score a person
+    gave it (None: not graded yet)."""
+    tests = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if not meta.get("grade"):
+            continue
+        verdict = cell.metadata.get(VERDICT)
+        if _is_test(cell) and verdict:
+            top = float(verdict.get("max_score") or 0.0)
+            tests.append(CellGrade(meta["grade_id"], verdict.get("score"), top, verdict["message"]))
+        elif not _is_test(cell):
+            top = float(meta.get("points") or 0.0)
+            state = cell.metadata.get(REVIEW, TO_GRADE)
+            score = None if state == TO_GRADE else meta.get("score")
+            tests.append(CellGrade(meta["grade_id"], score, top, state, manual=True))
+    return tests
 
 
 def _redact_text(text: str, quoted: set[str]) -> str:
@@ -117,6 +170,38 @@ class FeedbackView(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         return feedback_notebook(nb), resources
+
+
+class GetGradesAndReview(GetGrades):
+    """nbgrader's GetGrades, also noting in each grade cell's ``REVIEW`` metadata whether a
+    person graded it (GetGrades' score is 0 for a written answer nobody has graded yet)."""
+
+    def _get_score(self, cell, resources) -> None:
+        super()._get_score(cell, resources)
+        grade = self.gradebook.find_grade(
+            cell.metadata["nbgrader"]["grade_id"],
+            self.notebook_id,
+            self.assignment_id,
+            self.student_id,
+        )
+        if grade.manual_score is not None:
+            cell.metadata[REVIEW] = "graded by hand"
+        elif grade.auto_score is not None:
+            cell.metadata[REVIEW] = "no answer written"  # nbgrader scores an unchanged answer 0
+        else:
+            cell.metadata[REVIEW] = TO_GRADE
+
+
+class FeedbackSummary(NbGraderPreprocessor):
+    """Feedback step after ``GetGradesAndReview``: the summary table (``grader.summary``) the page
+    template puts on top, in ``resources["normlab_summary"]``."""
+
+    def preprocess(self, nb, resources):
+        who = resources["nbgrader"]
+        resources["normlab_summary"] = summary_html(
+            who["student"], who["assignment"], who["notebook"], notebook_tests(nb)
+        )
+        return nb, resources
 
 
 def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
@@ -136,9 +221,13 @@ def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
     config.GenerateFeedback.force = True
     config.GenerateFeedback.preprocessors = [
         FeedbackView,
-        GetGrades,
+        GetGradesAndReview,
+        FeedbackSummary,
         CSSHTMLHeaderPreprocessor,
     ]
+    config.HTMLExporter.template_name = TEMPLATE
+    config.HTMLExporter.template_file = TEMPLATE_FILE
+    config.HTMLExporter.extra_template_basedirs = [str(TEMPLATES), str(NBGRADER_TEMPLATES)]
     converter = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
     errors = capture_log(converter, "feedback")
     try:

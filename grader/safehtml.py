@@ -22,6 +22,8 @@ import uuid
 import bleach
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
+from grader.mathml import markdown_to_html
+
 TAGS = frozenset(
     {
         "a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt",
@@ -31,15 +33,37 @@ TAGS = frozenset(
     }
 )  # fmt: skip
 HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+# Presentation MathML as latex2mathml writes it (``grader.mathml``), with layout attributes
+# only: no href, no colour or style, no maction/semantics/annotation (they can carry HTML).
+MATH_TAGS = frozenset(
+    {
+        "math", "mi", "mn", "mo", "ms", "mtext", "mspace", "mrow", "mfrac", "msqrt", "mroot",
+        "msub", "msup", "msubsup", "mover", "munder", "munderover", "mstyle", "menclose",
+        "mpadded", "mphantom", "mtable", "mtr", "mtd", "mfenced", "merror",
+    }
+)  # fmt: skip
+MATH_ATTRIBUTES = frozenset(
+    {
+        "display", "mathvariant", "stretchy", "fence", "separator", "form", "accent",
+        "accentunder", "lspace", "rspace", "minsize", "maxsize", "movablelimits", "largeop",
+        "symmetric", "displaystyle", "scriptlevel", "width", "height", "depth", "voffset",
+        "linethickness", "notation", "columnalign", "rowalign", "columnspacing", "rowspacing",
+        "columnlines", "rowlines", "frame", "align", "open", "close", "separators",
+    }
+)  # fmt: skip
+MATHML_NAMESPACE = "http://www.w3.org/1998/Math/MathML"
 
 
 def _allowed(tag: str, name: str, value: str) -> bool:
     """Bleach's attribute test: the allowlist below, plus what nbconvert gives a heading (an
-    id and a pilcrow link of class ``anchor-link``), so honest headings stay markdown."""
+    id and a pilcrow link of class ``anchor-link``), so honest headings stay markdown, and
+    MathML's layout attributes."""
     if tag in HEADINGS and name == "id":
         return True
     if tag == "a" and name == "class":
         return value == "anchor-link"
+    if tag in MATH_TAGS:
+        return name in MATH_ATTRIBUTES or (name == "xmlns" and value == MATHML_NAMESPACE)
     return name in ATTRIBUTES.get(tag, ())
 
 
@@ -57,7 +81,11 @@ METADATA_KEYS = ("nbgrader",)  # the only cell metadata a rendered page may use
 _MACROS = re.compile(r"\\(?=(?:href|url|require|class|cssId|style|html|unicode)\b)")
 _CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _CLEANER = bleach.Cleaner(
-    tags=TAGS, attributes=_allowed, protocols=PROTOCOLS, strip=False, strip_comments=True
+    tags=TAGS | MATH_TAGS,
+    attributes=_allowed,
+    protocols=PROTOCOLS,
+    strip=False,
+    strip_comments=True,
 )
 REMOVED = "[{mime} output removed: it could run script in the page]"
 
@@ -76,8 +104,18 @@ def safe_markdown(source: str) -> str:
     cleaned = clean_html(html)
     if cleaned == html and not _MACROS.search(source):
         return source
+    return _one_line(cleaned, "normlab-sanitized")
+
+
+def static_markdown(source: str) -> str:
+    """A markdown cell source for a page without scripts: ``source`` rendered with its LaTeX
+    as MathML (``grader.mathml``), cleaned, as one raw HTML line."""
+    return _one_line(clean_html(markdown_to_html(source)), "normlab-markdown")
+
+
+def _one_line(cleaned: str, kind: str) -> str:
     one_line = cleaned.replace("\r", "").replace("\n", "&#10;")
-    return f'<div class="normlab-sanitized">{one_line}</div>'
+    return f'<div class="{kind}">{one_line}</div>'
 
 
 def safe_outputs(outputs: list) -> list:
