@@ -103,8 +103,9 @@ def _contains_tensor(value, depth: int = 0) -> bool:
 def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs):
     """Call ``func(*args, **kwargs)`` and fail if it used PyTorch in any way.
 
-    Returns what func returns. Raises TorchUsedError naming the torch call that was seen,
-    GuardTamperedError if func removed the profiler, and lets func's own exceptions through.
+    Returns what func returns. Raises TorchUsedError naming the torch call that was seen (also
+    when func then failed), GuardTamperedError if func removed the profiler, and otherwise lets
+    func's own exceptions through.
     """
     label = name or getattr(func, "__name__", "your function")
     if isinstance(sys.getprofile(), _Watcher):
@@ -115,8 +116,11 @@ def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs)
     previous, previous_threads = sys.getprofile(), threading.getprofile()
     sys.setprofile(watcher)
     threading.setprofile(watcher)
+    error = None
     try:
         result = func(*args, **kwargs)
+    except Exception as exc:  # reported below, unless PyTorch was called before it
+        error = exc
     finally:
         watcher.armed = False
         tampered = watcher.tampered or sys.getprofile() is not watcher
@@ -132,6 +136,8 @@ def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs)
             f"{label} called PyTorch ({watcher.seen[0]}). This exercise is written in numpy "
             "only; PyTorch is the reference we check you against. No points for this check."
         )
+    if error is not None:
+        raise error
     return _without_tensors(result, label)
 
 
