@@ -341,8 +341,9 @@ def _closed_form_error(backward: Callable, case: Case) -> float:
     try:
         grads = _run_backward(backward, case, cache)
     except KeyError as missing:
+        key = str(missing.args[0] if missing.args else "").strip("'\"")  # graded: a message
         raise CheckFailure(
-            f"{_name(backward)} read cache[{missing}]; the closed form needs only "
+            f"{_name(backward)} read cache[{key!r}]; the closed form needs only "
             f"{', '.join(CLOSED_FORM_KEYS)} from the cache (and N = dout.shape[0]): write dx "
             "with x_hat and inv_std instead of x, mean or var."
         ) from None
