@@ -250,3 +250,51 @@ def test_using_torch_gets_no_points():
         check_spatial_forward(torch_forward)
     with pytest.raises(TorchUsedError):
         check_channel_rows(lambda x: torch.tensor(x).numpy(), lambda rows, shape: rows)
+
+
+# --- route 2 without route 1 -------------------------------------------------------------------
+
+ROUTE_NAMESPACE = '''
+import numpy as np
+
+def channels_to_rows(x):
+    return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+def rows_to_channels(rows, shape):
+    n, c, h, w = shape
+    return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+def direct(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    inv_std = 1 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)
+    x_hat = (x - mean) * inv_std
+    out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+    return out, {"gamma": gamma, "x_hat": x_hat, "inv_std": inv_std}
+
+def through_rows(x, gamma, beta, eps=1e-5):
+    rows = channels_to_rows(x)
+    mean, inv_std = rows.mean(0), 1 / np.sqrt(rows.var(0) + eps)
+    x_hat = rows_to_channels((rows - mean) * inv_std, x.shape)
+    out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+    return out, {"gamma": gamma, "x_hat": x_hat, "inv_std": inv_std.reshape(1, -1, 1, 1)}
+'''
+
+
+def _learner_namespace() -> dict:
+    namespace: dict = {}
+    exec(ROUTE_NAMESPACE, namespace)
+    return namespace
+
+
+def test_route_2_passes_when_it_reduces_itself():
+    namespace = _learner_namespace()
+    spatial.check_spatial_forward_direct(namespace["direct"])
+
+
+def test_route_2_through_channels_to_rows_fails_and_the_names_come_back():
+    namespace = _learner_namespace()
+    originals = {name: namespace[name] for name in ("channels_to_rows", "rows_to_channels")}
+    check_spatial_forward(namespace["through_rows"])  # numerically right: route 1 accepts it
+    with pytest.raises(AssertionError, match="called channels_to_rows; route 2 is written"):
+        spatial.check_spatial_forward_direct(namespace["through_rows"])
+    assert all(namespace[name] is function for name, function in originals.items())

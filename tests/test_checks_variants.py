@@ -269,9 +269,34 @@ def test_groupnorm_must_refuse_uneven_groups():
         return groupnorm_forward(x, gamma, beta, num_groups, eps)
 
     no_guard = make_groupnorm(guard=False)
-    _fails(variants.check_groupnorm_forward, no_guard, match="must raise ValueError")
-    _fails(variants.check_groupnorm_forward_hidden, no_guard, match="must raise ValueError")
-    _fails(variants.check_groupnorm_forward, wrong_error, match="raised TypeError")
+    _fails(variants.check_groupnorm_rejects_uneven_groups, no_guard, match="must raise ValueError")
+    _fails(
+        variants.check_groupnorm_rejects_uneven_groups_hidden,
+        no_guard,
+        match="must raise ValueError",
+    )
+    _fails(variants.check_groupnorm_rejects_uneven_groups, wrong_error, match="raised TypeError")
+
+
+def test_more_groups_than_channels_must_be_refused_too():
+    def refuses_only_a_remainder_below_c(x, gamma, beta, num_groups, eps=1e-5):
+        if num_groups <= x.shape[1] and x.shape[1] % num_groups:
+            raise ValueError("uneven groups")
+        return groupnorm_forward(x, gamma, beta, min(num_groups, x.shape[1]), eps)
+
+    variants.check_groupnorm_rejects_uneven_groups(refuses_only_a_remainder_below_c)
+    _fails(
+        variants.check_groupnorm_rejects_uneven_groups_hidden,
+        refuses_only_a_remainder_below_c,
+        match="must raise ValueError",
+    )
+
+
+def test_the_forward_check_leaves_the_value_error_to_its_own_check():
+    """Granular credit: a right forward without the ValueError passes the forward checks."""
+    no_guard = make_groupnorm(guard=False)
+    variants.check_groupnorm_forward(no_guard)
+    variants.check_groupnorm_forward_hidden(no_guard)
 
 
 def test_a_wrong_forward_is_blamed_before_its_backward():

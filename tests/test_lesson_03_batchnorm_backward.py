@@ -14,12 +14,13 @@ pytestmark = pytest.mark.slow
 
 STAGED = ["test_batchnorm_backward_staged"]
 CLOSED = ["test_batchnorm_backward"]
+CLOSED_FORM = ["test_batchnorm_backward_closed_form"]
 
 
 def test_the_solution_passes_every_grade_cell(nb):
     grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) >= {*STAGED, *CLOSED, "test_kc_q1", "test_kc_q2"}
-    assert nb.points(STAGED[0]) == nb.points(CLOSED[0]) == 3
+    assert set(grade_ids) >= {*STAGED, *CLOSED, *CLOSED_FORM, "test_kc_q1", "test_kc_q2"}
+    assert [nb.points(g) for g in STAGED + CLOSED + CLOSED_FORM] == [3, 2, 1]
 
 
 def test_the_forward_is_provided_in_a_locked_cell_that_is_not_graded(nb):
@@ -145,16 +146,45 @@ TORCH_BACKWARD = """
     batchnorm_backward = _autograd_backward
     """
 
+# what the text asks of each form, enforced by behaviour: the closed form works from gamma,
+# x_hat and inv_std alone, and neither exercise hands its work to the other
+CLOSED_FROM_X = """
+    def batchnorm_backward(dout, cache):
+        x, g, eps, n = cache["x"], cache["gamma"], cache["eps"], len(dout)
+        s = 1 / np.sqrt(x.var(0) + eps)
+        xh = (x - x.mean(0)) * s
+        d = dout * g
+        return s / n * (n * d - d.sum(0) - xh * (d * xh).sum(0)), (dout * xh).sum(0), dout.sum(0)
+    """
+CLOSED_THROUGH_STAGED = """
+    def batchnorm_backward(dout, cache):
+        return batchnorm_backward_staged(dout, cache)
+    """
+STAGED_THROUGH_CLOSED = """
+    def batchnorm_backward_staged(dout, cache):
+        return batchnorm_backward(dout, cache)
+    """
+
 PLANTED = [
     *template_cases(STAGED, STAGED_TEMPLATE, STAGED_GOOD, STAGED_BUGS),
-    *template_cases(CLOSED, CLOSED_TEMPLATE, CLOSED_GOOD, CLOSED_BUGS),
+    *template_cases(CLOSED + CLOSED_FORM, CLOSED_TEMPLATE, CLOSED_GOOD, CLOSED_BUGS),
     *planted_cases(CLOSED, [("inv_std without eps", NO_EPS_BACKWARD, "drops eps")]),
+    *planted_cases(CLOSED_FORM, [("inv_std without eps", NO_EPS_BACKWARD, "needs only")]),
     *planted_cases(STAGED + CLOSED, [("calls torch", TORCH_BACKWARD, "PyTorch")]),
+    *planted_cases(CLOSED_FORM, [("recomputed from x", CLOSED_FROM_X, "needs only gamma")]),
+    *planted_cases(
+        CLOSED_FORM, [("through the staged backward", CLOSED_THROUGH_STAGED, "not the staged")]
+    ),
+    *planted_cases(
+        STAGED, [("through the closed form", STAGED_THROUGH_CLOSED, "may not call the closed")]
+    ),
 ]
 CORRECT = {
     "staged template with no bug": (STAGED, STAGED_TEMPLATE.format(**STAGED_GOOD)),
-    "closed template with no bug": (CLOSED, CLOSED_TEMPLATE.format(**CLOSED_GOOD)),
+    "closed template with no bug": (CLOSED + CLOSED_FORM, CLOSED_TEMPLATE.format(**CLOSED_GOOD)),
     "independent Jacobian backward": (STAGED + CLOSED, INDEPENDENT),
+    # granular credit: right numbers from x keep the 2 points of the values
+    "closed form recomputed from x": (CLOSED, CLOSED_FROM_X),
 }
 
 

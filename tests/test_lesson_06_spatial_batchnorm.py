@@ -296,7 +296,70 @@ def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-3):
     return _solution_spatial_batchnorm_forward_direct(x, gamma, beta, eps)
 """
 
+# route 2 must not reuse route 1: each delegation loses the points of route 2's cells
+ROUTE_1_REUSED = {
+    "forward through route 1": """
+        def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
+            return spatial_batchnorm_forward(x, gamma, beta, eps)
+    """,
+    "forward through channels_to_rows and the 2-D layer": """
+        def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
+            out, cache = batchnorm_forward(channels_to_rows(x), gamma, beta, eps)
+            return rows_to_channels(out, x.shape), cache
+    """,
+    "forward that swallows the refusal and falls back on reductions": """
+        def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
+            try:
+                rows = channels_to_rows(x)
+            except Exception:
+                rows = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+            mean, var = rows.mean(axis=0), rows.var(axis=0)
+            x_hat = ((rows - mean) / np.sqrt(var + eps)).reshape(
+                x.shape[0], x.shape[2], x.shape[3], -1
+            ).transpose(0, 3, 1, 2)
+            out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+            return out, {"gamma": gamma, "x_hat": x_hat, "inv_std": 1 / np.sqrt(var + eps)}
+    """,
+}
+ROUTE_1_REUSED_BACKWARD = {
+    "backward through route 1": """
+        def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
+            mean = x.mean(axis=(0, 2, 3), keepdims=True)
+            var = x.var(axis=(0, 2, 3), keepdims=True)
+            x_hat = (x - mean) / np.sqrt(var + eps)
+            out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+            return out, spatial_batchnorm_forward(x, gamma, beta, eps)[1]
+
+        def spatial_batchnorm_backward_direct(dout, cache):
+            return spatial_batchnorm_backward(dout, cache)
+    """,
+    "backward through the 2-D backward": """
+        def spatial_batchnorm_backward_direct(dout, cache):
+            c = dout.shape[1]
+            n, _, h, w = dout.shape
+            x_hat = cache["x_hat"]
+            rows_cache = {
+                "gamma": cache["gamma"],
+                "x_hat": x_hat.transpose(0, 2, 3, 1).reshape(-1, c),
+                "inv_std": cache["inv_std"].reshape(c),
+            }
+            dx, dgamma, dbeta = batchnorm_backward(
+                dout.transpose(0, 2, 3, 1).reshape(-1, c), rows_cache
+            )
+            return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+    """,
+}
+ROUTE_2_HINT = "route 2 is written without channels_to_rows"
+
 PLANTED = [
+    *planted_cases(
+        FORWARD_DIRECT + BACKWARD_DIRECT,
+        [(label, code, ROUTE_2_HINT) for label, code in ROUTE_1_REUSED.items()],
+    ),
+    *planted_cases(
+        BACKWARD_DIRECT,
+        [(label, code, ROUTE_2_HINT) for label, code in ROUTE_1_REUSED_BACKWARD.items()],
+    ),
     *planted_cases(ROWS, [(hint, code, hint) for hint, code in ROWS_BUGS.items()]),
     *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_GOOD, FORWARD_BUGS),
     *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
@@ -316,6 +379,20 @@ PLANTED = [
         [("wrong default eps, direct", WRONG_DEFAULT_EPS_DIRECT, "default must be eps=1e-05")],
     ),
 ]
+# route 2 may use helpers of its own; only route 1's functions are refused
+OWN_HELPER_DIRECT = """
+def _channels_last(a):
+    return a.transpose(0, 2, 3, 1)
+
+
+def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
+    last = _channels_last(x)
+    mean, var = last.mean(axis=(0, 1, 2)), last.var(axis=(0, 1, 2))
+    x_hat = ((last - mean) / np.sqrt(var + eps)).transpose(0, 3, 1, 2)
+    out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
+    inv_std = (1 / np.sqrt(var + eps)).reshape(1, -1, 1, 1)
+    return out, {"gamma": gamma, "x_hat": x_hat, "inv_std": inv_std}
+"""
 CORRECT = {
     "independent conversions": (ROWS, INDEPENDENT_ROWS),
     "forward template with no bug": (FORWARD, FORWARD_TEMPLATE.format(**FORWARD_GOOD)),
@@ -327,6 +404,10 @@ CORRECT = {
     "direct backward template with no bug": (
         BACKWARD_DIRECT,
         DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD),
+    ),
+    "direct route with a conversion helper of its own": (
+        FORWARD_DIRECT + BACKWARD_DIRECT,
+        OWN_HELPER_DIRECT + DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD),
     ),
     "independent per-channel implementation": (
         FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT,

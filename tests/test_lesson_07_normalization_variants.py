@@ -15,13 +15,14 @@ pytestmark = pytest.mark.slow
 LN_FORWARD = ["test_layernorm_forward"]
 LN_BACKWARD = ["test_layernorm_backward"]
 GN_FORWARD = ["test_groupnorm_forward"]
+GN_UNEVEN = ["test_groupnorm_rejects_uneven_groups"]
 GN_BACKWARD = ["test_groupnorm_backward"]
 IN_FORWARD = ["test_instancenorm_forward"]
 IN_BACKWARD = ["test_instancenorm_backward"]
 RMS_FORWARD = ["test_rmsnorm_forward"]
 RMS_BACKWARD = ["test_rmsnorm_backward"]
 EXERCISES = (
-    LN_FORWARD + LN_BACKWARD + GN_FORWARD + GN_BACKWARD
+    LN_FORWARD + LN_BACKWARD + GN_FORWARD + GN_UNEVEN + GN_BACKWARD
     + IN_FORWARD + IN_BACKWARD + RMS_FORWARD + RMS_BACKWARD
 )  # fmt: skip
 
@@ -32,7 +33,7 @@ def test_the_solution_passes_every_grade_cell(nb):
 
 
 def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in EXERCISES] == [2, 3, 3, 3, 1, 1, 2, 3]
+    assert [nb.points(g) for g in EXERCISES] == [2, 3, 2, 1, 3, 1, 1, 2, 3]
 
 
 def test_the_experiment_shows_only_batch_norm_depends_on_the_batch(nb):
@@ -130,8 +131,11 @@ GN_FORWARD_BUGS = [
     ({"view": "x.reshape(n, g, c // g, h, w)"}, "leave out the positions"),
     ({"axes": "(0, 2)"}, "include the batch axis"),
     ({"ddof": "1"}, "unbiased"),
+]
+GN_UNEVEN_BUGS = [
     ({"guard": "pass"}, "must raise ValueError"),
     ({"guard": "assert c % num_groups == 0"}, "must raise ValueError"),
+    ({"guard": "if num_groups > c: raise ValueError('too many groups')"}, "must raise ValueError"),
 ]
 
 GN_BACKWARD_TEMPLATE = """
@@ -266,6 +270,9 @@ EXERCISE_BUGS = {
     "layernorm_forward": (LN_FORWARD, LN_FORWARD_TEMPLATE, LN_FORWARD_GOOD, LN_FORWARD_BUGS),
     "layernorm_backward": (LN_BACKWARD, LN_BACKWARD_TEMPLATE, LN_BACKWARD_GOOD, LN_BACKWARD_BUGS),
     "groupnorm_forward": (GN_FORWARD, GN_FORWARD_TEMPLATE, GN_FORWARD_GOOD, GN_FORWARD_BUGS),
+    "groupnorm_forward's ValueError": (
+        GN_UNEVEN, GN_FORWARD_TEMPLATE, GN_FORWARD_GOOD, GN_UNEVEN_BUGS,
+    ),
     "groupnorm_backward": (GN_BACKWARD, GN_BACKWARD_TEMPLATE, GN_BACKWARD_GOOD, GN_BACKWARD_BUGS),
     "instancenorm_forward": (IN_FORWARD, IN_FORWARD_TEMPLATE, IN_FORWARD_GOOD, IN_FORWARD_BUGS),
     "instancenorm_backward": (
@@ -313,6 +320,14 @@ def test_a_wrong_default_eps_loses_the_points(nb, exercise, default):
     signature = code[code.index(f"def {exercise}(") :].split("\n", 1)[0]
     wrong = signature.replace(signature[signature.index("eps=") : signature.index(")")], default)
     nb.assert_loses_points(grade_ids, code.replace(signature, wrong), "the default must be eps=")
+
+
+@pytest.mark.parametrize("bug, _", GN_UNEVEN_BUGS)
+def test_a_right_groupnorm_without_its_value_error_keeps_the_forward_points(nb, bug, _):
+    """Granular credit: the ValueError is its own requirement, graded in its own cell."""
+    code = GN_FORWARD_TEMPLATE.format(**{**GN_FORWARD_GOOD, **bug})
+    nb.assert_keeps_points(GN_FORWARD, code)
+    nb.assert_loses_points(GN_UNEVEN, code, "must raise ValueError")
 
 
 def test_a_forward_that_modifies_x_in_place_loses_the_points(nb):

@@ -29,7 +29,7 @@ from utils.diagnose import (
 )
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient
-from utils.guard import call_without_torch
+from utils.guard import call_without_torch, names_refused
 
 CACHE_KEYS = ("x", "gamma", "beta", "eps", "mean", "var", "x_hat", "inv_std")
 """What every batchnorm_forward cache holds (DESIGN.md); later lessons rely on these keys."""
@@ -310,3 +310,62 @@ def check_batchnorm_backward_hidden(backward: Callable, forward: Callable) -> No
     """Hidden check of a backward on every hidden case."""
     cases = hidden_cases()
     _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
+
+
+# --- staged and closed form: what each exercise asks for -------------------------------------
+
+CLOSED_FORM_KEYS = ("gamma", "x_hat", "inv_std")
+"""The cache entries the closed-form backward needs; lesson 03 says so, its check enforces it."""
+
+STAGED_RULE = (
+    "the staged backward walks the chain of stages itself; it may not call the closed form."
+)
+CLOSED_FORM_RULE = "the closed form is one expression of its own, not the staged backward."
+
+
+def check_batchnorm_backward_staged(backward: Callable, forward: Callable) -> None:
+    """``check_batchnorm_backward`` with the learner's ``batchnorm_backward`` refused."""
+    with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
+        check_batchnorm_backward(backward, forward)
+
+
+def check_batchnorm_backward_staged_hidden(backward: Callable, forward: Callable) -> None:
+    """``check_batchnorm_backward_hidden`` with the learner's ``batchnorm_backward`` refused."""
+    with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
+        check_batchnorm_backward_hidden(backward, forward)
+
+
+def _closed_form_error(backward: Callable, case: Case) -> float:
+    """Error of ``backward`` on a cache holding only ``CLOSED_FORM_KEYS`` (reference values)."""
+    cache = {key: value for key, value in reference_cache(case).items() if key in CLOSED_FORM_KEYS}
+    try:
+        grads = _run_backward(backward, case, cache)
+    except KeyError as missing:
+        key = str(missing.args[0] if missing.args else "").strip("'\"")  # graded: a message
+        raise CheckFailure(
+            f"{_name(backward)} read cache[{key!r}]; the closed form needs only "
+            f"{', '.join(CLOSED_FORM_KEYS)} from the cache (and N = dout.shape[0]): write dx "
+            "with x_hat and inv_std instead of x, mean or var."
+        ) from None
+    expected = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )
+    return compare_gradients(GRADIENTS, grads, expected, mistakes.backward_mistakes(case))
+
+
+def _check_closed_form_on(backward: Callable, cases: list[Case], label: str) -> None:
+    with names_refused((backward,), ("batchnorm_backward_staged",), CLOSED_FORM_RULE):
+        err = on_cases(cases, lambda case: _closed_form_error(backward, case))
+    report_line(f"{_name(backward)} from {', '.join(CLOSED_FORM_KEYS)} alone{label}", err)
+
+
+def check_batchnorm_backward_closed_form(backward: Callable) -> None:
+    """Visible check that ``backward`` is a closed form: right from a cache that holds only
+    gamma, x_hat and inv_std, without calling the staged backward."""
+    _check_closed_form_on(backward, [visible_case()], "")
+
+
+def check_batchnorm_backward_closed_form_hidden(backward: Callable) -> None:
+    """Hidden check of the closed form's cache use on every hidden case."""
+    cases = hidden_cases()
+    _check_closed_form_on(backward, cases, f" on {len(cases)} hidden cases")

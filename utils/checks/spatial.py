@@ -33,7 +33,7 @@ from utils.diagnose import (
 )
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
-from utils.guard import call_without_torch
+from utils.guard import call_without_torch, names_refused
 from utils.mistakes import describe
 
 CHANNEL_AXES = (0, 2, 3)
@@ -493,3 +493,46 @@ def check_spatial_backward_hidden(backward: Callable, forward: Callable) -> None
     """Hidden check of a spatial backward on every hidden case."""
     cases = hidden_cases()
     _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
+
+
+# --- checks: route 2, written without route 1 -------------------------------------------------
+
+ROUTE_1 = (
+    "channels_to_rows",
+    "rows_to_channels",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+)
+"""The functions of route 1 (and the 2-D layer it reuses) that route 2 must do without."""
+
+ROUTE_2_RULE = (
+    "route 2 is written without channels_to_rows, rows_to_channels, the 2-D layer or route 1's "
+    "functions: reduce over axis=(0, 2, 3) with keepdims=True yourself."
+)
+
+
+def check_spatial_forward_direct(forward: Callable) -> None:
+    """``check_spatial_forward`` for route 2, with the functions of ``ROUTE_1`` refused."""
+    with names_refused((forward,), ROUTE_1, ROUTE_2_RULE):
+        check_spatial_forward(forward)
+
+
+def check_spatial_forward_direct_hidden(forward: Callable) -> None:
+    """``check_spatial_forward_hidden`` for route 2, with the functions of ``ROUTE_1`` refused."""
+    with names_refused((forward,), ROUTE_1, ROUTE_2_RULE):
+        check_spatial_forward_hidden(forward)
+
+
+def check_spatial_backward_direct(backward: Callable, forward: Callable) -> None:
+    """``check_spatial_backward`` for route 2, with the functions of ``ROUTE_1`` refused."""
+    with names_refused((backward, forward), ROUTE_1, ROUTE_2_RULE):
+        check_spatial_backward(backward, forward)
+
+
+def check_spatial_backward_direct_hidden(backward: Callable, forward: Callable) -> None:
+    """``check_spatial_backward_hidden`` for route 2, with the functions of ``ROUTE_1``
+    refused."""
+    with names_refused((backward, forward), ROUTE_1, ROUTE_2_RULE):
+        check_spatial_backward_hidden(backward, forward)

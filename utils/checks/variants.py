@@ -555,6 +555,9 @@ SPECIAL = {
 INDIVISIBLE = ((2, 6, 1, 2), 4)
 """x shape and num_groups that GroupNorm must refuse (6 channels, 4 groups), although
 x.reshape(N, 4, -1) runs."""
+INDIVISIBLE_HIDDEN = (((1, 4, 2, 2), 8), ((3, 9, 2, 2), 6))
+"""More channel counts to refuse: more groups than channels (the reshape still runs), and a
+num_groups that shares a factor with C without dividing it."""
 
 
 def _case(variant: Variant, shape, num_groups: int, seed: int, label: str, **options):
@@ -635,9 +638,8 @@ def _check_forward_on(variant: Variant, forward: Callable, cases: list, label: s
     report_line(f"{_name(forward)}{label}", err)
 
 
-def _check_indivisible_groups(forward: Callable) -> None:
-    """GroupNorm must refuse a channel count that num_groups does not divide."""
-    shape, groups = INDIVISIBLE
+def _check_indivisible_groups(forward: Callable, shape: tuple, groups: int) -> None:
+    """GroupNorm must refuse x of ``shape`` split into ``groups`` groups with ValueError."""
     x = np.random.default_rng(0).normal(size=shape)
     gamma, beta = np.full(shape[1], 1.5), np.full(shape[1], 0.5)
     call = f"{_name(forward)}(x of shape {shape}, gamma, beta, num_groups={groups})"
@@ -823,16 +825,28 @@ def check_instancenorm_backward_hidden(backward: Callable, forward: Callable) ->
 
 
 def check_groupnorm_forward(forward: Callable) -> None:
-    """Visible check of ``groupnorm_forward`` against F.group_norm (6 channels, 3 groups), and
-    that it refuses a channel count num_groups does not divide."""
+    """Visible check of ``groupnorm_forward`` against F.group_norm (6 channels, 3 groups)."""
     _check_forward_on(GROUPNORM, forward, *_visible(GROUPNORM))
-    _check_indivisible_groups(forward)
 
 
 def check_groupnorm_forward_hidden(forward: Callable) -> None:
     """Hidden check of ``groupnorm_forward`` on every hidden case (G = 1, G = C, N = 1, ...)."""
     _check_forward_on(GROUPNORM, forward, *_hidden(GROUPNORM))
-    _check_indivisible_groups(forward)
+
+
+def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
+    """Visible check that ``groupnorm_forward`` raises ValueError for 6 channels in 4 groups
+    (a separate requirement, graded on its own: a right forward keeps its points without it)."""
+    _check_indivisible_groups(forward, *INDIVISIBLE)
+    channels, groups = INDIVISIBLE[0][1], INDIVISIBLE[1]
+    print(f"{_name(forward)} raises ValueError for {channels} channels in {groups} groups — correct")
+
+
+def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
+    """Hidden check of the ValueError, with more groups than channels among the cases."""
+    for shape, groups in INDIVISIBLE_HIDDEN:
+        _check_indivisible_groups(forward, shape, groups)
+    print(f"{_name(forward)} raises ValueError for every uneven split — correct")
 
 
 def check_groupnorm_backward(backward: Callable, forward: Callable) -> None:
