@@ -328,9 +328,22 @@ def elementwise_mistakes(case: KernelCase, mean, inv_std, s_dy, s_dyx) -> dict[s
         * (dy - mean_t),
         describe("dx with constant statistics", **s): gamma_s * dy,
         describe("dx without gamma", **WORDS): _per_channel(inv_std, nd) * (dy - mean_t - var_t),
+        describe("channel index channels-last"): _channels_last_dx(
+            case, mean, inv_std, s_dy, s_dyx
+        ),
         describe("dx divides by M - 1"): gamma_s
         * (dy - mean_t * m / (m - 1) - var_t * m / (m - 1)),
     }
+
+
+def _channels_last_dx(case: KernelCase, mean, inv_std, s_dy, s_dyx) -> np.ndarray:
+    """dx with every (C,) vector read at channel (flat index % C)."""
+    m = case.x.size // case.x.shape[1]
+    mean, inv_std, gamma, s_dy, s_dyx = (
+        _channels_last_index(v, case.x.shape) for v in (mean, inv_std, case.gamma, s_dy, s_dyx)
+    )
+    x_hat = (case.x - mean) * inv_std
+    return gamma * inv_std * (case.dy - s_dy / m - x_hat * s_dyx / m)
 
 
 # --- the launchers --------------------------------------------------------------------------------
@@ -564,15 +577,34 @@ def _expected_output(case: KernelCase, inputs) -> tuple[np.ndarray, tuple[np.nda
     return np.asarray(y, np.float64), tuple(np.asarray(g, np.float64) for g in grads)
 
 
+FUNCTION_BLOCK = 1024
+"""The block the Function's launchers use: their default (the contract's ``block=1024``)."""
+
+
+def function_forward_mistakes(case: KernelCase) -> dict[str, np.ndarray]:
+    """Wrong y of the Function: the normalize kernel's mistakes, and those of the statistics
+    kernel (run with the launchers' default block) carried through a correct normalize."""
+    mean, inv_std = _statistics_reference(case)
+    stats = statistics_mistakes(replace(case, block=FUNCTION_BLOCK))
+    nd = case.x.ndim
+
+    def normalized(m, s):
+        scale = _per_channel(s * case.gamma, nd)
+        return (case.x - _per_channel(m, nd)) * scale + _per_channel(case.beta, nd)
+
+    return {
+        **normalize_mistakes(case, mean, inv_std),
+        **{d: normalized(m, inv_std) for d, m in stats["mean"].items()},
+        **{d: normalized(mean, s) for d, s in stats["inv_std"].items()},
+    }
+
+
 def _function_forward_one(fn_cls, case: KernelCase, layout: str = "contiguous") -> float:
     inputs = _inputs(case, False, layout)
     y = _apply(fn_cls, inputs, case.eps)
     got = _as_array("y", y, case.x.shape, (case.dtype,))
-    mean, inv_std = _statistics_reference(case)
     expected = _expected_output(case, inputs)[0]
-    return assert_close(
-        "y", got, expected, normalize_mistakes(case, mean, inv_std), _tolerance(case)
-    )
+    return assert_close("y", got, expected, function_forward_mistakes(case), _tolerance(case))
 
 
 def _directional_differences(fn_cls, case: KernelCase, grads, h: float = 1e-5) -> float:
