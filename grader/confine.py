@@ -73,6 +73,10 @@ intra-op pool follows OMP_NUM_THREADS) when they first load."""
 NO_PROCESS_POOLS = {"JOBLIB_MULTIPROCESSING": "0"}
 """joblib (scikit-learn) probes for process pools by making a semaphore in /dev/shm; refused,
 it warns on stderr, which would score a test cell 0. Told not to, it runs serially, silently."""
+TRITON_INTERPRETER = {"TRITON_INTERPRET": "1"}
+"""Triton (lesson 11) runs kernels in its interpreter, on the CPU: grading is the same on every
+machine. It must be set before triton is first imported, and the integrity probe's baseline
+imports the locked cells' modules before the notebook's first cell could set it."""
 
 # ---- per-kernel folders and thread pools -------------------------------------------------
 
@@ -93,6 +97,7 @@ def kernel_folders(workdir: str) -> dict[str, str]:
         "XDG_DATA_HOME": str(base / "data"),
         "XDG_RUNTIME_DIR": str(base / "runtime"),
         "TMPDIR": str(base / "tmp"),
+        "TRITON_CACHE_DIR": str(base / "triton"),
     }
 
 
@@ -105,6 +110,7 @@ def prepare_environment(workdir: str) -> dict[str, str]:
     os.environ.update(folders)
     os.environ.update(GRADING_THREADS)
     os.environ.update(NO_PROCESS_POOLS)
+    os.environ.update(TRITON_INTERPRETER)
     os.environ.pop("JUPYTER_PATH", None)  # the grader's extra kernel folders are not the kernel's
     return folders
 

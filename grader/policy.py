@@ -72,6 +72,11 @@ LESSONS: dict[str, LessonPolicy] = {
     "10_sync_batchnorm": LessonPolicy(
         torch=False, numpy_only=True, checker=True, modules=("utils.sync",)
     ),
+    # Triton kernels take torch tensors (pointers into the kernel's own memory), which the
+    # checker's plain-data channel cannot carry: test cells run in the kernel, as in 09.
+    "11_fused_batchnorm_kernel": LessonPolicy(
+        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+    ),
 }
 
 DEFAULT = LessonPolicy(torch=True, numpy_only=False, checker=True, modules=EVERY_MODULE)

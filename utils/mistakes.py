@@ -69,6 +69,18 @@ DESCRIPTIONS: dict[str, str] = {
     "dbeta is sum(dout * x_hat)": "dbeta is sum(dout * x_hat): dgamma and dbeta are swapped",
     "dbeta averages over the batch": "dbeta averages dout over the batch; it is the sum",
     "dbeta averages": "dbeta averages dout; it is the sum over {axes}",
+    # --- kernels (lesson 11): indexing, masks, accumulation -----------------------------------
+    "channel is a contiguous block": "channel c was read as one contiguous block "
+    "x[c*M:(c+1)*M]; in NCHW memory channel c of sample n starts at (n*C + c)*H*W",
+    "channel index channels-last": "the channel of flat index i was taken as i % C (the "
+    "channels-last layout); in NCHW it is (i // (H*W)) % C",
+    "masked lanes counted": "the masked lanes of the last block entered the second pass: "
+    "other=0.0 loads a 0 there, and (0 - mean)^2 is not 0 (keep them out with tl.where)",
+    "dx divides by M - 1": "dx divides the two sums by M - 1; the forward's statistics divide "
+    "by M = N*H*W",
+    "one-pass variance": "the float64 cases pass but float32 with a large mean does not: the "
+    "one-pass formula E[x^2] - E[x]^2 subtracts two numbers near 1e6 that float32 holds to "
+    "0.06; use two passes over the channel or Welford/Chan merging",
 }
 """key -> description template (fields in braces, filled by ``describe``)."""
 
