@@ -254,7 +254,7 @@ def test_using_torch_gets_no_points():
 
 # --- route 2 without route 1 -------------------------------------------------------------------
 
-ROUTE_NAMESPACE = '''
+ROUTE_NAMESPACE = """
 import numpy as np
 
 def channels_to_rows(x):
@@ -277,7 +277,7 @@ def through_rows(x, gamma, beta, eps=1e-5):
     x_hat = rows_to_channels((rows - mean) * inv_std, x.shape)
     out = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
     return out, {"gamma": gamma, "x_hat": x_hat, "inv_std": inv_std.reshape(1, -1, 1, 1)}
-'''
+"""
 
 
 def _learner_namespace() -> dict:

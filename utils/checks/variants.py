@@ -839,7 +839,8 @@ def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
     (a separate requirement, graded on its own: a right forward keeps its points without it)."""
     _check_indivisible_groups(forward, *INDIVISIBLE)
     channels, groups = INDIVISIBLE[0][1], INDIVISIBLE[1]
-    print(f"{_name(forward)} raises ValueError for {channels} channels in {groups} groups — correct")
+    name = _name(forward)
+    print(f"{name} raises ValueError for {channels} channels in {groups} groups — correct")
 
 
 def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
