@@ -88,3 +88,21 @@ def test_release_keeps_the_grade_ids_and_drops_solutions_and_hidden_tests(lesson
     for cell in release.cells:
         assert "### BEGIN SOLUTION" not in cell.source, cell.id
         assert "### BEGIN HIDDEN TESTS" not in cell.source, cell.id
+
+
+@pytest.mark.parametrize("lesson", lessons())
+def test_no_wrapped_formula_line_reads_as_a_list_item(lesson):
+    """A formula wrapped so that a line opens with "+ ", "- " or "* " becomes a list item in
+    Markdown, and the formula is cut in two on the page (and in the feedback's MathML)."""
+    nb = _read("solutions", lesson)
+    broken = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        in_math = False
+        for line in cell.source.splitlines():
+            if in_math and re.match(r"\s*[-+*] ", line):
+                broken.append((cell.id, line.strip()[:60]))
+            if len(re.findall(r"(?<!\\)\$", line.replace("$$", ""))) % 2:
+                in_math = not in_math
+    assert not broken
