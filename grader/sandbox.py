@@ -38,6 +38,7 @@ import ast
 import asyncio
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
@@ -286,7 +287,8 @@ class SandboxedExecute(Execute):
             self._oversize = size if size > self.size_limit else 0
         if self._oversize:
             raise SizeLimitError(
-                f"the notebook's files took {self._oversize / MIB:.0f} MiB in its "
+                # rounded up: just past the cap never reads "took 256 MiB; the limit is 256"
+                f"the notebook's files took {math.ceil(self._oversize / MIB)} MiB in its "
                 f"working folder; the limit is {self.size_limit / MIB:.0f} MiB"
             ) from cause
 
