@@ -10,6 +10,8 @@ The comparison itself is tested, on made-up results, in tests/test_grader_expect
 from __future__ import annotations
 
 import csv
+import html
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from grader.course import Course
 from grader.demo import demo, describe
 from grader.expected import differences, expected_scores
 from grader.grade import GradeOptions
+from utils.mistakes import DESCRIPTIONS
+from utils.mistakes import describe as describe_mistake
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "samples"))
@@ -106,3 +110,23 @@ def test_demo_report_names_every_student_and_where_the_feedback_is(outcome):
     for student in generate.class_plan()["students"]:
         assert student in text
     assert str(course.course_dir / "feedback") in text
+
+
+def test_the_demo_writes_a_class_overview_with_every_planned_hint(outcome):
+    course, result = outcome
+    assert result.overview.is_file() and result.overview.parent == course.course_dir
+    page = html.unescape(re.sub(r"<[^>]+>", " ", result.overview.read_text()))
+    page = re.sub(r"\s+", " ", page)
+    assert "What to re-teach" in page
+    for assignment in {r.assignment for r in result.run.results}:
+        assert f"{assignment} " in page
+    hints = [
+        words
+        for entry in PLAN["students"].values()
+        for lesson in entry["assignments"].values()
+        for words in ((lesson or {}).get("hints") or {}).values()
+    ]
+    named = [w for w in hints if any(w in describe_mistake(key) for key in DESCRIPTIONS)]
+    assert len(named) >= 5, "the sample plan names too few mistakes to test the overview"
+    for words in named:  # the overview keeps a hint's named mistake, not its other advice
+        assert words in page, f"the class overview does not show the mistake {words!r}"
