@@ -1,0 +1,124 @@
+"""Checks for lesson 04: a numpy ``BatchNorm1d`` class stepped side by side with
+``torch.nn.BatchNorm1d`` (float64).
+
+A *scenario* is a constructor call followed by a script of steps: switch mode (``train()``,
+``eval()``, ``train(False)``), run a batch (forward, or ``__call__``, then backward), or feed a
+training batch of one example (which must raise ``ValueError``). The learner's layer and
+PyTorch's run the same script; after every step every piece of state is compared: ``out``,
+``dx``, ``dgamma``, ``dbeta``, ``running_mean``, ``running_var``, ``num_batches_tracked``,
+``training`` (and ``gamma``/``beta`` at the start). Every call into the learner's object
+(constructor, methods and attribute reads) goes through ``call_without_torch``.
+
+At the first difference the check names the step and, by running the known-wrong layers of
+this module through the same script, the likely mistake.
+
+The package holds one module per concern: ``scenario`` (steps, scenarios and their tables),
+``reference`` (PyTorch's layer in numpy terms and the known-wrong layers), ``engine``
+(driving a layer through a scenario, comparison and diagnosis); the checks the notebook
+calls are here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from utils.checks.running_stats.engine import compare_scenario
+from utils.checks.running_stats.reference import MISTAKES, KnownWrongBatchNorm1d, TorchBatchNorm1d
+from utils.checks.running_stats.scenario import (
+    Scenario,
+    hidden_scenarios,
+    make_scenario,
+    visible_scenarios,
+)
+from utils.diagnose import TIGHT, report
+
+# --- the checks ------------------------------------------------------------------------------
+
+TOPICS = {
+    "training": "training mode",
+    "eval": "training and eval mode",
+    "cumulative": "momentum=None (cumulative average)",
+    "options": "affine=False and track_running_stats=False",
+    "batch_of_one": "batches of one",
+}
+
+
+def _check(cls: Callable, topic: str, scenarios: list[Scenario], hidden: bool) -> None:
+    """Compare ``cls`` with PyTorch on every scenario; print one line when all agree."""
+    worst, steps = 0.0, 0
+    for scenario in scenarios:
+        err, count = compare_scenario(cls, scenario)
+        worst, steps = max(worst, err), steps + count
+    plural = "s" if len(scenarios) > 1 else ""
+    what = f"{len(scenarios)} {'hidden ' if hidden else ''}scenario{plural}, {steps} steps"
+    name = getattr(cls, "__name__", "BatchNorm1d")
+    report(f"{name}, {TOPICS[topic]}: {what} side by side with torch.nn.BatchNorm1d", worst)
+
+
+def check_batchnorm1d_training(cls) -> None:
+    """Visible check: default constructor, initial state, three training batches."""
+    _check(cls, "training", visible_scenarios("training"), hidden=False)
+
+
+def check_batchnorm1d_training_hidden(cls) -> None:
+    _check(cls, "training", hidden_scenarios("training"), hidden=True)
+
+
+def check_batchnorm1d_eval(cls) -> None:
+    """Visible check: training batches, then eval mode (running statistics, the simple
+    backward, no updates), including a batch of one in eval, then back to training."""
+    _check(cls, "eval", visible_scenarios("eval"), hidden=False)
+
+
+def check_batchnorm1d_eval_hidden(cls) -> None:
+    _check(cls, "eval", hidden_scenarios("eval"), hidden=True)
+
+
+def check_batchnorm1d_cumulative(cls) -> None:
+    """Visible check of momentum=None: running statistics are the plain average."""
+    _check(cls, "cumulative", visible_scenarios("cumulative"), hidden=False)
+
+
+def check_batchnorm1d_cumulative_hidden(cls) -> None:
+    _check(cls, "cumulative", hidden_scenarios("cumulative"), hidden=True)
+
+
+def check_batchnorm1d_options(cls) -> None:
+    """Visible check of affine=False and of track_running_stats=False."""
+    _check(cls, "options", visible_scenarios("options"), hidden=False)
+
+
+def check_batchnorm1d_options_hidden(cls) -> None:
+    _check(cls, "options", hidden_scenarios("options"), hidden=True)
+
+
+def check_batchnorm1d_batch_of_one(cls) -> None:
+    """Visible check: a training batch of one example raises ValueError."""
+    _check(cls, "batch_of_one", visible_scenarios("batch_of_one"), hidden=False)
+
+
+def check_batchnorm1d_batch_of_one_hidden(cls) -> None:
+    _check(cls, "batch_of_one", hidden_scenarios("batch_of_one"), hidden=True)
+
+
+__all__ = [
+    "KnownWrongBatchNorm1d",
+    "MISTAKES",
+    "TIGHT",
+    "TOPICS",
+    "TorchBatchNorm1d",
+    "check_batchnorm1d_batch_of_one",
+    "check_batchnorm1d_batch_of_one_hidden",
+    "check_batchnorm1d_cumulative",
+    "check_batchnorm1d_cumulative_hidden",
+    "check_batchnorm1d_eval",
+    "check_batchnorm1d_eval_hidden",
+    "check_batchnorm1d_options",
+    "check_batchnorm1d_options_hidden",
+    "check_batchnorm1d_training",
+    "check_batchnorm1d_training_hidden",
+    "compare_scenario",
+    "hidden_scenarios",
+    "make_scenario",
+    "visible_scenarios",
+]

@@ -1,0 +1,259 @@
+"""Lesson 04's scenarios: a constructor call and a script of steps, and the visible and hidden
+tables of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from utils.cases import stream_parameters, strided_view
+
+KEY_ORDER = (
+    "raises",
+    "training",
+    "gamma",
+    "beta",
+    "out",
+    "dx",
+    "dgamma",
+    "dbeta",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+)
+"""The order in which the values of one step are compared (the first difference is reported)."""
+
+STATE = ("running_mean", "running_var", "num_batches_tracked")
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action on a layer.
+
+    action: "train", "eval", "train(False)", "batch" (forward then backward) or "batch_of_one"
+    (a training batch of one example: must raise ValueError; always the last step).
+    x, dout: (N, D) arrays for a batch. call: how the forward is invoked, "forward" or
+    "__call__".
+    """
+
+    action: str
+    x: np.ndarray | None = None
+    dout: np.ndarray | None = None
+    call: str = "forward"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A constructor call (``BatchNorm1d(num_features, **options)``), the gamma/beta to assign
+    afterwards (None: leave them, e.g. with affine=False) and the steps to run."""
+
+    label: str
+    num_features: int
+    options: dict
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def constructor(self) -> str:
+        args = [str(self.num_features)] + [f"{k}={v!r}" for k, v in self.options.items()]
+        return f"BatchNorm1d({', '.join(args)})"
+
+
+def make_scenario(
+    label: str,
+    seed: int,
+    script: str,
+    num_features: int = 3,
+    *,
+    far_affine: bool = False,
+    offset: float = 0.0,
+    near_constant: bool = False,
+    layout: str = "C",
+    **options,
+) -> Scenario:
+    """A seeded scenario from a ``script`` of space-separated steps: a number N is a batch of N
+    examples (forward, or ``__call__`` every other batch, then backward); "train", "eval" and
+    "train(False)" switch modes; "1!" is a batch of one that must raise ValueError (last).
+
+    Each feature has its own mean (plus ``offset``) and spread, and every batch drifts, so the
+    running statistics keep moving. ``options`` go to the constructor; with affine=False no
+    gamma/beta are assigned. far_affine: gamma of magnitude 3-8, beta 5-20 (otherwise 0.5-2
+    and 0.2-2, random signs). near_constant: feature 0 has spread ~3e-4. layout: "C",
+    "transposed" or "strided" x.
+    """
+    rng = np.random.default_rng(seed)
+    d = num_features
+    loc, scale, gamma, beta = stream_parameters(
+        rng, d, offset, near_constant, far_affine, options.get("affine", True)
+    )
+    steps = []
+    for token in script.split():
+        if token in ("train", "eval", "train(False)"):
+            steps.append(Step(token))
+            continue
+        n = int(token.rstrip("!"))
+        drift = rng.normal(0.0, 0.3, d) * scale
+        x = _with_layout(loc + drift + scale * rng.normal(size=(n, d)), layout)
+        call = "__call__" if sum(s.x is not None for s in steps) % 2 else "forward"
+        action = "batch_of_one" if token == "1!" else "batch"
+        steps.append(Step(action, x, rng.normal(size=(n, d)), call))
+    if any(s.action == "batch_of_one" for s in steps[:-1]):
+        raise ValueError("a batch of one that must raise is the last step")
+    return Scenario(label, d, options, gamma, beta, tuple(steps))
+
+
+def _with_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "transposed":
+        return np.ascontiguousarray(x.T).T
+    if layout == "strided":
+        return strided_view(x)
+    return x
+
+
+TRAIN_3 = "4 5 2"
+WITH_EVAL = "6 4 eval 3 1 train"
+SWITCHING = "5 3 train(False) 4 1 train 2 eval eval 6 train train 4 eval 3"
+LONG = "5 2 8 3 6 2 4 7 3 5 2 9"
+FAR = {"far_affine": True}
+OFFSET = {"offset": 1e4}
+NEAR = {"near_constant": True}
+"""Scripts and data options the scenarios below share."""
+
+VISIBLE = {
+    "training": [("default arguments, 3 training batches", 404, TRAIN_3, 3, {})],
+    "eval": [("momentum=0.1, training then eval", 405, f"{WITH_EVAL} 5", 3, {})],
+    "cumulative": [("momentum=None", 406, "4 5 2 3 eval 2", 3, {"momentum": None})],
+    "options": [
+        ("affine=False", 407, f"{TRAIN_3} eval 3", 3, {"affine": False}),
+        ("track_running_stats=False", 408, "6 4 eval 3", 3, {"track_running_stats": False}),
+    ],
+    "batch_of_one": [("training batch of one", 409, "4 1!", 3, {})],
+}
+"""topic -> (label, seed, script, num_features, options) of the visible scenarios."""
+
+HIDDEN = {
+    "training": [
+        ("12 training batches, default momentum", 501, LONG, 4, {}),
+        (
+            "momentum=0.3, eps=1e-3, far gamma/beta",
+            502,
+            TRAIN_3,
+            5,
+            {**FAR, "momentum": 0.3, "eps": 1e-3},
+        ),
+        ("momentum=1.0, one feature, batches of 2", 503, "2 2 2 2", 1, {"momentum": 1.0}),
+        ("momentum=0.0 (running statistics never move)", 504, TRAIN_3, 3, {"momentum": 0.0}),
+        ("large mean offset (1e4)", 505, TRAIN_3, 4, OFFSET),
+        ("a near-constant feature (spread 3e-4)", 508, TRAIN_3, 4, NEAR),
+        ("non-contiguous x (transposed views)", 506, TRAIN_3, 4, {"layout": "transposed"}),
+        (
+            "non-contiguous x (strided views), momentum=0.25",
+            507,
+            TRAIN_3,
+            4,
+            {"layout": "strided", "momentum": 0.25},
+        ),
+    ],
+    "eval": [
+        ("momentum=0.1, switching modes back and forth", 511, SWITCHING, 4, {}),
+        (
+            "momentum=0.05, eps=1e-3, far gamma/beta",
+            512,
+            WITH_EVAL,
+            2,
+            {**FAR, "momentum": 0.05, "eps": 1e-3},
+        ),
+        (
+            "momentum=0.5, large offset, strided x",
+            513,
+            WITH_EVAL,
+            3,
+            {**OFFSET, "layout": "strided", "momentum": 0.5},
+        ),
+        ("a near-constant feature", 516, WITH_EVAL, 3, NEAR),
+        ("eval right after construction (initial statistics)", 514, "eval 3 train 2", 2, {}),
+        ("momentum=0.0, then eval", 515, WITH_EVAL, 3, {"momentum": 0.0}),
+    ],
+    "cumulative": [
+        ("momentum=None, mode switches", 521, SWITCHING, 4, {"momentum": None}),
+        (
+            "momentum=None, one feature, far gamma/beta",
+            522,
+            f"{TRAIN_3} eval 2",
+            1,
+            {**FAR, "momentum": None},
+        ),
+        (
+            "momentum=None, affine=False, eps=1e-3",
+            523,
+            LONG,
+            2,
+            {"momentum": None, "affine": False, "eps": 1e-3},
+        ),
+    ],
+    "options": [
+        (
+            "affine=False, momentum=0.3, switching modes",
+            531,
+            SWITCHING,
+            3,
+            {"affine": False, "momentum": 0.3},
+        ),
+        (
+            "track_running_stats=False, switching modes",
+            532,
+            SWITCHING.replace(" 1 ", " 2 "),
+            4,
+            {"track_running_stats": False},
+        ),
+        (
+            "affine=False and track_running_stats=False",
+            533,
+            "6 4 eval 3",
+            2,
+            {"affine": False, "track_running_stats": False},
+        ),
+        (
+            "track_running_stats=False, momentum=None, far gamma/beta",
+            534,
+            TRAIN_3,
+            3,
+            {**FAR, "momentum": None, "track_running_stats": False},
+        ),
+    ],
+    "batch_of_one": [
+        ("after mode switches", 541, f"{WITH_EVAL} 1!", 3, {}),
+        ("one feature, the first batch", 542, "1!", 1, {}),
+        (
+            "eval mode with track_running_stats=False (batch statistics)",
+            543,
+            "3 eval 1!",
+            3,
+            {"track_running_stats": False},
+        ),
+        ("momentum=0.3, affine=False", 544, "2 1!", 3, {"momentum": 0.3, "affine": False}),
+    ],
+}
+"""topic -> hidden scenarios: more batches, N=2 and D=1, several momenta (0, 0.05 ... 1,
+None), gamma and beta far from 1 and 0, a large offset, a near-constant feature,
+non-contiguous x, and mode switches back and forth."""
+
+
+def _scenarios(table: dict, topic: str) -> list[Scenario]:
+    return [
+        make_scenario(label, seed, script, d, **options)
+        for label, seed, script, d, options in table[topic]
+    ]
+
+
+def visible_scenarios(topic: str) -> list[Scenario]:
+    """The small fixed scenarios of the visible check on ``topic`` (a key of ``TOPICS``)."""
+    return _scenarios(VISIBLE, topic)
+
+
+def hidden_scenarios(topic: str) -> list[Scenario]:
+    """The hidden scenarios on ``topic`` (a key of ``TOPICS``)."""
+    return _scenarios(HIDDEN, topic)
