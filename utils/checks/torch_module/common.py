@@ -15,9 +15,7 @@ import numpy as np
 import torch
 
 from utils import reference
-from utils.diagnose import (
-    CheckFailure,
-)
+from utils.diagnose import CheckFailure
 
 FLOAT32 = 1e-5
 """Tolerance for float32 results against PyTorch's float32 results."""

@@ -12,13 +12,7 @@ import torch.nn.functional as F
 from utils import reference
 from utils.cases import signed
 from utils.checks.torch_module.common import call_learner
-from utils.diagnose import (
-    CheckFailure,
-    assert_close,
-    assert_default_eps,
-    on_cases,
-    report,
-)
+from utils.diagnose import CheckFailure, assert_close, assert_default_eps, on_cases, report
 
 # --- the folding checks --------------------------------------------------------------------------
 

@@ -15,12 +15,7 @@ from utils.checks.torch_module.common import (
     statistic_axes,
     tensor_like_case,
 )
-from utils.diagnose import (
-    CheckFailure,
-    assert_close,
-    on_cases,
-    report,
-)
+from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.mistakes import describe
 
 # --- known-wrong Functions (torch, float64), keyed by a description completing "it looks like"

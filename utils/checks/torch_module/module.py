@@ -23,13 +23,7 @@ from utils.checks.torch_module.scenario import (
     scenarios,
     trace,
 )
-from utils.diagnose import (
-    MATCH,
-    CheckFailure,
-    assert_close,
-    generic_hint,
-    report,
-)
+from utils.diagnose import MATCH, CheckFailure, assert_close, generic_hint, report
 from utils.gradcheck import relative_error
 from utils.mistakes import describe
 

@@ -12,10 +12,7 @@ import torch
 
 from utils.cases import LARGE_OFFSET, signed, stream_parameters
 from utils.checks.torch_module.common import FLOAT32, call_learner
-from utils.diagnose import (
-    TIGHT,
-    CheckFailure,
-)
+from utils.diagnose import TIGHT, CheckFailure
 
 # --- the BatchNorm2d module checks ---------------------------------------------------------------
 

@@ -1,0 +1,313 @@
+"""Lesson 11's kernel checks: known-wrong variants (numpy, float64) and the checks of the
+statistics, normalize and backward kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from utils import reference
+from utils.checks.triton_kernels.common import (
+    FLOAT32,
+    MAX_DIFFERENCED,
+    VISIBLE_SHAPE,
+    WORDS,
+    KernelCase,
+    _as_array,
+    _channels,
+    _channels_last_index,
+    _per_channel,
+    _statistics_dtypes,
+    _tolerance,
+    float32_case,
+    guarded,
+    hidden_cases,
+    run_learner,
+    visible_cases,
+)
+from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, on_cases, report
+from utils.gradcheck import relative_error
+from utils.mistakes import describe
+
+# --- known-wrong variants (numpy, float64) ---------------------------------------------------
+
+
+def statistics_mistakes(case: KernelCase) -> dict[str, dict[str, np.ndarray]]:
+    """ "mean" and "inv_std" -> {description: the wrong (C,) array}."""
+    x, eps, m = case.x, case.eps, case.x.size // case.x.shape[1]
+    rows, block = _channels(x), x.reshape(x.shape[1], -1)
+    mean, var = rows.mean(1), rows.var(1)
+    padded = -(-m // case.block) * case.block - m  # masked lanes of the last block
+    with np.errstate(all="ignore"):
+        inv_std = {
+            describe("unbiased variance", **WORDS): 1 / np.sqrt(rows.var(1, ddof=1) + eps),
+            describe("eps outside sqrt", **WORDS): 1 / (np.sqrt(var) + eps),
+            describe("eps missing", **WORDS): 1 / np.sqrt(var),
+            describe("inv_std is the std"): np.sqrt(var + eps),
+            describe("no square root", what="1"): 1 / (var + eps),
+            describe("channel is a contiguous block"): 1 / np.sqrt(block.var(1) + eps),
+            describe("masked lanes counted"): 1 / np.sqrt(var + padded * mean**2 / m + eps),
+        }
+    return {
+        "mean": {
+            describe("channel is a contiguous block"): block.mean(1),
+            describe("statistics over everything"): np.full_like(mean, x.mean()),
+        },
+        "inv_std": inv_std,
+    }
+
+
+def normalize_mistakes(case: KernelCase, mean, inv_std) -> dict[str, np.ndarray]:
+    x, g, b, nd = case.x, case.gamma, case.beta, case.x.ndim
+    x_hat = (x - _per_channel(mean, nd)) * _per_channel(inv_std, nd)
+    last = [_channels_last_index(v, x.shape) for v in (mean, inv_std, g, b)]
+    return {
+        describe("gamma beta swapped", out="y"): _per_channel(b, nd) * x_hat + _per_channel(g, nd),
+        describe("no gamma"): x_hat + _per_channel(b, nd),
+        describe("no beta"): _per_channel(g, nd) * x_hat,
+        describe("channel index channels-last"): (x - last[0]) * last[1] * last[2] + last[3],
+    }
+
+
+def reduction_mistakes(case: KernelCase, mean, inv_std) -> dict[str, dict[str, np.ndarray]]:
+    x, dy, m = case.x, case.dy, case.x.size // case.x.shape[1]
+    x_hat = (x - _per_channel(mean, x.ndim)) * _per_channel(inv_std, x.ndim)
+    s_dy, s_dyx = _channels(dy).sum(1), _channels(dy * x_hat).sum(1)
+    block = dy.reshape(dy.shape[1], -1).sum(1)
+    block_x = (dy * x_hat).reshape(dy.shape[1], -1).sum(1)
+    return {
+        "sum_dy": {
+            describe("dbeta is sum(dout * x_hat)"): s_dyx,
+            describe("dbeta averages", **WORDS): s_dy / m,
+            describe("channel is a contiguous block"): block,
+        },
+        "sum_dy_xhat": {
+            describe("dgamma is sum(dout)", **WORDS): s_dy,
+            describe("dgamma uses x", **WORDS): _channels(dy * x).sum(1),
+            describe("channel is a contiguous block"): block_x,
+        },
+    }
+
+
+def elementwise_mistakes(case: KernelCase, mean, inv_std, s_dy, s_dyx) -> dict[str, np.ndarray]:
+    x, dy, nd, m = case.x, case.dy, case.x.ndim, case.x.size // case.x.shape[1]
+    gamma_s = _per_channel(case.gamma * inv_std, nd)
+    x_hat = (x - _per_channel(mean, nd)) * _per_channel(inv_std, nd)
+    mean_t, var_t = _per_channel(s_dy, nd) / m, x_hat * _per_channel(s_dyx, nd) / m
+    s = dict(statistics="the batch mean and variance (sum_dy and sum_dy_xhat)", **WORDS)
+    return {
+        describe("dx without mean term", mean="mean (sum_dy)", **WORDS): gamma_s * (dy - var_t),
+        describe("dx without variance term", variance="variance (sum_dy_xhat)", **WORDS): gamma_s
+        * (dy - mean_t),
+        describe("dx with constant statistics", **s): gamma_s * dy,
+        describe("dx without gamma", **WORDS): _per_channel(inv_std, nd) * (dy - mean_t - var_t),
+        describe("channel index channels-last"): _channels_last_dx(
+            case, mean, inv_std, s_dy, s_dyx
+        ),
+        describe("dx divides by M - 1"): gamma_s
+        * (dy - mean_t * m / (m - 1) - var_t * m / (m - 1)),
+    }
+
+
+def _channels_last_dx(case: KernelCase, mean, inv_std, s_dy, s_dyx) -> np.ndarray:
+    """dx with every (C,) vector read at channel (flat index % C)."""
+    m = case.x.size // case.x.shape[1]
+    mean, inv_std, gamma, s_dy, s_dyx = (
+        _channels_last_index(v, case.x.shape) for v in (mean, inv_std, case.gamma, s_dy, s_dyx)
+    )
+    x_hat = (case.x - mean) * inv_std
+    return gamma * inv_std * (case.dy - s_dy / m - x_hat * s_dyx / m)
+
+
+# --- the launchers --------------------------------------------------------------------------------
+
+
+def _statistics_reference(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
+    _, mean, var = reference.moments_reference(case.x)
+    return mean, 1 / np.sqrt(var + case.eps)
+
+
+def _statistics_one(fn, case: KernelCase) -> float:
+    x = guarded(case.x, case.dtype)
+    before = x.clone()
+    got = run_learner("channel_statistics(x, eps, block)", fn, x, case.eps, block=case.block)
+    if not (isinstance(got, tuple) and len(got) == 2):
+        raise CheckFailure("channel_statistics must return two tensors: (mean, inv_std).")
+    if not torch.equal(x, before):
+        raise CheckFailure("channel_statistics changed its input x; the kernel only reads it.")
+    c = case.x.shape[1]
+    mean, inv_std = (
+        _as_array(n, t, (c,), _statistics_dtypes(case))
+        for n, t in zip(("mean", "inv_std"), got, strict=True)
+    )
+    expected, wrong = _statistics_reference(case), statistics_mistakes(case)
+    tol = _tolerance(case)
+    try:
+        return max(
+            assert_close("mean", mean, expected[0], wrong["mean"], tol),
+            assert_close("inv_std", inv_std, expected[1], wrong["inv_std"], tol),
+        )
+    except CheckFailure as failure:
+        if case.dtype == torch.float32 and "Likely mistake: it looks like" not in str(failure):
+            raise CheckFailure(f"{failure} — {describe('one-pass variance')}") from None
+        raise
+
+
+def check_channel_statistics(fn) -> None:
+    """Visible check: mean and inv_std of every channel against PyTorch, in float64."""
+    err = on_cases(visible_cases(), lambda case: _statistics_one(fn, case))
+    report(f"channel_statistics, x of shape {VISIBLE_SHAPE}, block=16", err)
+
+
+def check_channel_statistics_hidden(fn) -> None:
+    cases = hidden_cases()
+    err = on_cases(cases, lambda case: _statistics_one(fn, case))
+    report(f"channel_statistics, {len(cases)} hidden float64 cases", err)
+    err = on_cases([float32_case()], lambda case: _statistics_one(fn, case))
+    report("channel_statistics, float32 with a large mean", err, FLOAT32)
+
+
+def _normalize_one(fn, case: KernelCase) -> float:
+    mean, inv_std = _statistics_reference(case)
+    args = [guarded(a, case.dtype) for a in (case.x, mean, inv_std, case.gamma, case.beta)]
+    y = run_learner(
+        "normalize_affine(x, mean, inv_std, gamma, beta, block)", fn, *args, block=case.block
+    )
+    got = _as_array("y", y, case.x.shape, (case.dtype,))
+    expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
+    return assert_close(
+        "y", got, expected, normalize_mistakes(case, mean, inv_std), _tolerance(case)
+    )
+
+
+def check_normalize_affine(fn) -> None:
+    """Visible check: y = gamma * (x - mean) * inv_std + beta against F.batch_norm, float64."""
+    err = on_cases(visible_cases(), lambda case: _normalize_one(fn, case))
+    report(f"normalize_affine, x of shape {VISIBLE_SHAPE}, block=16, vs F.batch_norm", err)
+
+
+def check_normalize_affine_hidden(fn) -> None:
+    cases = hidden_cases()
+    err = on_cases(cases, lambda case: _normalize_one(fn, case))
+    report(f"normalize_affine, {len(cases)} hidden cases, vs F.batch_norm", err)
+
+
+def _gradients(case: KernelCase) -> dict[str, np.ndarray]:
+    dx, dgamma, dbeta = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dy, case.eps
+    )
+    return {"dx": dx, "sum_dy_xhat": dgamma, "sum_dy": dbeta}
+
+
+def _difference(key: str, case: KernelCase, h: float = 1e-5) -> np.ndarray:
+    """Centered differences of sum(F.batch_norm(x, gamma, beta) * dy) in the input whose
+    gradient ``key`` is: x for dx, gamma for sum_dy_xhat, beta for sum_dy.
+
+    All K perturbed copies go through the oracle in one call: copy k becomes channels
+    k*C .. k*C + C - 1 of one wide batch, which batch norm treats independently."""
+    x, gamma, beta, dy = case.x, case.gamma, case.beta, case.dy
+    target = {"dx": x, "sum_dy_xhat": gamma, "sum_dy": beta}[key]
+    k = target.size
+    steps = h * np.eye(k).reshape(k, *target.shape)
+
+    def losses(sign: float) -> np.ndarray:
+        xs = np.broadcast_to(x, (k, *x.shape)) + (sign * steps if key == "dx" else 0.0)
+        gs = gamma + (sign * steps if key == "sum_dy_xhat" else 0.0) * np.ones((k, 1))
+        bs = beta + (sign * steps if key == "sum_dy" else 0.0) * np.ones((k, 1))
+        wide = np.moveaxis(xs, 0, 1).reshape(x.shape[0], k * x.shape[1], *x.shape[2:])
+        y = reference.batchnorm_forward_reference(wide, gs.ravel(), bs.ravel(), case.eps)
+        y = np.moveaxis(y.reshape(x.shape[0], k, *x.shape[1:]), 1, 0)
+        return (y * dy).reshape(k, -1).sum(1)
+
+    return ((losses(1.0) - losses(-1.0)) / (2 * h)).reshape(target.shape)
+
+
+def _compare_gradient(key: str, got: np.ndarray, case: KernelCase, wrong) -> tuple[float, float]:
+    """``got`` against autograd of F.batch_norm, then against centered differences of it
+    (skipped where the large mean offset makes them too coarse: 0 is returned)."""
+    err = assert_close(key, got, _gradients(case)[key], wrong)
+    if not case.differences or (key == "dx" and case.x.size > MAX_DIFFERENCED):
+        return err, 0.0
+    fd = relative_error(got, _difference(key, case))
+    if not fd <= FINITE_DIFFERENCE:
+        raise CheckFailure(
+            f"{key}: relative error {fd:.1e} against centered differences of F.batch_norm "
+            f"(must be below {FINITE_DIFFERENCE:.0e})."
+        )
+    return err, fd
+
+
+def _reductions_one(fn, case: KernelCase) -> tuple[float, float]:
+    mean, inv_std = _statistics_reference(case)
+    args = [guarded(a) for a in (case.dy, case.x, mean, inv_std)]
+    got = run_learner(
+        "backward_reductions(dy, x, mean, inv_std, block)", fn, *args, block=case.block
+    )
+    if not (isinstance(got, tuple) and len(got) == 2):
+        raise CheckFailure("backward_reductions must return two tensors: (sum_dy, sum_dy_xhat).")
+    c, wrong = case.x.shape[1], reduction_mistakes(case, mean, inv_std)
+    errors = [
+        _compare_gradient(key, _as_array(key, t, (c,), (torch.float64,)), case, wrong[key])
+        for key, t in zip(("sum_dy", "sum_dy_xhat"), got, strict=True)
+    ]
+    return max(e[0] for e in errors), max(e[1] for e in errors)
+
+
+def _elementwise_one(fn, case: KernelCase) -> tuple[float, float]:
+    mean, inv_std = _statistics_reference(case)
+    grads = _gradients(case)
+    s_dy, s_dyx = grads["sum_dy"], grads["sum_dy_xhat"]
+    arrays = (case.dy, case.x, mean, inv_std, case.gamma, s_dy, s_dyx)
+    dx = run_learner(
+        "backward_elementwise(dy, x, mean, inv_std, gamma, sum_dy, sum_dy_xhat, block)",
+        fn,
+        *(guarded(a) for a in arrays),
+        block=case.block,
+    )
+    got = _as_array("dx", dx, case.x.shape, (torch.float64,))
+    return _compare_gradient(
+        "dx", got, case, elementwise_mistakes(case, mean, inv_std, s_dy, s_dyx)
+    )
+
+
+def _report_gradients(what: str, errors: list[tuple[float, float]]) -> None:
+    report(f"{what} vs PyTorch autograd", max(e[0] for e in errors))
+    report(
+        f"{what} vs centered differences of F.batch_norm",
+        max(e[1] for e in errors),
+        FINITE_DIFFERENCE,
+    )
+
+
+def _on_cases_pairs(cases, one) -> list[tuple[float, float]]:
+    errors = []
+    on_cases(cases, lambda case: errors.append(one(case)) or errors[-1][0])
+    return errors
+
+
+def check_backward_reductions(fn) -> None:
+    """Visible check: sum_dy and sum_dy_xhat (= dbeta and dgamma), float64."""
+    _report_gradients(
+        "backward_reductions", _on_cases_pairs(visible_cases(), lambda c: _reductions_one(fn, c))
+    )
+
+
+def check_backward_reductions_hidden(fn) -> None:
+    _report_gradients(
+        "backward_reductions, hidden cases",
+        _on_cases_pairs(hidden_cases(), lambda c: _reductions_one(fn, c)),
+    )
+
+
+def check_backward_elementwise(fn) -> None:
+    """Visible check: dx from the two sums, float64."""
+    _report_gradients(
+        "backward_elementwise", _on_cases_pairs(visible_cases(), lambda c: _elementwise_one(fn, c))
+    )
+
+
+def check_backward_elementwise_hidden(fn) -> None:
+    _report_gradients(
+        "backward_elementwise, hidden cases",
+        _on_cases_pairs(hidden_cases(), lambda c: _elementwise_one(fn, c)),
+    )
