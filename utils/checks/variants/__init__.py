@@ -1,0 +1,198 @@
+"""Checks for lesson 07: layer, instance, group and RMS normalization (forward and backward).
+
+Every variant subtracts a mean (RMSNorm does not) and divides by a root mean square; they
+differ in the set of entries that share one statistic. Here a ``Variant`` says which set
+(``view``: x reshaped so that the set lies along ``axes``), how gamma and beta broadcast, and
+which form of the oracle ``utils.reference`` (F.layer_norm, F.instance_norm, F.group_norm,
+F.rms_norm, autograd) it is. The module has five sections: the variants, the
+known-wrong variants used to name a mistake, the seeded cases, the generic check machinery,
+and the sixteen public checks the notebook's grade cells call. As everywhere in the course,
+the learner's functions run through ``call_without_torch``, gradients are compared with
+autograd and with centered differences of the learner's own forward, and a failure names
+the case and, where it can, the mistake.
+
+The package holds one module per concern: ``forms`` (the variants and their PyTorch
+references), ``wrong`` (the known-wrong variants), ``cases`` and ``engine`` (the machinery
+the four variants share); the checks the notebook calls are here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from utils.checks.variants.cases import (
+    HIDDEN,
+    INDIVISIBLE,
+    INDIVISIBLE_HIDDEN,
+    SPECIAL,
+    VISIBLE,
+    hidden_cases,
+    visible_case,
+)
+from utils.checks.variants.engine import (
+    _check_backward_on,
+    _check_forward_on,
+    _check_indivisible_groups,
+    _hidden,
+    _visible,
+)
+from utils.checks.variants.forms import (
+    GROUPNORM,
+    INSTANCENORM,
+    LAYERNORM,
+    RMSNORM,
+    Variant,
+    VariantCase,
+    _name,
+    forward_reference,
+    gradients_reference,
+)
+from utils.checks.variants.wrong import (
+    DX_MISTAKES,
+    FORWARD_MISTAKES,
+    VARIANT,
+    backward_mistakes,
+    closed_form_dx,
+    forward_mistakes,
+)
+
+# --- checks: the ones the notebook calls -------------------------------------------------------
+
+
+def check_layernorm_forward(forward: Callable) -> None:
+    """Visible check of ``layernorm_forward`` against F.layer_norm on a (4, 5) case."""
+    _check_forward_on(LAYERNORM, forward, *_visible(LAYERNORM))
+
+
+def check_layernorm_forward_hidden(forward: Callable) -> None:
+    """Hidden check of ``layernorm_forward`` on every hidden case (ranks 2 to 4, N = 1, D = 1)."""
+    _check_forward_on(LAYERNORM, forward, *_hidden(LAYERNORM))
+
+
+def check_layernorm_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of ``layernorm_backward`` on the cache of ``forward``."""
+    _check_backward_on(LAYERNORM, backward, forward, *_visible(LAYERNORM))
+
+
+def check_layernorm_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of ``layernorm_backward`` on every hidden case."""
+    _check_backward_on(LAYERNORM, backward, forward, *_hidden(LAYERNORM, gradients=True))
+
+
+def check_instancenorm_forward(forward: Callable) -> None:
+    """Visible check of ``instancenorm_forward`` against F.instance_norm on a (2, 3, 2, 2) case."""
+    _check_forward_on(INSTANCENORM, forward, *_visible(INSTANCENORM))
+
+
+def check_instancenorm_forward_hidden(forward: Callable) -> None:
+    """Hidden check of ``instancenorm_forward`` on every hidden case."""
+    _check_forward_on(INSTANCENORM, forward, *_hidden(INSTANCENORM))
+
+
+def check_instancenorm_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of ``instancenorm_backward`` on the cache of ``forward``."""
+    _check_backward_on(INSTANCENORM, backward, forward, *_visible(INSTANCENORM))
+
+
+def check_instancenorm_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of ``instancenorm_backward`` on every hidden case."""
+    _check_backward_on(INSTANCENORM, backward, forward, *_hidden(INSTANCENORM))
+
+
+def check_groupnorm_forward(forward: Callable) -> None:
+    """Visible check of ``groupnorm_forward`` against F.group_norm (6 channels, 3 groups)."""
+    _check_forward_on(GROUPNORM, forward, *_visible(GROUPNORM))
+
+
+def check_groupnorm_forward_hidden(forward: Callable) -> None:
+    """Hidden check of ``groupnorm_forward`` on every hidden case (G = 1, G = C, N = 1, ...)."""
+    _check_forward_on(GROUPNORM, forward, *_hidden(GROUPNORM))
+
+
+def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
+    """Visible check that ``groupnorm_forward`` raises ValueError for 6 channels in 4 groups
+    (a separate requirement, graded on its own: a right forward keeps its points without it)."""
+    _check_indivisible_groups(forward, *INDIVISIBLE)
+    channels, groups = INDIVISIBLE[0][1], INDIVISIBLE[1]
+    name = _name(forward)
+    print(f"{name} raises ValueError for {channels} channels in {groups} groups — correct")
+
+
+def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
+    """Hidden check of the ValueError, with more groups than channels among the cases."""
+    for shape, groups in INDIVISIBLE_HIDDEN:
+        _check_indivisible_groups(forward, shape, groups)
+    print(f"{_name(forward)} raises ValueError for every uneven split — correct")
+
+
+def check_groupnorm_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of ``groupnorm_backward`` on the cache of ``forward``."""
+    _check_backward_on(GROUPNORM, backward, forward, *_visible(GROUPNORM))
+
+
+def check_groupnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of ``groupnorm_backward`` on every hidden case."""
+    _check_backward_on(GROUPNORM, backward, forward, *_hidden(GROUPNORM))
+
+
+def check_rmsnorm_forward(forward: Callable) -> None:
+    """Visible check of ``rmsnorm_forward`` against F.rms_norm on a (4, 5) case."""
+    _check_forward_on(RMSNORM, forward, *_visible(RMSNORM))
+
+
+def check_rmsnorm_forward_hidden(forward: Callable) -> None:
+    """Hidden check of ``rmsnorm_forward`` on every hidden case (a near-zero row included)."""
+    _check_forward_on(RMSNORM, forward, *_hidden(RMSNORM))
+
+
+def check_rmsnorm_backward(backward: Callable, forward: Callable) -> None:
+    """Visible check of ``rmsnorm_backward`` -> (dx, dgamma) on the cache of ``forward``."""
+    _check_backward_on(RMSNORM, backward, forward, *_visible(RMSNORM))
+
+
+def check_rmsnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
+    """Hidden check of ``rmsnorm_backward`` on every hidden case."""
+    _check_backward_on(RMSNORM, backward, forward, *_hidden(RMSNORM, gradients=True))
+
+
+__all__ = [
+    "DX_MISTAKES",
+    "FORWARD_MISTAKES",
+    "GROUPNORM",
+    "HIDDEN",
+    "INDIVISIBLE",
+    "INDIVISIBLE_HIDDEN",
+    "INSTANCENORM",
+    "LAYERNORM",
+    "RMSNORM",
+    "SPECIAL",
+    "VARIANT",
+    "VISIBLE",
+    "Variant",
+    "VariantCase",
+    "backward_mistakes",
+    "check_groupnorm_backward",
+    "check_groupnorm_backward_hidden",
+    "check_groupnorm_forward",
+    "check_groupnorm_forward_hidden",
+    "check_groupnorm_rejects_uneven_groups",
+    "check_groupnorm_rejects_uneven_groups_hidden",
+    "check_instancenorm_backward",
+    "check_instancenorm_backward_hidden",
+    "check_instancenorm_forward",
+    "check_instancenorm_forward_hidden",
+    "check_layernorm_backward",
+    "check_layernorm_backward_hidden",
+    "check_layernorm_forward",
+    "check_layernorm_forward_hidden",
+    "check_rmsnorm_backward",
+    "check_rmsnorm_backward_hidden",
+    "check_rmsnorm_forward",
+    "check_rmsnorm_forward_hidden",
+    "closed_form_dx",
+    "forward_mistakes",
+    "forward_reference",
+    "gradients_reference",
+    "hidden_cases",
+    "visible_case",
+]
