@@ -1,0 +1,168 @@
+"""Lesson 05's build_mlp checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from utils import nn as layers_nn
+from utils.checks.networks.oracle import _flat, torch_mlp
+from utils.diagnose import CheckFailure, assert_close, on_cases, report
+from utils.guard import call_without_torch
+
+# --- build_mlp ----------------------------------------------------------------------------------
+
+_TORCH_TO_NUMPY = {nn.Linear: "Linear", nn.BatchNorm1d: "BatchNorm1d", nn.ReLU: "ReLU"}
+_NUMPY_KINDS = {
+    layers_nn.Linear: "Linear",
+    layers_nn.BatchNorm1d: "BatchNorm1d",
+    layers_nn.ReLU: "ReLU",
+}
+
+
+@dataclass(frozen=True)
+class BuildCase:
+    dims: tuple[int, ...]
+    use_bn: bool
+    init_scale: float
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"dims={list(self.dims)}, use_bn={self.use_bn}, init_scale={self.init_scale:.3g}"
+
+
+def _kind(layer, i: int) -> str:
+    kind = _NUMPY_KINDS.get(type(layer))
+    if kind is None:
+        raise CheckFailure(
+            f"element {i} is a {type(layer).__name__}; build the network from the Linear, "
+            "BatchNorm1d and ReLU classes of utils.nn."
+        )
+    return kind
+
+
+def _structure_hint(got: list[str], expected: list[str], use_bn: bool) -> str:
+    """Why the sequence of layer kinds ``got`` differs from ``expected``."""
+    pairs = list(zip(got, got[1:], strict=False))
+    if use_bn and "BatchNorm1d" not in got:
+        return "use_bn=True, but there is no BatchNorm1d."
+    if not use_bn and "BatchNorm1d" in got:
+        return "use_bn=False, but the network has a BatchNorm1d."
+    if ("ReLU", "BatchNorm1d") in pairs:
+        return (
+            "BatchNorm1d comes after the ReLU; this lesson places it between the Linear and "
+            "the ReLU (Linear -> BatchNorm1d -> ReLU)."
+        )
+    if got and got[-1] != "Linear":
+        return (
+            f"the network ends with {got[-1]}; the output layer must be a plain Linear that "
+            "returns the logits (no BatchNorm1d or ReLU after it)."
+        )
+    return "compare the order with the lesson's diagram."
+
+
+def _expected_weights(case: BuildCase) -> list[np.ndarray]:
+    """The weights the spec promises: each Linear draws its weight from the one rng, in order."""
+    rng = np.random.default_rng(case.seed)
+    return [
+        case.init_scale / math.sqrt(d_in) * rng.standard_normal((d_in, d_out))
+        for d_in, d_out in zip(case.dims[:-1], case.dims[1:], strict=True)
+    ]
+
+
+def _check_build_case(build_mlp: Callable, case: BuildCase) -> float:
+    rng = np.random.default_rng(case.seed)
+    result = call_without_torch(
+        build_mlp, list(case.dims), case.use_bn, rng, case.init_scale, name="build_mlp"
+    )
+    if not isinstance(result, (list, tuple)):
+        raise CheckFailure(f"build_mlp must return a list of layers, got {type(result).__name__}.")
+    got = [_kind(layer, i) for i, layer in enumerate(result)]
+    reference = torch_mlp(case.dims, case.use_bn, perturb=False)
+    expected = [_TORCH_TO_NUMPY[type(m)] for m in reference]
+    if got != expected:
+        raise CheckFailure(
+            f"the layers are {' -> '.join(got) or 'none'}, expected {' -> '.join(expected)}. "
+            f"Likely mistake: {_structure_hint(got, expected, case.use_bn)}"
+        )
+    for i, (layer, module) in enumerate(zip(result, reference, strict=True)):
+        _compare_layer(i, layer, module, reference)
+    weights = [layer.weight.data for layer in result if isinstance(layer, layers_nn.Linear)]
+    return _compare_weights(weights, case)
+
+
+def _compare_layer(i: int, layer, module: nn.Module, reference: nn.Sequential) -> None:
+    if isinstance(module, nn.BatchNorm1d) and layer.num_features != module.num_features:
+        raise CheckFailure(
+            f"layer {i} is BatchNorm1d({layer.num_features}), expected "
+            f"BatchNorm1d({module.num_features}): one feature per output of the Linear before."
+        )
+    if not isinstance(module, nn.Linear):
+        return
+    shape = (module.in_features, module.out_features)
+    if np.shape(layer.weight.data) != shape:
+        raise CheckFailure(
+            f"layer {i} (Linear) has a weight of shape {np.shape(layer.weight.data)}, expected "
+            f"{shape}: Linear(dims[l], dims[l + 1]) for layer l."
+        )
+    followed_by_bn = i + 1 < len(reference) and isinstance(reference[i + 1], nn.BatchNorm1d)
+    if followed_by_bn and layer.bias is not None:
+        raise CheckFailure(
+            f"layer {i} (Linear) keeps its bias although BatchNorm1d follows it. Likely mistake: "
+            "a bias before BatchNorm is redundant (the batch mean subtracts it again); pass "
+            "bias=False to a Linear that BatchNorm1d follows."
+        )
+    if not followed_by_bn and layer.bias is None:
+        raise CheckFailure(
+            f"layer {i} (Linear) has no bias, but no BatchNorm1d follows it; only a Linear "
+            "followed by BatchNorm1d drops its bias."
+        )
+
+
+def _compare_weights(weights: list[np.ndarray], case: BuildCase) -> float:
+    expected = _expected_weights(case)
+    got, want = _flat(weights), _flat(expected)
+    mistakes = {}
+    if not math.isclose(case.init_scale, math.sqrt(2)):
+        mistakes["init_scale was not passed on to the Linear layers"] = _flat(
+            [w * math.sqrt(2) / case.init_scale for w in expected]
+        )
+    try:
+        return assert_close("the Linear weights", got, want, mistakes=mistakes)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"{failure} (Each Linear draws its weight from the rng it is given; create the "
+            "layers in order and give every Linear the rng and init_scale passed to build_mlp.)"
+        ) from None
+
+
+VISIBLE_BUILD_CASES = (
+    BuildCase((64, 32, 16, 10), True, math.sqrt(2), 0),
+    BuildCase((64, 32, 16, 10), False, math.sqrt(2), 1),
+)
+HIDDEN_BUILD_CASES = (
+    BuildCase((5, 3), True, math.sqrt(2), 2),
+    BuildCase((7, 4, 3), True, 0.5, 3),
+    BuildCase((7, 4, 3), False, 2.0, 4),
+    BuildCase((10, 8, 8, 8, 4), True, 1.0, 5),
+    BuildCase((3, 6, 1, 2), True, 3.0, 6),
+)
+
+
+def check_build_mlp(build_mlp: Callable) -> None:
+    """Visible check of ``build_mlp``: the layer order, shapes, biases and weights, with and
+    without BatchNorm, against the same network built in torch."""
+    err = on_cases(VISIBLE_BUILD_CASES, lambda c: _check_build_case(build_mlp, c))
+    report("build_mlp: layers in the right order; weights", err)
+
+
+def check_build_mlp_hidden(build_mlp: Callable) -> None:
+    """Hidden check of ``build_mlp`` on other depths, widths and init scales."""
+    cases = HIDDEN_BUILD_CASES
+    err = on_cases(cases, lambda c: _check_build_case(build_mlp, c))
+    report(f"build_mlp on {len(cases)} hidden networks: weights", err)
