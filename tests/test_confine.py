@@ -510,11 +510,11 @@ def test_utils_checks_is_left_out_of_a_checker_lessons_files():
 
 SECCOMP_ONLY = """
 import ctypes, os, platform, sys
-from grader import confine
+from grader import confine, seccomp
 confine.apply_seccomp(platform.machine(), os.getpid())
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-nr = {name: confine.NR[name][0 if platform.machine() == "x86_64" else 1] for name in confine.NR}
+nr = {name: seccomp.NR[name][0 if platform.machine() == "x86_64" else 1] for name in seccomp.NR}
 def call(name, *args):
     r = libc.syscall(ctypes.c_long(nr[name]), *[ctypes.c_long(a) for a in args])
     return r, ctypes.get_errno() if r < 0 else 0
