@@ -11,7 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from utils.plots import activation_histograms, before_after_histograms, layer_statistic_plot
+from utils.plots import (
+    activation_histograms,
+    before_after_histograms,
+    layer_statistic_plot,
+    steps_to_target_plot,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,26 @@ def test_before_after_histograms_draws_two_panels_with_their_statistics():
     assert fig.get_suptitle() == "t"
     assert _renders(fig)
     plt.close(fig)
+
+
+def test_steps_to_target_plot_draws_the_sweep_and_the_two_comparisons():
+    steps = {
+        "without BN": np.array([[120, 170, 160], [100, 150, np.inf], [np.inf] * 3]),
+        "with BN": np.array([[45, 36, 42], [21, 27, 24], [33, 24, 27]]),
+    }
+    fig = steps_to_target_plot([0.1, 0.3, 1.0], steps, target=0.9, max_steps=300, same_lr=0.1)
+    left, right = fig.axes
+    assert len(left.get_lines()) >= 2 and len(right.patches) == 4  # a bar per network and pair
+    labels = [t.get_text() for t in right.texts]
+    assert labels.count("lr 0.1") == 2 and "lr 0.3" in labels
+    assert _renders(fig)
+    plt.close(fig)
+
+
+def test_steps_to_target_plot_rejects_bad_input():
+    with pytest.raises(ValueError):
+        steps_to_target_plot([0.1], {}, target=0.9, max_steps=10, same_lr=0.1)
+    with pytest.raises(ValueError):
+        steps_to_target_plot(
+            [0.1, 1.0], {"a": np.ones((3, 2))}, target=0.9, max_steps=10, same_lr=0.1
+        )
