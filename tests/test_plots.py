@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from utils.plots import (
     activation_histograms,
     before_after_histograms,
+    gradient_flow_plot,
     layer_statistic_plot,
     steps_to_target_plot,
 )
@@ -140,3 +141,18 @@ def test_steps_to_target_plot_rejects_bad_input():
         steps_to_target_plot(
             [0.1, 1.0], {"a": np.ones((3, 2))}, target=0.9, max_steps=10, same_lr=0.1
         )
+
+
+def test_gradient_flow_plot_draws_a_line_per_layer_and_two_panels_per_network():
+    rng = np.random.default_rng(0)
+    flow = {
+        "grad_norm": rng.uniform(0.1, 1, (20, 3)),
+        "update_ratio": rng.uniform(1e-4, 1e-2, (20, 3)),
+    }
+    fig = gradient_flow_plot({"a": flow, "b": flow})
+    assert len(fig.axes) == 4
+    assert len(fig.axes[0].get_lines()) == 3 and len(fig.axes[1].get_lines()) == 4  # + 1e-3 line
+    assert _renders(fig)
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        gradient_flow_plot({})

@@ -7,7 +7,7 @@ import pytest
 
 from utils.data import load_digits_split
 from utils.nn import Linear, minibatches, softmax_cross_entropy
-from utils.training import best_learning_rate, describe_steps, steps_to_accuracy
+from utils.training import best_learning_rate, describe_steps, gradient_flow, steps_to_accuracy
 
 
 def _train_step(layers, x, y, lr):
@@ -88,3 +88,30 @@ def test_describe_steps_names_the_median_the_range_and_what_was_not_reached():
     assert describe_steps([36, 45, 42]) == "median 42 (range 36-45)"
     assert describe_steps([10, 20, np.inf]) == "median 20 (range 10-not reached)"
     assert describe_steps([np.inf] * 3) == "not reached in any seed"
+
+
+def test_gradient_flow_records_each_weights_gradient_and_relative_update(data):
+    layers = [Linear(64, 16, np.random.default_rng(0)), Linear(16, 10, np.random.default_rng(1))]
+    start = [layer.weight.data.copy() for layer in layers]
+    flow = gradient_flow(layers, _train_step, data, 0.05, steps=3, batch_size=32)
+    assert flow["grad_norm"].shape == flow["update_ratio"].shape == (3, 2)
+    # replay: the first step's gradient and update, from the same weights and batch
+    replay = [Linear(64, 16, np.random.default_rng(0)), Linear(16, 10, np.random.default_rng(1))]
+    idx = minibatches(len(data.x_train), 32, np.random.default_rng(0))[0]
+    _train_step(replay, data.x_train[idx], data.y_train[idx], 0.05)
+    for j, layer in enumerate(replay):
+        grad = np.linalg.norm(layer.weight.grad)
+        assert flow["grad_norm"][0, j] == pytest.approx(grad, rel=1e-12)
+        ratio = 0.05 * grad / np.linalg.norm(start[j])
+        assert flow["update_ratio"][0, j] == pytest.approx(ratio, rel=1e-9)
+
+
+def test_gradient_flow_leaves_nan_after_a_diverged_step(data):
+    losses = iter([1.0, np.nan, 1.0, 1.0])
+
+    def diverging_step(layers, x, y, lr):
+        _train_step(layers, x, y, lr)
+        return next(losses)
+
+    flow = gradient_flow(_linear(), diverging_step, data, 0.1, steps=4)
+    assert np.isfinite(flow["grad_norm"][0]).all() and np.isnan(flow["grad_norm"][1:]).all()

@@ -178,3 +178,33 @@ def steps_to_target_plot(
     left.set_xlabel("learning rate (x: not reached)")
     right.set_xticks([0, 1], [f"same lr ({same_lr:g})", "each network's best lr"])
     return fig
+
+
+def gradient_flow_plot(flows: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
+    """Per-layer gradient norms (left) and update-to-weight ratios (right) over training, one
+    row per network, as returned by ``utils.training.gradient_flow``.
+
+    flows: {row label: {"grad_norm": (T, L), "update_ratio": (T, L)}}. One line per weight
+    matrix, coloured from the first layer (dark) to the output layer (light); log y axes; the
+    dashed line marks an update ratio of 1e-3, a common rule of thumb for SGD.
+    Returns the Figure, with 2 axes per row. Raises ValueError for no networks.
+    """
+    if not flows:
+        raise ValueError("gradient_flow_plot needs at least one network")
+    fig, axes = plt.subplots(
+        len(flows), 2, figsize=(10.0, 2.6 * len(flows)), squeeze=False, layout="constrained"
+    )
+    for (label, flow), (left, right) in zip(flows.items(), axes, strict=True):
+        for ax, key, name in (
+            (left, "grad_norm", "gradient norm ||dL/dW||"),
+            (right, "update_ratio", "update / weight"),
+        ):
+            values = np.asarray(flow[key], dtype=np.float64)
+            colors = plt.cm.viridis(np.linspace(0.0, 0.9, values.shape[1]))
+            for j in range(values.shape[1]):
+                ax.plot(values[:, j], color=colors[j], linewidth=0.8, label=f"W{j + 1}")
+            ax.set_yscale("log")
+            ax.set(xlabel="step", ylabel=name, title=f"{label}: {name}")
+        right.axhline(1e-3, color="gray", linestyle="--", linewidth=1)
+    axes[0, 1].legend(fontsize=6, ncol=2)
+    return fig

@@ -79,3 +79,45 @@ def describe_steps(values: Sequence[float]) -> str:
         return "not reached" if np.isinf(v) else f"{v:.0f}"
 
     return f"median {show(np.median(values))} (range {show(values.min())}-{show(values.max())})"
+
+
+def gradient_flow(
+    layers: list,
+    train_step: Callable,
+    data,
+    lr: float,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Per-layer gradient norms and update-to-weight ratios of the weight matrices over training.
+
+    layers: a network of utils.nn layers, trained in place with ``train_step(layers, x, y, lr)``
+    (plain SGD, so a weight's update is ``lr * grad``) for ``steps`` steps on mini-batches of
+    ``data.x_train`` drawn as in ``steps_to_accuracy``. After every step, for each layer with
+    a ``weight`` (the Linear layers, in order), it records ||dL/dW|| and
+    ||lr * dL/dW|| / ||W before the step|| (Frobenius norms).
+    Returns {"grad_norm": (steps, L), "update_ratio": (steps, L)}; rows after a non-finite
+    loss are NaN.
+    """
+    linears = [layer for layer in layers if hasattr(layer, "weight")]
+    grad_norm = np.full((steps, len(linears)), np.nan)
+    update_ratio = np.full((steps, len(linears)), np.nan)
+    rng = np.random.default_rng(seed)
+    step = 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while step < steps:
+            for idx in minibatches(len(data.x_train), batch_size, rng):
+                loss = train_step(layers, data.x_train[idx], data.y_train[idx], lr)
+                if not np.isfinite(loss):
+                    return {"grad_norm": grad_norm, "update_ratio": update_ratio}
+                for j, layer in enumerate(linears):
+                    grad = layer.weight.grad
+                    before = layer.weight.data + lr * grad  # the step was data -= lr * grad
+                    grad_norm[step, j] = np.linalg.norm(grad)
+                    update_ratio[step, j] = lr * grad_norm[step, j] / np.linalg.norm(before)
+                step += 1
+                if step == steps:
+                    break
+    return {"grad_norm": grad_norm, "update_ratio": update_ratio}
