@@ -135,6 +135,8 @@ def steps_to_target_plot(
     the median, whiskers from the fastest to the slowest seed, dots for the seeds.
     Returns the Figure, with 2 axes. Raises ValueError for no series or a shape mismatch.
     """
+    # imported here, not at the top: lesson 01's grading kernel may read utils.plots but not
+    # utils.training (grader.policy)
     from utils.training import best_learning_rate
 
     if not steps:
