@@ -25,6 +25,8 @@ from utils.landscape import (
     plot_band,
     plot_scale_law,
     resample_noise,
+    restore_running_statistics,
+    running_statistics,
     sgd_step,
     train,
 )
@@ -141,6 +143,52 @@ def test_train_probes_the_announced_steps_and_steps_once_each():
     assert run.probe_steps == [0, 3, 6] and run.probes == [1, 2, 3]
     assert len(run.losses) == 7 and 0.0 <= run.test_accuracy <= 1.0
     assert run.losses[0] == pytest.approx(seen[0], rel=1e-12)  # measured before the step
+
+
+@pytest.mark.parametrize("norm", ["bn", "noisy"])
+def test_probes_leave_the_running_statistics_and_the_run_as_without_them(norm):
+    def meddling_probe(model, loss_fn, update):
+        # training-mode forwards at moved weights, before and after the step, as the
+        # lesson's learning-rate probes do; each updates the running statistics
+        params = list(model.parameters())
+        start = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p in params:
+                p.add_(3.0)
+            loss_fn()
+            for p, w in zip(params, start, strict=True):
+                p.copy_(w)
+        update()
+        with torch.no_grad():
+            model(torch.full((8, 6), 50.0, dtype=torch.float64))
+
+    runs, stats = [], []
+    for probe in (None, meddling_probe):
+        model = make_mlp((6, 5, 5, 2), norm, seed=3)
+        runs.append(train(model, _tiny_digits(), steps=7, lr=0.1, batch_size=8, probe_every=2,
+                          probe=probe, seed=4))  # fmt: skip
+        stats.append(running_statistics(model))
+    assert runs[0].losses == runs[1].losses
+    assert runs[0].test_accuracy == runs[1].test_accuracy
+    assert all(torch.equal(a, b) for a, b in zip(*stats, strict=True))
+    assert int(stats[1][2]) == 7  # num_batches_tracked: the 7 training steps, no probe pass
+
+
+def test_running_statistics_round_trip():
+    model = make_mlp((6, 5, 5, 2), "bn", seed=0)
+    saved = running_statistics(model)
+    assert len(saved) == 6  # two BatchNorm layers: mean, var, count each
+    with torch.no_grad():
+        model(_tensor((8, 6), 1))
+    assert not torch.equal(saved[0], running_statistics(model)[0])
+    restore_running_statistics(model, saved)
+    assert all(torch.equal(a, b) for a, b in zip(saved, running_statistics(model), strict=True))
+
+
+def test_make_mlp_init_scale_sets_the_weight_std():
+    weights = [make_mlp((400, 300, 2), "none", seed=0, init_scale=s)[0].weight for s in (1.0, 2.0)]
+    assert float(weights[0].std()) == pytest.approx(1.0 / 20.0, rel=0.02)
+    assert torch.allclose(weights[1], 2.0 * weights[0])
 
 
 def test_train_refuses_a_probe_that_does_not_step():

@@ -57,20 +57,26 @@ def test_the_experiments_show_what_the_text_says(nb):
     eps_law = slope(alphas[large], norms["Linear -> BatchNorm (eps=1e-5)"][large])
     assert -1.01 < eps_law < -0.98
     assert slope(alphas[:3], norms["Linear -> BatchNorm (eps=1e-5)"][:3]) > -0.5  # bent by eps
-    # 4.1: the BatchNorm landscape is smoother along the gradient, by a wide margin
+    # 4.1: the BatchNorm landscape is smoother along the gradient (measured 5.4x and 3.5x)
     loss_range = ns["loss_range"]
-    assert np.median(loss_range["bn"]) * 10 < np.median(loss_range["none"])
+    assert np.median(loss_range["bn"]) * 3 < np.median(loss_range["none"])
     changes = ns["largest_change"]
-    assert np.median(changes["bn"]) * 3 < np.median(changes["none"])
+    assert np.median(changes["bn"]) * 2 < np.median(changes["none"])
     # 4.2: BatchNorm shrinks the input shift; noisy BatchNorm has the largest; it still trains
     shift = ns["shift"]
-    assert np.median(shift["bn"]) * 5 < np.median(shift["none"]) < np.median(shift["noisy"]) / 2
+    assert np.median(shift["bn"]) * 4 < np.median(shift["none"]) < np.median(shift["noisy"]) / 2
     accuracy = {norm: run.test_accuracy for norm, run in ns["runs"].items()}
     assert accuracy["noisy"] > 0.9 and accuracy["bn"] > 0.9
     assert abs(accuracy["noisy"] - accuracy["bn"]) < 0.03
     # 4.2: the gradient ICS does not vanish with BatchNorm
-    assert np.median(ns["ics_cosine"]["bn"]) < 0.8
+    assert np.median(ns["ics_cosine"]["bn"]) < 0.5
     assert np.median(ns["ics_cosine"]["bn"]) < np.median(ns["ics_cosine"]["none"])
+    # 4.4: seeds 0-2, test accuracy: no BN (0.23, 0.67, 0.81) < BN (0.94-0.96) ~ noisy (0.94-0.95)
+    seeds = {norm: np.array(values) for norm, values in ns["seed_accuracy"].items()}
+    assert ns["SEEDS"] == (0, 1, 2) and seeds["bn"][1] == accuracy["bn"]
+    assert np.median(seeds["none"]) + 0.15 < min(seeds["bn"].min(), seeds["noisy"].min())
+    assert seeds["none"].max() < min(seeds["bn"].min(), seeds["noisy"].min())
+    assert abs(np.median(seeds["bn"]) - np.median(seeds["noisy"])) < 0.03
 
 
 # --- scale invariance ---------------------------------------------------------------------------

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from utils.plots import activation_histograms, before_after_histograms, layer_statistic_plot
+from utils.plots import (
+    activation_histograms,
+    before_after_histograms,
+    gradient_flow_plot,
+    layer_statistic_plot,
+    steps_to_target_plot,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +118,41 @@ def test_before_after_histograms_draws_two_panels_with_their_statistics():
     assert fig.get_suptitle() == "t"
     assert _renders(fig)
     plt.close(fig)
+
+
+def test_steps_to_target_plot_draws_the_sweep_and_the_two_comparisons():
+    steps = {
+        "without BN": np.array([[120, 170, 160], [100, 150, np.inf], [np.inf] * 3]),
+        "with BN": np.array([[45, 36, 42], [21, 27, 24], [33, 24, 27]]),
+    }
+    fig = steps_to_target_plot([0.1, 0.3, 1.0], steps, target=0.9, max_steps=300, same_lr=0.1)
+    left, right = fig.axes
+    assert len(left.get_lines()) >= 2 and len(right.patches) == 4  # a bar per network and pair
+    labels = [t.get_text() for t in right.texts]
+    assert labels.count("lr 0.1") == 2 and "lr 0.3" in labels
+    assert _renders(fig)
+    plt.close(fig)
+
+
+def test_steps_to_target_plot_rejects_bad_input():
+    with pytest.raises(ValueError):
+        steps_to_target_plot([0.1], {}, target=0.9, max_steps=10, same_lr=0.1)
+    with pytest.raises(ValueError):
+        steps_to_target_plot(
+            [0.1, 1.0], {"a": np.ones((3, 2))}, target=0.9, max_steps=10, same_lr=0.1
+        )
+
+
+def test_gradient_flow_plot_draws_a_line_per_layer_and_two_panels_per_network():
+    rng = np.random.default_rng(0)
+    flow = {
+        "grad_norm": rng.uniform(0.1, 1, (20, 3)),
+        "update_ratio": rng.uniform(1e-4, 1e-2, (20, 3)),
+    }
+    fig = gradient_flow_plot({"a": flow, "b": flow})
+    assert len(fig.axes) == 4
+    assert len(fig.axes[0].get_lines()) == 3 and len(fig.axes[1].get_lines()) == 4  # + 1e-3 line
+    assert _renders(fig)
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        gradient_flow_plot({})

@@ -5,16 +5,22 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.variants import (
     KINDS,
+    SMALL_BATCH_KINDS,
+    _normalize_hidden,
     batch_dependence,
     digit_feature_maps,
     draw_normalization_cubes,
     plot_batch_dependence,
+    plot_small_batch_accuracy,
     shared_statistics_mask,
+    small_batch_accuracy,
 )
 
 
@@ -89,3 +95,32 @@ def test_digit_feature_maps_are_seeded_rectified_maps():
     assert a.shape[1:] == (4, 8, 8) and a.dtype == np.float64
     assert np.array_equal(a, b) and a.min() >= 0
     assert not np.array_equal(a, digit_feature_maps(channels=4, seed=4))
+
+
+def test_hidden_normalizations_match_pytorch():
+    h = torch.tensor(np.random.default_rng(0).standard_normal((3, 5, 8)) * 2 + 1)
+    flat = h.reshape(-1, 8)
+    expected = {
+        "batch norm": torch.stack([F.batch_norm(x, None, None, training=True) for x in h]),
+        "layer norm": F.layer_norm(flat, (8,)).reshape(h.shape),
+        "group norm (4 groups)": F.group_norm(flat, 4).reshape(h.shape),
+    }
+    for kind in SMALL_BATCH_KINDS:
+        assert torch.allclose(_normalize_hidden(h, kind), expected[kind], atol=1e-12), kind
+
+
+def test_small_batch_accuracy_is_seeded_and_shaped():
+    first = small_batch_accuracy((16, 2), (0, 1), steps=20)
+    again = small_batch_accuracy((16, 2), (0, 1), steps=20)
+    assert list(first) == list(SMALL_BATCH_KINDS)
+    for kind in SMALL_BATCH_KINDS:
+        assert first[kind].shape == (2, 2) and np.array_equal(first[kind], again[kind])
+        assert np.all((0 <= first[kind]) & (first[kind] <= 1))
+    fig = plot_small_batch_accuracy((16, 2), first)
+    assert len(fig.axes[0].get_lines()) == len(SMALL_BATCH_KINDS)
+    plt.close(fig)
+
+
+def test_small_batch_accuracy_refuses_a_batch_of_one():
+    with pytest.raises(ValueError, match="2 or more"):
+        small_batch_accuracy((8, 1))

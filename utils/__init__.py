@@ -9,5 +9,6 @@ Modules, one concern each:
     cases       seeded test inputs (small batches, offsets, constant features, strides)
     checks      the checks that visible and hidden notebook tests call
     plots       small matplotlib helpers
+    training    training outcomes over seeds: steps to a target accuracy, best learning rate
     data        data sets that ship with packages or are generated
 """

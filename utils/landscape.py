@@ -78,12 +78,15 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
         return out * self.noise_scale + self.noise_shift if self.training else out
 
 
-def make_mlp(dims: Sequence[int], norm: str, seed: int = 0) -> nn.Sequential:
+def make_mlp(
+    dims: Sequence[int], norm: str, seed: int = 0, init_scale: float = math.sqrt(2)
+) -> nn.Sequential:
     """A float64 MLP: per hidden layer Linear -> [BatchNorm1d | NoisyBatchNorm1d] -> ReLU,
     then a Linear (the logits). ``norm`` is one of NORMS. A Linear followed by a normalization
-    has no bias; the other biases start at 0. Weights are drawn with lesson 01's fan-in rule
-    for ReLU, N(0, 2 / fan_in), so that the plain network trains too: the comparison is
-    with a well-initialized network. The same seed gives the same weights for every ``norm``."""
+    has no bias; the other biases start at 0. Weights are drawn with lesson 01's fan-in rule,
+    N(0, init_scale**2 / fan_in): the default sqrt(2) suits ReLU, and the plain network trains
+    well with it; init_scale 1 shrinks its activations layer after layer (lessons 01 and 05).
+    The same seed gives the same weights for every ``norm``."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     modules: list[nn.Module] = []
@@ -101,7 +104,7 @@ def make_mlp(dims: Sequence[int], norm: str, seed: int = 0) -> nn.Sequential:
     generator = torch.Generator().manual_seed(seed)  # the same draws whatever the norm
     with torch.no_grad():
         for layer in linear_layers(model):
-            std = math.sqrt(2.0 / layer.in_features)
+            std = init_scale / math.sqrt(layer.in_features)
             layer.weight.normal_(0.0, std, generator=generator)
             if layer.bias is not None:
                 layer.bias.zero_()
@@ -137,6 +140,28 @@ def gradient_norm(
     leaves ``.grad`` alone."""
     grads = torch.autograd.grad(loss_fn(), list(model.parameters()) if params is None else params)
     return float(torch.sqrt(sum((g**2).sum() for g in grads)))
+
+
+def _running_buffers(model: nn.Module) -> list[torch.Tensor]:
+    return [
+        buffer
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+    ]
+
+
+def running_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """Copies of the running mean, running variance and batch count of every BatchNorm layer
+    of ``model``, in order (for ``restore_running_statistics``)."""
+    return [buffer.detach().clone() for buffer in _running_buffers(model)]
+
+
+def restore_running_statistics(model: nn.Module, saved: list[torch.Tensor]) -> None:
+    """Write ``saved`` (from ``running_statistics`` of this model) back, in place."""
+    with torch.no_grad():
+        for buffer, value in zip(_running_buffers(model), saved, strict=True):
+            buffer.copy_(value)
 
 
 def resample_noise(model: nn.Module, rng: np.random.Generator) -> None:
@@ -176,6 +201,8 @@ def train(
     ``update()`` closure (one SGD step on that batch, then the next step's noise). At steps
     0, probe_every, 2 * probe_every ... it calls ``probe(model, loss_fn, update)`` instead,
     which must call ``update()`` exactly once and returns what ``Run.probes`` records. A
+    probe's own forward passes do not count: the BatchNorm running statistics (and so the
+    final evaluation) are those of the training steps alone, exactly as without a probe. A
     diverging run (loss inf or NaN) stops early.
     """
     rng = np.random.default_rng(seed)
@@ -187,10 +214,14 @@ def train(
     for step in tqdm(range(steps), desc=f"training ({LABELS.get(norm, norm)})", leave=False):
         idx = torch.tensor(rng.choice(len(x_train), batch_size, replace=False))
         loss_fn = batch_loss(model, x_train[idx], y_train[idx])
-        losses = []
+        losses, kept, start = [], [], running_statistics(model)
 
-        def update(loss_fn=loss_fn, losses=losses):
+        def update(loss_fn=loss_fn, losses=losses, kept=kept, start=start):
+            # A probe's forward passes (at moved weights, in training mode) updated the running
+            # statistics too: the step starts from those of the previous step instead.
+            restore_running_statistics(model, start)
             losses.append(sgd_step(model, loss_fn, lr))
+            kept.append(running_statistics(model))
             resample_noise(model, rng)
 
         if probe is not None and probe_every and step % probe_every == 0:
@@ -200,6 +231,7 @@ def train(
             update()
         if len(losses) != 1:
             raise RuntimeError(f"the probe called update() {len(losses)} times, expected once")
+        restore_running_statistics(model, kept[0])  # what the probe ran after the step
         run.losses.append(losses[0])
         if not np.isfinite(losses[0]):
             break

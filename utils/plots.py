@@ -115,3 +115,98 @@ def before_after_histograms(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def steps_to_target_plot(
+    lrs: Sequence[float],
+    steps: Mapping[str, np.ndarray],
+    *,
+    target: float,
+    max_steps: int,
+    same_lr: float,
+) -> Figure:
+    """Steps to a target accuracy, per seed, against the learning rate (left), and at one
+    shared learning rate and at each network's best learning rate (right).
+
+    lrs: K learning rates; steps: {legend label: (K, S) step counts, ``np.inf`` where the
+    target was not reached within max_steps}. Left: one dot per seed, a line through the
+    medians; runs that never got there are drawn as crosses above the dashed max_steps line.
+    Right: for ``same_lr`` and for each series' best learning rate (smallest median), a bar at
+    the median, whiskers from the fastest to the slowest seed, dots for the seeds.
+    Returns the Figure, with 2 axes. Raises ValueError for no series or a shape mismatch.
+    """
+    # imported here, not at the top: lesson 01's grading kernel may read utils.plots but not
+    # utils.training (grader.policy)
+    from utils.training import best_learning_rate
+
+    if not steps:
+        raise ValueError("steps_to_target_plot needs at least one series")
+    lrs = np.asarray(lrs, dtype=np.float64)
+    steps = {label: np.asarray(values, dtype=np.float64) for label, values in steps.items()}
+    for label, values in steps.items():
+        if values.ndim != 2 or values.shape[0] != lrs.size:
+            raise ValueError(f"{label}: steps {values.shape} for {lrs.size} learning rates")
+    ceiling = max_steps * 1.2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.4), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / len(steps)
+    for i, (label, values) in enumerate(steps.items()):
+        color = colors[i % len(colors)]
+        reached = np.isfinite(values)
+        offsets = np.arange(values.shape[1]) - (values.shape[1] - 1) / 2
+        jitter = lrs[:, None] * np.exp(0.04 * offsets)  # seeds side by side on the log axis
+        left.scatter(jitter[reached], values[reached], color=color, s=14, alpha=0.7)
+        left.scatter(jitter[~reached], np.full((~reached).sum(), ceiling), color=color, marker="x")
+        medians = np.median(values, axis=1)
+        finite = np.isfinite(medians)
+        left.plot(lrs[finite], medians[finite], color=color, marker="o", label=label)
+        for j, lr in enumerate((same_lr, best_learning_rate(lrs, values)[0])):
+            seeds = values[int(np.argmin(np.abs(lrs - lr)))]
+            x = j + (i - (len(steps) - 1) / 2) * width
+            shown = np.where(np.isfinite(seeds), seeds, ceiling)
+            median = np.median(shown)
+            right.bar(
+                x, median, width * 0.9, color=color, alpha=0.5, label=label if j == 0 else None
+            )
+            right.errorbar(x, median, [[median - shown.min()], [shown.max() - median]], color=color)
+            right.scatter(np.full(shown.size, x), shown, color=color, s=12, zorder=3)
+            right.annotate(f"lr {lr:g}", (x, shown.max()), ha="center", va="bottom", fontsize=7)
+    for ax in (left, right):
+        ax.axhline(max_steps, color="gray", linestyle="--", linewidth=1)
+        ax.set_ylabel(f"steps to {target:.0%} test accuracy")
+        ax.set_ylim(0, ceiling * 1.1)
+        ax.legend(fontsize=8)
+    left.set_xscale("log")
+    left.set_xlabel("learning rate (x: not reached)")
+    right.set_xticks([0, 1], [f"same lr ({same_lr:g})", "each network's best lr"])
+    return fig
+
+
+def gradient_flow_plot(flows: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
+    """Per-layer gradient norms (left) and update-to-weight ratios (right) over training, one
+    row per network, as returned by ``utils.training.gradient_flow``.
+
+    flows: {row label: {"grad_norm": (T, L), "update_ratio": (T, L)}}. One line per weight
+    matrix, coloured from the first layer (dark) to the output layer (light); log y axes; the
+    dashed line marks an update ratio of 1e-3, a common rule of thumb for SGD.
+    Returns the Figure, with 2 axes per row. Raises ValueError for no networks.
+    """
+    if not flows:
+        raise ValueError("gradient_flow_plot needs at least one network")
+    fig, axes = plt.subplots(
+        len(flows), 2, figsize=(10.0, 2.6 * len(flows)), squeeze=False, layout="constrained"
+    )
+    for (label, flow), (left, right) in zip(flows.items(), axes, strict=True):
+        for ax, key, name in (
+            (left, "grad_norm", "gradient norm ||dL/dW||"),
+            (right, "update_ratio", "update / weight"),
+        ):
+            values = np.asarray(flow[key], dtype=np.float64)
+            colors = plt.cm.viridis(np.linspace(0.0, 0.9, values.shape[1]))
+            for j in range(values.shape[1]):
+                ax.plot(values[:, j], color=colors[j], linewidth=0.8, label=f"W{j + 1}")
+            ax.set_yscale("log")
+            ax.set(xlabel="step", ylabel=name, title=f"{label}: {name}")
+        right.axhline(1e-3, color="gray", linestyle="--", linewidth=1)
+    axes[0, 1].legend(fontsize=6, ncol=2)
+    return fig
