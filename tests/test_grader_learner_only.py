@@ -113,3 +113,13 @@ def test_validate_fails_a_tagged_cell_that_a_test_depends_on(misused_tags):
 def test_validate_reports_the_tag_on_a_cell_nbgrader_owns(misused_tags):
     owned = [p for p in misused_tags if "nbgrader owns it" in p]
     assert len(owned) == 1 and "cell square" in owned[0], misused_tags
+
+
+@pytest.mark.slow
+def test_grading_draws_no_figures(tmp_path):
+    course = copy_course(tmp_path)
+    probe = "import matplotlib\nprint('backend:', matplotlib.get_backend())"
+    result = _grade(course, tmp_path, edit=lambda nb: _after_exercises(nb, _tagged(probe, ())))
+    graded = nbformat.reads(result.notebook_json, as_version=4)
+    printed = next(c for c in graded.cells if c.source == probe).outputs[0]["text"]
+    assert printed.strip() == "backend: agg"
