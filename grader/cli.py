@@ -51,7 +51,9 @@ def cmd_build(args) -> int:
 def cmd_validate(args) -> int:
     from grader.validate import validate
 
-    problems = validate(_course(args), args.workers, args.timeout, args.memory_limit)
+    problems = validate(
+        _course(args), args.workers, args.timeout, args.memory_limit, args.assignment
+    )
     for line in problems:
         say(f"PROBLEM {line}")
     if problems:
@@ -197,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         parents=[common],
         help="solutions pass, releases fail every test and leak nothing",
+    )
+    p.add_argument(
+        "--assignment",
+        action="append",
+        metavar="A",
+        help="validate only this assignment (repeatable; default: all)",
     )
     _add_workers(p, 2)
     _add_limits(p, timeout=120)

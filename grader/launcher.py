@@ -2,7 +2,8 @@
 
     python -I -m grader.launcher LIMIT_BYTES RULES_JSON -- python -m ipykernel_launcher ARGS...
 
-removes the grader's environment variables, gives the kernel its own home, config and runtime
+removes the grader's environment variables (and, for grading, sets matplotlib's non-drawing
+``agg`` backend), gives the kernel its own home, config and runtime
 folders inside its working copy (the cwd) and one thread per pool, confines the process with the
 operating system (``grader.confine``: rlimits, Landlock, seccomp), installs the lesson's import
 policy and ``grader.jail``'s audit hook (a second layer), and then runs the IPython kernel in
@@ -20,6 +21,10 @@ import sys
 # NBGRADER_EXECUTION tells student code it is being graded; MPLBACKEND (the Makefile sets Agg)
 # would stop the kernel drawing figures inline as in the learner's JupyterLab.
 GRADER_ENV_VARS = ("NBGRADER_EXECUTION", "MPLBACKEND")
+NO_FIGURES = {"MPLBACKEND": "agg"}
+"""A grading kernel's matplotlib backend (rules ``"figures": false``): figures are drawn on no
+canvas and never encoded as PNGs, which no grade needs and feedback never shows (it carries the
+checker's verdicts, not what submitted code displayed)."""
 
 
 def drop_grader_variables() -> None:
@@ -74,6 +79,8 @@ def main(argv: list[str]) -> None:
     from grader import confine, jail, kernel_side
 
     rules = json.loads(rules)
+    if not rules.get("figures", True):
+        os.environ.update(NO_FIGURES)
     policy = rules.get("policy", {})
     args = cmd[3:]
     workdir = os.getcwd()

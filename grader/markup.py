@@ -67,3 +67,30 @@ def redact_hidden_tests(source: str, note: str = HIDDEN_NOTE) -> str:
 def has_markers(text: str) -> list[str]:
     """The nbgrader markers that occur in ``text``."""
     return [m for m in MARKERS if m in text]
+
+
+LEARNER_ONLY = "learner-only"
+"""The cell tag of a lesson's experiments, sweeps and figures: cells a learner runs and grading
+does not (``learner_only_sources``)."""
+
+
+def learner_only_sources(nb) -> frozenset[str]:
+    """The sources of ``nb``'s code cells tagged ``learner-only`` that nbgrader does not own.
+
+    ``nb`` must be the instructor's notebook (the release or its source), never a submission: a
+    submitted cell is skipped only when it is a plain code cell whose source is one of these, so
+    a student who tags a cell, or edits a tagged one, has it run as usual.
+    """
+    return frozenset(
+        cell.source
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and LEARNER_ONLY in cell.metadata.get("tags", [])
+        and not cell.metadata.get("nbgrader")
+    )
+
+
+def is_learner_only(cell, sources: frozenset[str]) -> bool:
+    """Whether grading skips the submitted ``cell``: a plain code cell (no nbgrader metadata,
+    whatever its tags) with the source of a release cell tagged ``learner-only``."""
+    return cell.cell_type == "code" and not cell.metadata.get("nbgrader") and cell.source in sources

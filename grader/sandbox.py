@@ -18,7 +18,9 @@ same process (isolated mode: no PYTHONPATH, no user site-packages).
 ``SandboxedExecute`` takes a fingerprint of what the tests rely on before the first cell runs
 (``grader.jail.fingerprint``; the worker keeps it, out of the kernel's reach), takes another
 after every test cell, and writes the differences — tampering — to ``integrity_report`` for the
-worker. A notebook that runs past ``notebook_timeout`` seconds in all is stopped.
+worker. A notebook that runs past ``notebook_timeout`` seconds in all is stopped. The cells the
+release tags ``learner-only`` (experiments, sweeps, figures; ``learner_only``) are not run: a
+submitted cell is skipped only when nbgrader does not own it and its source is one of theirs.
 
 Output is capped as it arrives (``OutputBudget``): nbclient keeps every output of every cell in
 memory until the notebook is saved, so past ``CELL_OUTPUT_LIMIT`` in a cell or
@@ -51,10 +53,11 @@ from nbclient.util import ensure_async, run_sync
 from nbformat.v4 import new_output
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode
 
 from grader import checker, confine
 from grader.kernel_side import CHANNEL_ENV
+from grader.markup import is_learner_only
 
 PROBE_TIMEOUT = 30  # seconds the kernel gets to answer an integrity probe
 MAX_FINDINGS = 5
@@ -215,6 +218,11 @@ class SandboxedExecute(Execute):
     size_limit = Integer(0, help="Bytes the kernel's working copy may hold; 0: no cap").tag(
         config=True
     )
+    learner_only = List(
+        Unicode(),
+        help="Sources of the release's learner-only cells: a plain code cell with one of them is "
+        "not run (grader.markup.is_learner_only)",
+    ).tag(config=True)
 
     def __init__(self, **kwargs):
         kwargs["kernel_manager_class"] = SandboxKernelManager
@@ -222,6 +230,7 @@ class SandboxedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._imports, self._names = locked_imports(nb)
+        self._skipped = frozenset(self.learner_only)
         self._baseline, self._findings = None, []
         self._record: dict[str, checker.Verdict] = {}
         self._started = time.monotonic()
@@ -323,6 +332,9 @@ class SandboxedExecute(Execute):
             if self._baseline is None:
                 self._findings.append("the integrity probe could not take a baseline")
                 self._baseline = {}
+        if is_learner_only(cell, self._skipped):
+            cell.outputs, cell.execution_count = [], None
+            return cell
         if cell.cell_type == "code":
             self._check_notebook_time()
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)

@@ -55,6 +55,7 @@ from grader.course import (
     ensure_venv_on_path,
     quiet_nbgrader,
 )
+from grader.markup import learner_only_sources
 from grader.policy import policy_for
 from grader.sandbox import SandboxedExecute
 from grader.sanitize import RestoreCells
@@ -135,6 +136,7 @@ def grade_submission(
     memory_limit: float = 4.0,
     private: tuple = (),
     size_limit: int = WORKING_COPY_LIMIT,
+    run_learner_only: bool = False,
 ) -> SubmissionResult:
     """Grade ``notebook_path`` as ``student``'s submission of ``assignment``.
 
@@ -143,11 +145,13 @@ def grade_submission(
     ``build.make_template``, with its release beside it; timeout: seconds per cell;
     memory_limit: GiB for the kernel's data segment (0: none); private: more folders the
     kernel may not read (the course directory, the submissions); size_limit: bytes the
-    kernel's working copy may hold while it runs (0: no cap).
+    kernel's working copy may hold while it runs (0: no cap); run_learner_only: run the cells
+    the release tags ``learner-only`` too (``grader validate`` compares both ways).
     """
     started = time.monotonic()
     notebook_path, template_db = Path(notebook_path), Path(template_db)
-    limits = Limits(timeout, memory_limit, tuple(str(p) for p in private), size_limit)
+    private = tuple(str(p) for p in private)
+    limits = Limits(timeout, memory_limit, private, size_limit, run_learner_only)
     with quiet_nbgrader():
         result = _grade(Path(course_root), assignment, student, notebook_path, template_db, limits)
     if result.error:
@@ -163,6 +167,7 @@ class Limits:
     memory_limit: float
     private: tuple[str, ...]
     size_limit: int = WORKING_COPY_LIMIT
+    run_learner_only: bool = False
 
 
 def notebooks_of(template_db: Path, assignment: str) -> list[str]:
@@ -309,9 +314,13 @@ def _autograde(scratch, course_root, assignment, student, notebook_path, templat
     config.SandboxedExecute.checker = policy.checker
     config.SandboxedExecute.record_path = str(scratch / "record.json")
     private = [str(course_root), str(grading_root()), str(Path(template_db).parent)]
-    rules = {"private": private + [*limits.private], "assignment": assignment}
+    rules = {"private": private + [*limits.private], "assignment": assignment, "figures": False}
     config.SandboxKernelManager.jail_rules = json.dumps({**rules, "policy": policy.as_dict()})
-    config.RestoreCells.release = str(template_release(template_db, assignment, notebook))
+    release = template_release(template_db, assignment, notebook)
+    config.RestoreCells.release = str(release)
+    if not limits.run_learner_only:
+        learner_only = learner_only_sources(nbformat.read(release, as_version=4))
+        config.SandboxedExecute.learner_only = sorted(learner_only)
     converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
     errors = capture_log(converter, "grade")
     try:
