@@ -7,7 +7,7 @@ hands back a picklable SubmissionResult. Only this process writes the course gra
 result at a time, as results arrive — nbgrader's shared-SQLite trap (its issue #174) never
 arises.
 
-With ``--scheduler tcp://HOST:PORT`` the same ``grade_submission`` calls go to a Dask
+With ``--scheduler tcp://HOST:PORT`` the same ``grade_job`` calls go to a Dask
 distributed cluster instead. Its workers must see the course tree, the run's scratch folder
 (template and collected submissions, under ``worker.grading_root()``) and the Python
 environment at the same paths as this process — one machine, or a shared filesystem; that is
@@ -31,7 +31,7 @@ from grader.confine import WEAKER
 from grader.course import Course
 from grader.gradebook import record, register_assignments
 from grader.score import points_text
-from grader.worker import SubmissionResult, grade_submission, grading_root
+from grader.worker import GradeJob, SubmissionResult, grade_job, grading_root
 
 
 class SchedulerError(RuntimeError):
@@ -97,16 +97,16 @@ def _grade_all(
     register_assignments(course, needed, scratch)
     template_db = make_template(course, scratch / "template", needed)
 
-    def job(sub: Submission) -> tuple:
-        return (
+    def job(sub: Submission) -> GradeJob:
+        return GradeJob(
             course.root,
             sub.assignment,
             sub.student,
             sub.path,
             template_db,
-            options.timeout,
-            options.memory_limit,
-            private,
+            timeout=options.timeout,
+            memory_limit=options.memory_limit,
+            private=private,
         )
 
     results = []
@@ -131,9 +131,9 @@ def _chosen_assignments(course: Course, assignments: list[str] | None) -> list[s
 
 
 def run_jobs(
-    items: list, job: Callable[[object], tuple], workers: int, scheduler: str | None = None
+    items: list, job: Callable[[object], GradeJob], workers: int, scheduler: str | None = None
 ) -> Iterator[tuple[object, SubmissionResult]]:
-    """(item, grade_submission(*job(item))) for each item, as they finish; ``workers`` > 1 uses
+    """(item, grade_job(job(item))) for each item, as they finish; ``workers`` > 1 uses
     that many local processes, ``scheduler`` a Dask cluster. A worker that fails unexpectedly
     yields an error result."""
     if scheduler:
@@ -145,27 +145,28 @@ def run_jobs(
         return
     context = multiprocessing.get_context("spawn")  # no forked copies of sqlite/zmq state
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(grade_submission, *job(item)): item for item in items}
+        futures = {pool.submit(grade_job, job(item)): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
             try:
                 yield item, future.result()
             except Exception as exc:  # a worker process died: this submission only
-                yield item, _crashed(job(item), exc)
+                yield item, job(item).crashed(exc)
 
 
 def _run_on_dask(items: list, job, scheduler: str) -> Iterator[tuple[object, SubmissionResult]]:
     from distributed import as_completed as dask_completed
 
     with _connect(scheduler) as client:
-        _check_workers_see(client, {str(p) for item in items for p in job(item)[3:5]}, scheduler)
-        futures = {client.submit(grade_submission, *job(item), pure=False): item for item in items}
+        paths = {str(p) for j in map(job, items) for p in (j.notebook_path, j.template_db)}
+        _check_workers_see(client, paths, scheduler)
+        futures = {client.submit(grade_job, job(item), pure=False): item for item in items}
         for future in dask_completed(futures, loop=client.loop):
             item = futures[future]
             try:
                 yield item, future.result()
             except Exception as exc:  # a worker died (KilledWorker) or a bug of ours
-                yield item, _crashed(job(item), exc)
+                yield item, job(item).crashed(exc)
 
 
 def _connect(scheduler: str):
@@ -197,18 +198,11 @@ def _missing_paths(paths: list[str]) -> list[str]:
 
 
 def _safely(item, job) -> SubmissionResult:
-    args = job(item)
+    graded = job(item)
     try:
-        return grade_submission(*args)
+        return grade_job(graded)
     except Exception as exc:  # a bug of ours must not stop the run for everyone else
-        return _crashed(args, exc)
-
-
-def _crashed(args: tuple, exc: BaseException) -> SubmissionResult:
-    _, assignment, student, path, *_ = args
-    return SubmissionResult(
-        student, assignment, Path(path).stem, error=f"grading crashed: {type(exc).__name__}: {exc}"
-    )
+        return graded.crashed(exc)
 
 
 def summary_table(results: Iterable[SubmissionResult]) -> str:

@@ -34,7 +34,7 @@ from grader.markup import (
     lines_outside,
     region_lines,
 )
-from grader.worker import WORKING_COPY_LIMIT, SubmissionResult
+from grader.worker import GradeJob, SubmissionResult
 
 
 def validate(
@@ -131,10 +131,18 @@ def _grading_problems(course, pairs, workers, timeout, memory_limit) -> list[str
     with tempfile.TemporaryDirectory(prefix="normlab-validate-") as tmp:
         template_db = make_template(course, Path(tmp), sorted({a for a, _ in pairs}))
 
-        def job(run):
+        def job(run) -> GradeJob:
             (assignment, path, _), learner_only = run
-            limits = (timeout, memory_limit, (), WORKING_COPY_LIMIT, learner_only)
-            return (course.root, assignment, "validate", path, template_db, *limits)
+            return GradeJob(
+                course.root,
+                assignment,
+                "validate",
+                path,
+                template_db,
+                timeout=timeout,
+                memory_limit=memory_limit,
+                run_learner_only=learner_only,
+            )
 
         problems, results = [], {}
         for ((_, path, kind), learner_only), result in run_jobs(runs, job, workers):

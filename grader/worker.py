@@ -162,6 +162,38 @@ def grade_submission(
 
 
 @dataclass(frozen=True)
+class GradeJob:
+    """One notebook to grade, by name: what a local worker process or a Dask worker receives
+    (``grade_job``); the arguments of ``grade_submission``."""
+
+    course_root: Path
+    assignment: str
+    student: str
+    notebook_path: Path
+    template_db: Path
+    timeout: int = 60
+    memory_limit: float = 4.0
+    private: tuple = ()
+    size_limit: int = WORKING_COPY_LIMIT
+    run_learner_only: bool = False
+
+    def crashed(self, exc: BaseException) -> SubmissionResult:
+        """The result of this job when grading it failed outside the notebook (a bug of ours,
+        a worker process that died): this submission only, with the reason."""
+        return SubmissionResult(
+            self.student,
+            self.assignment,
+            Path(self.notebook_path).stem,
+            error=f"grading crashed: {type(exc).__name__}: {exc}",
+        )
+
+
+def grade_job(job: GradeJob) -> SubmissionResult:
+    """``grade_submission`` of ``job``'s fields (module level, so pools and Dask can pickle it)."""
+    return grade_submission(**{f: getattr(job, f) for f in job.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class Limits:
     timeout: int
     memory_limit: float

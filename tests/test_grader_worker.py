@@ -10,7 +10,8 @@ import pytest
 from fixtures.toy import SQUARE, cell, copy_course, points, submission, without_cells
 
 from grader.build import make_template
-from grader.worker import grade_submission
+from grader.grade import run_jobs
+from grader.worker import GradeJob, grade_submission
 
 P = points()
 
@@ -133,3 +134,21 @@ def test_a_correct_submission_gets_every_auto_point(toy, tmp_path):
         "test_square": P["test_square"],
         "written_linear": 0,
     }  # no written answer given
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_job_that_crashes_the_grader_costs_only_its_own_result(tmp_path, workers):
+    """A job whose grading raises (here: no course root at all) comes back as an error result
+    naming the crash, in the calling process and from a worker process alike, and the other
+    job of the run is still graded."""
+
+    def job(name: str) -> GradeJob:
+        root = None if name == "broken" else tmp_path
+        return GradeJob(root, "toy", name, tmp_path / f"{name}.ipynb", tmp_path / "missing.db")
+
+    results = dict(run_jobs(["broken", "other"], job, workers))
+    assert results["broken"].error.startswith("grading crashed: TypeError")
+    assert (results["broken"].student, results["broken"].assignment) == ("broken", "toy")
+    assert results["other"].student == "other" and not results["other"].error.startswith(
+        "grading crashed"
+    )
