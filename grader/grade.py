@@ -136,37 +136,40 @@ def run_jobs(
     """(item, grade_job(job(item))) for each item, as they finish; ``workers`` > 1 uses
     that many local processes, ``scheduler`` a Dask cluster. A worker that fails unexpectedly
     yields an error result."""
+    jobs = [(item, job(item)) for item in items]
     if scheduler:
-        yield from _run_on_dask(items, job, scheduler)
+        yield from _run_on_dask(jobs, scheduler)
         return
     if workers <= 1:
-        for item in items:
-            yield item, _safely(item, job)
+        for item, graded in jobs:
+            yield item, _safely(graded)
         return
     context = multiprocessing.get_context("spawn")  # no forked copies of sqlite/zmq state
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(grade_job, job(item)): item for item in items}
+        futures = {pool.submit(grade_job, graded): (item, graded) for item, graded in jobs}
         for future in as_completed(futures):
-            item = futures[future]
+            item, graded = futures[future]
             try:
                 yield item, future.result()
             except Exception as exc:  # a worker process died: this submission only
-                yield item, job(item).crashed(exc)
+                yield item, graded.crashed(exc)
 
 
-def _run_on_dask(items: list, job, scheduler: str) -> Iterator[tuple[object, SubmissionResult]]:
+def _run_on_dask(jobs: list, scheduler: str) -> Iterator[tuple[object, SubmissionResult]]:
     from distributed import as_completed as dask_completed
 
     with _connect(scheduler) as client:
-        paths = {str(p) for j in map(job, items) for p in (j.notebook_path, j.template_db)}
+        paths = {str(p) for _, j in jobs for p in (j.notebook_path, j.template_db)}
         _check_workers_see(client, paths, scheduler)
-        futures = {client.submit(grade_job, job(item), pure=False): item for item in items}
+        futures = {
+            client.submit(grade_job, graded, pure=False): (item, graded) for item, graded in jobs
+        }
         for future in dask_completed(futures, loop=client.loop):
-            item = futures[future]
+            item, graded = futures[future]
             try:
                 yield item, future.result()
             except Exception as exc:  # a worker died (KilledWorker) or a bug of ours
-                yield item, job(item).crashed(exc)
+                yield item, graded.crashed(exc)
 
 
 def _connect(scheduler: str):
@@ -197,8 +200,7 @@ def _missing_paths(paths: list[str]) -> list[str]:
     return [p for p in paths if not Path(p).exists()]
 
 
-def _safely(item, job) -> SubmissionResult:
-    graded = job(item)
+def _safely(graded: GradeJob) -> SubmissionResult:
     try:
         return grade_job(graded)
     except Exception as exc:  # a bug of ours must not stop the run for everyone else

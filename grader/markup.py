@@ -74,6 +74,16 @@ LEARNER_ONLY = "learner-only"
 does not (``learner_only_sources``)."""
 
 
+def is_tagged_learner_only(cell) -> bool:
+    """Whether ``cell`` carries the ``learner-only`` tag (whoever owns the cell)."""
+    return LEARNER_ONLY in cell.metadata.get("tags", [])
+
+
+def _is_plain_code(cell) -> bool:
+    """A code cell nbgrader does not own (no nbgrader metadata at all)."""
+    return cell.cell_type == "code" and not cell.metadata.get("nbgrader")
+
+
 def learner_only_sources(nb) -> frozenset[str]:
     """The sources of ``nb``'s code cells tagged ``learner-only`` that nbgrader does not own.
 
@@ -82,15 +92,11 @@ def learner_only_sources(nb) -> frozenset[str]:
     a student who tags a cell, or edits a tagged one, has it run as usual.
     """
     return frozenset(
-        cell.source
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        and LEARNER_ONLY in cell.metadata.get("tags", [])
-        and not cell.metadata.get("nbgrader")
+        cell.source for cell in nb.cells if _is_plain_code(cell) and is_tagged_learner_only(cell)
     )
 
 
 def is_learner_only(cell, sources: frozenset[str]) -> bool:
     """Whether grading skips the submitted ``cell``: a plain code cell (no nbgrader metadata,
     whatever its tags) with the source of a release cell tagged ``learner-only``."""
-    return cell.cell_type == "code" and not cell.metadata.get("nbgrader") and cell.source in sources
+    return _is_plain_code(cell) and cell.source in sources

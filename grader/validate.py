@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import nbformat
-import yaml
 
 from grader.build import make_template, stale_files
 from grader.course import Course
+from grader.expected import load_plan
 from grader.grade import run_jobs
 from grader.markup import (
     HIDDEN_TESTS,
@@ -30,6 +30,7 @@ from grader.markup import (
     SOLUTION,
     STUB_LINES,
     has_markers,
+    is_tagged_learner_only,
     learner_only_sources,
     lines_outside,
     region_lines,
@@ -97,7 +98,7 @@ def owned_learner_only(source: Path, label: str) -> list[str]:
         f"{label} cell {_cell_name(cell, index)}: tagged {LEARNER_ONLY!r} but nbgrader owns it "
         "(a graded, solution or locked cell is always run); untag it"
         for index, cell in enumerate(nbformat.read(source, as_version=4).cells)
-        if LEARNER_ONLY in cell.metadata.get("tags", []) and cell.metadata.get("nbgrader")
+        if is_tagged_learner_only(cell) and cell.metadata.get("nbgrader")
     ]
 
 
@@ -107,7 +108,7 @@ def planted_bugs(course: Course, assignment: str) -> list[Path]:
     plan = course.root / "samples" / "expected.yaml"
     if not plan.exists():
         return []
-    students = yaml.safe_load(plan.read_text(encoding="utf-8")).get("students", {})
+    students = load_plan(plan).get("students", {})
     folders = [
         course.root / "samples" / "class" / student / assignment
         for student, spec in students.items()

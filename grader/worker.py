@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import nbformat
@@ -190,7 +190,7 @@ class GradeJob:
 
 def grade_job(job: GradeJob) -> SubmissionResult:
     """``grade_submission`` of ``job``'s fields (module level, so pools and Dask can pickle it)."""
-    return grade_submission(**{f: getattr(job, f) for f in job.__dataclass_fields__})
+    return grade_submission(**{f.name: getattr(job, f.name) for f in fields(job)})
 
 
 @dataclass(frozen=True)
