@@ -214,29 +214,42 @@ def train(
     for step in tqdm(range(steps), desc=f"training ({LABELS.get(norm, norm)})", leave=False):
         idx = torch.tensor(rng.choice(len(x_train), batch_size, replace=False))
         loss_fn = batch_loss(model, x_train[idx], y_train[idx])
-        losses, kept, start = [], [], running_statistics(model)
+        losses = []
 
-        def update(loss_fn=loss_fn, losses=losses, kept=kept, start=start):
-            # A probe's forward passes (at moved weights, in training mode) updated the running
-            # statistics too: the step starts from those of the previous step instead.
-            restore_running_statistics(model, start)
+        def update(loss_fn=loss_fn, losses=losses):
             losses.append(sgd_step(model, loss_fn, lr))
-            kept.append(running_statistics(model))
             resample_noise(model, rng)
 
         if probe is not None and probe_every and step % probe_every == 0:
             run.probe_steps.append(step)
-            run.probes.append(probe(model, loss_fn, update))
+            run.probes.append(_probe_leaving_statistics(model, probe, loss_fn, update))
         else:
             update()
         if len(losses) != 1:
             raise RuntimeError(f"the probe called update() {len(losses)} times, expected once")
-        restore_running_statistics(model, kept[0])  # what the probe ran after the step
         run.losses.append(losses[0])
         if not np.isfinite(losses[0]):
             break
     run.test_accuracy = accuracy(model, data.x_test, data.y_test)
     return run
+
+
+def _probe_leaving_statistics(model: nn.Module, probe: Callable, loss_fn, update: Callable):
+    """``probe(model, loss_fn, update)``, after which the running statistics are those the
+    training step alone left: a probe's forward passes (at moved weights, in training mode)
+    update them too, so the step starts from the statistics before the probe, and they are put
+    back to what the step left once the probe returns. Returns what the probe returns."""
+    start, kept = running_statistics(model), []
+
+    def step() -> None:
+        restore_running_statistics(model, start)
+        update()
+        kept.append(running_statistics(model))
+
+    recorded = probe(model, loss_fn, step)
+    if len(kept) == 1:  # otherwise train() refuses the probe
+        restore_running_statistics(model, kept[0])
+    return recorded
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:

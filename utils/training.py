@@ -8,7 +8,7 @@ counts, so that the notebook's cells stay short and a test can assert the same n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,20 +38,26 @@ def steps_to_accuracy(
     (checked every ``eval_every`` steps, so a multiple of it), or ``np.inf`` when the target is
     not reached within ``max_steps`` steps or the loss becomes inf or NaN (training stops).
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for step, loss in _sgd_steps(layers, train_step, data, lr, max_steps, batch_size, seed):
+            if not np.isfinite(loss):
+                return np.inf
+            if step % eval_every == 0 and accuracy(layers, data.x_test, data.y_test) >= target:
+                return step
+    return np.inf
+
+
+def _sgd_steps(layers, train_step, data, lr, steps, batch_size, seed) -> Iterator[tuple]:
+    """(step, loss) after each of ``steps`` calls of ``train_step`` (steps counted from 1), on
+    mini-batches of ``data.x_train`` from epochs shuffled by ``np.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
     step = 0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        while step < max_steps:
-            for idx in minibatches(len(data.x_train), batch_size, rng):
-                loss = train_step(layers, data.x_train[idx], data.y_train[idx], lr)
-                step += 1
-                if not np.isfinite(loss):
-                    return np.inf
-                if step % eval_every == 0 and accuracy(layers, data.x_test, data.y_test) >= target:
-                    return step
-                if step >= max_steps:
-                    return np.inf
-    return np.inf
+    while True:
+        for idx in minibatches(len(data.x_train), batch_size, rng):
+            if step == steps:
+                return
+            step += 1
+            yield step, train_step(layers, data.x_train[idx], data.y_train[idx], lr)
 
 
 def best_learning_rate(lrs: Sequence[float], steps: np.ndarray) -> tuple[float, np.ndarray]:
@@ -104,20 +110,13 @@ def gradient_flow(
     linears = [layer for layer in layers if hasattr(layer, "weight")]
     grad_norm = np.full((steps, len(linears)), np.nan)
     update_ratio = np.full((steps, len(linears)), np.nan)
-    rng = np.random.default_rng(seed)
-    step = 0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        while step < steps:
-            for idx in minibatches(len(data.x_train), batch_size, rng):
-                loss = train_step(layers, data.x_train[idx], data.y_train[idx], lr)
-                if not np.isfinite(loss):
-                    return {"grad_norm": grad_norm, "update_ratio": update_ratio}
-                for j, layer in enumerate(linears):
-                    grad = layer.weight.grad
-                    before = layer.weight.data + lr * grad  # the step was data -= lr * grad
-                    grad_norm[step, j] = np.linalg.norm(grad)
-                    update_ratio[step, j] = lr * grad_norm[step, j] / np.linalg.norm(before)
-                step += 1
-                if step == steps:
-                    break
+        for step, loss in _sgd_steps(layers, train_step, data, lr, steps, batch_size, seed):
+            if not np.isfinite(loss):
+                break
+            for j, layer in enumerate(linears):
+                grad = layer.weight.grad
+                before = layer.weight.data + lr * grad  # the step was data -= lr * grad
+                grad_norm[step - 1, j] = np.linalg.norm(grad)
+                update_ratio[step - 1, j] = lr * grad_norm[step - 1, j] / np.linalg.norm(before)
     return {"grad_norm": grad_norm, "update_ratio": update_ratio}
