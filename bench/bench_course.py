@@ -122,14 +122,13 @@ def projection_minutes(course_cpu: float, students=PROJECTED_STUDENTS, cores=PRO
 
 def table(rows: list[Row]) -> str:
     """The per-lesson table, the course total for one student and the 500-student projection."""
-    lines = ["| lesson | ours CPU-s / notebook | nbgrader | ratio |", "|---|---|---|---|"]
-    lines += [f"| {r.lesson} | {r.ours:.1f} | {r.nbgrader:.1f} | {r.ratio:.2f} |" for r in rows]
     total = Row(
         "one student, all lessons", sum(r.ours for r in rows), sum(r.nbgrader for r in rows)
     )
-    lines.append(
-        f"| {total.lesson} | {total.ours:.1f} | {total.nbgrader:.1f} | {total.ratio:.2f} |"
-    )
+    lines = ["| lesson | ours CPU-s / notebook | nbgrader | ratio |", "|---|---|---|---|"]
+    lines += [
+        f"| {r.lesson} | {r.ours:.1f} | {r.nbgrader:.1f} | {r.ratio:.2f} |" for r in [*rows, total]
+    ]
     students, cores = PROJECTED_STUDENTS, PROJECTED_CORES
     lines.append(
         f"| {students} students on {cores} cores | {projection_minutes(total.ours):.1f} min | "
