@@ -3,7 +3,8 @@
 ``bundle(course, out)`` writes into ``out``:
 
 * ``notebooks/`` — the release (``python -m grader build``'s output), as committed;
-* ``utils/`` — the library the notebooks import;
+* ``utils/`` — the library the notebooks import, without ``utils/checks/hidden/`` (the hidden
+  cases and checks, which only the grader's checker reads);
 * ``README.md``, ``Makefile``, ``pyproject.toml``, ``environment.yml`` — the students' own,
   from ``grader/bundle_files/`` (``pyproject.toml.in``: a name ruff does not read as its
   configuration): they install ``utils`` and what the notebooks need (the
@@ -26,6 +27,8 @@ from grader.markup import has_markers
 
 TEMPLATES = Path(__file__).resolve().parent / "bundle_files"
 COPIED = ("notebooks", "utils")
+CHECKER_ONLY = ("utils/checks/hidden",)
+"""Folders of the copied tree that only the grader's checker reads: left out of the bundle."""
 SKIPPED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", ".ipynb_checkpoints", ".*", "*.egg-info", ".course"
 )
@@ -54,6 +57,8 @@ def bundle(course: Course, out: Path, make_zip: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copytree(course.root / name, out / name, ignore=SKIPPED, symlinks=True)
+    for name in CHECKER_ONLY:
+        shutil.rmtree(out / name, ignore_errors=True)
     for name, text in student_files(course).items():
         (out / name).write_text(text, encoding="utf-8")
     leaks = marked_files(out)

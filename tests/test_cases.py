@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from utils.cases import (
     LARGE_OFFSET,
     copy_with_layout,
-    hidden_cases,
     make_case,
     strided_view,
     visible_case,
 )
+from utils.checks.hidden.cases import hidden_cases
 
 
 def _by_label(word):

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.checks import activations as A
+from utils.checks.hidden import activations as hidden_activations
 from utils.diagnose import TIGHT, CheckFailure, name_mistake
 from utils.gradcheck import relative_error
 from utils.guard import TorchUsedError
@@ -48,8 +49,8 @@ def init(dims, scale, rng):
     ]
 
 
-ALL_MLP_CASES = A.visible_mlp_cases() + A.hidden_mlp_cases()
-ALL_STATISTICS_CASES = A.visible_statistics_cases() + A.hidden_statistics_cases()
+ALL_MLP_CASES = A.visible_mlp_cases() + hidden_activations.hidden_mlp_cases()
+ALL_STATISTICS_CASES = A.visible_statistics_cases() + hidden_activations.hidden_statistics_cases()
 
 
 # --- references ------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_every_statistics_mistake_is_caught_and_named_by_the_visible_cases():
             assert caught, (key, description)
 
 
-@pytest.mark.parametrize("case", (A.VISIBLE_INIT, *A.HIDDEN_INIT), ids=str)
+@pytest.mark.parametrize("case", (A.VISIBLE_INIT, *hidden_activations.HIDDEN_INIT), ids=str)
 def test_init_mistakes_are_far_outside_the_tolerance(case):
     for d_in, d_out in zip(case.dims[:-1], case.dims[1:], strict=True):
         n = d_in * d_out
@@ -166,12 +167,15 @@ def test_the_visible_init_case_separates_every_mistake():
 
 
 def test_hidden_cases_cover_the_edge_cases():
-    cases = A.hidden_mlp_cases()
+    cases = hidden_activations.hidden_mlp_cases()
     assert {c.x.shape[0] for c in cases} >= {1, 2}
     assert min(len(c.weights) for c in cases) == 1
     assert any(not c.x.flags.c_contiguous for c in cases)
     assert {c.activation for c in cases} == set(A.ACTIVATIONS)
-    dead = [A.layer_statistics_reference(a)["dead"].max() for a, _ in A.hidden_statistics_cases()]
+    dead = [
+        A.layer_statistics_reference(a)["dead"].max()
+        for a, _ in hidden_activations.hidden_statistics_cases()
+    ]
     assert max(dead) > 0
 
 
@@ -198,11 +202,11 @@ def test_planted_values_leave_the_input_alone():
 
 def test_checks_pass_correct_code_and_print_one_line_each(capsys):
     A.check_mlp_activations(forward)
-    A.check_mlp_activations_hidden(forward)
+    hidden_activations.check_mlp_activations_hidden(forward)
     A.check_layer_statistics(statistics)
-    A.check_layer_statistics_hidden(statistics)
+    hidden_activations.check_layer_statistics_hidden(statistics)
     A.check_init_weights(init)
-    A.check_init_weights_hidden(init)
+    hidden_activations.check_init_weights_hidden(init)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 6
     assert all(line.endswith("— correct") for line in lines)
@@ -214,7 +218,7 @@ def test_init_check_passes_a_correct_implementation_for_any_draw(seed_offset):
         rng = np.random.default_rng(rng.integers(2**32) + seed_offset)
         return init(dims, scale, rng)
 
-    A.check_init_weights_hidden(shifted)
+    hidden_activations.check_init_weights_hidden(shifted)
 
 
 def test_init_check_names_each_std_mistake():

@@ -12,12 +12,14 @@ import torch
 
 from utils.checks.batchnorm import (
     check_batch_statistics,
-    check_batch_statistics_hidden,
     check_batchnorm_backward,
-    check_batchnorm_backward_hidden,
     check_batchnorm_cache,
-    check_batchnorm_cache_hidden,
     check_batchnorm_forward,
+)
+from utils.checks.hidden.batchnorm import (
+    check_batch_statistics_hidden,
+    check_batchnorm_backward_hidden,
+    check_batchnorm_cache_hidden,
     check_batchnorm_forward_hidden,
 )
 from utils.diagnose import CheckFailure

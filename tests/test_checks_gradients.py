@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from utils.checks import gradients as checks
+from utils.checks.hidden import gradients as hidden_gradients
 from utils.diagnose import CheckFailure
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import TorchUsedError
@@ -36,17 +37,20 @@ def center_backward(dout, n):
 
 CORRECT = [
     (checks.check_relative_error, (relative_error,)),
-    (checks.check_relative_error_hidden, (relative_error,)),
+    (hidden_gradients.check_relative_error_hidden, (relative_error,)),
     (checks.check_numerical_gradient, (numerical_gradient,)),
-    (checks.check_numerical_gradient_hidden, (numerical_gradient,)),
+    (hidden_gradients.check_numerical_gradient_hidden, (numerical_gradient,)),
     (checks.check_scale_shift_forward, (scale_shift_forward,)),
-    (checks.check_scale_shift_forward_hidden, (scale_shift_forward,)),
+    (hidden_gradients.check_scale_shift_forward_hidden, (scale_shift_forward,)),
     (checks.check_scale_shift_backward, (scale_shift_backward, scale_shift_forward)),
-    (checks.check_scale_shift_backward_hidden, (scale_shift_backward, scale_shift_forward)),
+    (
+        hidden_gradients.check_scale_shift_backward_hidden,
+        (scale_shift_backward, scale_shift_forward),
+    ),
     (checks.check_center_forward, (center_forward,)),
-    (checks.check_center_forward_hidden, (center_forward,)),
+    (hidden_gradients.check_center_forward_hidden, (center_forward,)),
     (checks.check_center_backward, (center_backward, center_forward)),
-    (checks.check_center_backward_hidden, (center_backward, center_forward)),
+    (hidden_gradients.check_center_backward_hidden, (center_backward, center_forward)),
 ]
 
 
@@ -62,16 +66,16 @@ def test_correct_code_passes_with_a_line_per_part_and_nothing_on_stderr(check, a
 
 
 def test_test_data_never_uses_gamma_one_or_beta_zero():
-    for case in checks._visible_batches() + checks._hidden_batches():
+    for case in checks._visible_batches() + hidden_gradients._hidden_batches():
         assert np.all(np.abs(np.abs(case.gamma) - 1.0) > 1e-3), case.label
         assert np.all(np.abs(case.beta) > 1e-3), case.label
 
 
 def test_hidden_batches_include_the_cases_that_expose_bugs():
-    shapes = [case.x.shape for case in checks._hidden_batches()]
+    shapes = [case.x.shape for case in hidden_gradients._hidden_batches()]
     assert any(n == 2 for n, _ in shapes) and any(d == 1 for _, d in shapes)
     assert any(n == d for n, d in shapes)
-    assert any(not case.x.flags.c_contiguous for case in checks._hidden_batches())
+    assert any(not case.x.flags.c_contiguous for case in hidden_gradients._hidden_batches())
 
 
 def test_a_backward_without_the_mean_term_is_named():
@@ -120,4 +124,4 @@ def test_a_relative_error_that_broadcasts_is_refused():
 
     checks.check_relative_error(broadcasting)  # the visible cases cannot tell
     with pytest.raises(CheckFailure, match="Raise ValueError"):
-        checks.check_relative_error_hidden(broadcasting)
+        hidden_gradients.check_relative_error_hidden(broadcasting)

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.checks import running_stats as rs
+from utils.checks.hidden import running_stats as hidden_running_stats
 from utils.diagnose import CheckFailure
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import TorchUsedError
@@ -99,7 +100,7 @@ def known_wrong(mistake):
 
 @pytest.mark.parametrize("check", CHECKS + HIDDEN_CHECKS)
 def test_an_independent_correct_class_passes_every_check(check, capsys):
-    getattr(rs, check)(LoopBatchNorm1d)
+    getattr(hidden_running_stats if check.endswith("_hidden") else rs, check)(LoopBatchNorm1d)
     out = capsys.readouterr().out
     assert "side by side with torch.nn.BatchNorm1d" in out and "— correct" in out
 
@@ -150,7 +151,9 @@ def test_each_known_mistake_fails_a_hidden_check_that_names_it(mistake):
     messages = []
     for check in HIDDEN_CHECKS:
         try:
-            getattr(rs, check)(known_wrong(mistake))
+            getattr(hidden_running_stats if check.endswith("_hidden") else rs, check)(
+                known_wrong(mistake)
+            )
         except CheckFailure as failure:
             messages.append(str(failure))
     assert messages, f"{mistake} passed every hidden check"
@@ -176,7 +179,7 @@ def test_mistakes_of_training_mode_fail_the_visible_training_check(mistake):
     ["eval_batch_stats", "update_in_eval", "counter_in_eval", "eval_backward_batch_formula"],
 )
 def test_mistakes_of_eval_mode_fail_only_once_eval_mode_is_checked(mistake):
-    rs.check_batchnorm1d_training_hidden(known_wrong(mistake))
+    hidden_running_stats.check_batchnorm1d_training_hidden(known_wrong(mistake))
     with pytest.raises(CheckFailure) as info:
         rs.check_batchnorm1d_eval(known_wrong(mistake))
     assert rs.MISTAKES[mistake] in str(info.value)
@@ -300,13 +303,19 @@ def test_scenarios_use_non_contiguous_x_and_gamma_beta_away_from_one_and_zero():
     transposed = rs.make_scenario("t", 0, "3 4", layout="transposed").steps[0].x
     assert not strided.flags.c_contiguous and not transposed.flags.c_contiguous
     for topic in rs.TOPICS:
-        for scenario in rs.hidden_scenarios(topic) + rs.visible_scenarios(topic):
+        for scenario in hidden_running_stats.hidden_scenarios(topic) + rs.visible_scenarios(topic):
             if scenario.gamma is not None:
                 assert np.all(np.abs(np.abs(scenario.gamma) - 1) > 1e-3)
                 assert np.all(np.abs(scenario.beta) > 0.1)
 
 
 def test_every_topic_has_visible_and_hidden_scenarios_covering_the_momenta():
-    momenta = {s.options.get("momentum", 0.1) for t in rs.TOPICS for s in rs.hidden_scenarios(t)}
+    momenta = {
+        s.options.get("momentum", 0.1)
+        for t in rs.TOPICS
+        for s in hidden_running_stats.hidden_scenarios(t)
+    }
     assert {None, 0.0, 0.1, 1.0} <= momenta
-    assert all(rs.visible_scenarios(t) and rs.hidden_scenarios(t) for t in rs.TOPICS)
+    assert all(
+        rs.visible_scenarios(t) and hidden_running_stats.hidden_scenarios(t) for t in rs.TOPICS
+    )

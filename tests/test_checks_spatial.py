@@ -15,13 +15,16 @@ from hypothesis import strategies as st
 
 from utils import reference
 from utils.checks import spatial
+from utils.checks.hidden import spatial as hidden_spatial
+from utils.checks.hidden.spatial import (
+    check_channel_rows_hidden,
+    check_spatial_backward_hidden,
+    check_spatial_forward_hidden,
+)
 from utils.checks.spatial import (
     check_channel_rows,
-    check_channel_rows_hidden,
     check_spatial_backward,
-    check_spatial_backward_hidden,
     check_spatial_forward,
-    check_spatial_forward_hidden,
 )
 from utils.diagnose import CheckFailure
 from utils.gradcheck import numerical_gradient, relative_error
@@ -82,7 +85,7 @@ def test_rows_hold_one_position_each_in_c_order_and_convert_back(shape, seed):
 
 
 def test_hidden_cases_cover_the_shapes_and_layouts_the_lesson_promises():
-    cases = spatial.hidden_cases()
+    cases = hidden_spatial.hidden_cases()
     shapes_seen = [c.x.shape for c in cases]
     assert any(n == 1 and h * w > 1 for n, _, h, w in shapes_seen)
     assert any(c == 1 for _, c, _, _ in shapes_seen)
@@ -99,7 +102,7 @@ def test_hidden_cases_cover_the_shapes_and_layouts_the_lesson_promises():
 
 def test_every_known_mistake_differs_from_pytorch_on_some_hidden_case():
     """A variant that equals the reference everywhere could never be told apart (or named)."""
-    cases = spatial.hidden_cases()
+    cases = hidden_spatial.hidden_cases()
     for description in spatial.FORWARD_MISTAKES:
         errors = []
         for case in cases:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests.test_sync import two_round_sync_batchnorm
 from utils import reference
 from utils.checks import sync as checks
+from utils.checks.hidden import sync as hidden_sync
 from utils.diagnose import CheckFailure
 from utils.guard import TorchUsedError
 from utils.sync import split_batch
@@ -31,7 +32,7 @@ def two_round_backward(dout, cache, all_reduce):
 
 
 def test_the_cases_cover_what_the_brief_promises():
-    cases = checks.hidden_cases()
+    cases = hidden_sync.hidden_cases()
     assert {len(sc.sizes) for sc in cases} == {2, 3, 4}
     assert any(1 in sc.sizes and len(set(sc.sizes)) > 1 for sc in cases)
     assert any(sc.case.x.shape[1] == 1 for sc in cases)
@@ -90,9 +91,9 @@ def test_with_equal_shards_the_unweighted_average_is_not_named():
 
 def test_a_correct_implementation_passes_every_check(capsys):
     checks.check_sync_forward(two_round_sync_batchnorm)
-    checks.check_sync_forward_hidden(two_round_sync_batchnorm)
+    hidden_sync.check_sync_forward_hidden(two_round_sync_batchnorm)
     checks.check_sync_backward(two_round_backward, two_round_sync_batchnorm)
-    checks.check_sync_backward_hidden(two_round_backward, two_round_sync_batchnorm)
+    hidden_sync.check_sync_backward_hidden(two_round_backward, two_round_sync_batchnorm)
     assert capsys.readouterr().out.count("— correct") == 6
 
 
@@ -114,7 +115,11 @@ def one_round_sum_of_squares(x, gamma, beta, all_reduce, eps=1e-5):
     [
         (checks.check_sync_forward, local_batchnorm, "its own shard only"),
         # only the hidden large-offset case exposes the cancellation
-        (checks.check_sync_forward_hidden, one_round_sum_of_squares, "sum(x**2) / n - mean**2"),
+        (
+            hidden_sync.check_sync_forward_hidden,
+            one_round_sum_of_squares,
+            "sum(x**2) / n - mean**2",
+        ),
     ],
 )
 def test_wrong_forwards_fail_with_the_hint(check, forward, hint):
@@ -148,7 +153,7 @@ def test_a_collective_mismatch_becomes_a_check_failure():
         return two_round_sync_batchnorm(x, gamma, beta, all_reduce, eps)
 
     with pytest.raises(CheckFailure, match="same number of times"):
-        checks.check_sync_forward_hidden(skips_on_one_sample)
+        hidden_sync.check_sync_forward_hidden(skips_on_one_sample)
 
 
 def test_shards_are_fresh_copies():

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from utils import reference
 from utils.checks import variants
+from utils.checks.hidden import variants as hidden_variants
 from utils.checks.variants import (
     DX_MISTAKES,
     FORWARD_MISTAKES,
@@ -105,7 +106,7 @@ def test_gradient_references_match_finite_differences(variant):
 
 @pytest.mark.parametrize("variant", ALL, ids=lambda v: v.prefix)
 def test_hidden_cases_cover_what_the_lesson_promises(variant):
-    cases = variants.hidden_cases(variant)
+    cases = hidden_variants.hidden_cases(variant)
     assert any(c.x.shape[0] == 1 for c in cases)
     assert not all(c.x.flags.c_contiguous for c in cases)
     assert any(c.eps == 1e-3 for c in cases) and any(np.abs(c.x).max() > 1e3 for c in cases)
@@ -118,15 +119,15 @@ def test_hidden_cases_cover_what_the_lesson_promises(variant):
 
 
 def test_group_cases_include_layer_and_instance_norm_as_special_cases():
-    groups = {(c.x.shape[1], c.num_groups) for c in variants.hidden_cases(GROUPNORM)}
+    groups = {(c.x.shape[1], c.num_groups) for c in hidden_variants.hidden_cases(GROUPNORM)}
     assert any(g == 1 for _, g in groups) and any(c == g for c, g in groups)
-    assert any(c.x.shape[-1] == 1 for c in variants.hidden_cases(LAYERNORM))  # D = 1
+    assert any(c.x.shape[-1] == 1 for c in hidden_variants.hidden_cases(LAYERNORM))  # D = 1
 
 
 @pytest.mark.parametrize("variant", ALL, ids=lambda v: v.prefix)
 def test_every_known_mistake_differs_from_pytorch_on_some_hidden_case(variant):
     """A variant that equals the reference everywhere could never be told apart (or named)."""
-    cases = variants.hidden_cases(variant)
+    cases = hidden_variants.hidden_cases(variant)
     for description in FORWARD_MISTAKES[variant.prefix]:
         errors = []
         for case in cases:
@@ -231,9 +232,9 @@ def test_correct_code_passes_all_sixteen_checks(capsys):
     for prefix, (forward, backward) in CORRECT.items():
         check_forward, check_backward = _checks(prefix)
         check_forward(forward)
-        getattr(variants, f"check_{prefix}_forward_hidden")(forward)
+        getattr(hidden_variants, f"check_{prefix}_forward_hidden")(forward)
         check_backward(backward, forward)
-        getattr(variants, f"check_{prefix}_backward_hidden")(backward, forward)
+        getattr(hidden_variants, f"check_{prefix}_backward_hidden")(backward, forward)
     out = capsys.readouterr().out
     assert out.count("— correct") == 4 * (2 + 2 * 2)
     assert "centered differences" in out
@@ -248,7 +249,7 @@ def test_correct_code_passes_all_sixteen_checks(capsys):
 )
 def test_layernorm_forward_mistakes_are_named(forward, hint):
     _fails(variants.check_layernorm_forward, forward, match=hint)
-    _fails(variants.check_layernorm_forward_hidden, forward, match=hint)
+    _fails(hidden_variants.check_layernorm_forward_hidden, forward, match=hint)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +272,7 @@ def test_groupnorm_must_refuse_uneven_groups():
     no_guard = make_groupnorm(guard=False)
     _fails(variants.check_groupnorm_rejects_uneven_groups, no_guard, match="must raise ValueError")
     _fails(
-        variants.check_groupnorm_rejects_uneven_groups_hidden,
+        hidden_variants.check_groupnorm_rejects_uneven_groups_hidden,
         no_guard,
         match="must raise ValueError",
     )
@@ -286,7 +287,7 @@ def test_more_groups_than_channels_must_be_refused_too():
 
     variants.check_groupnorm_rejects_uneven_groups(refuses_only_a_remainder_below_c)
     _fails(
-        variants.check_groupnorm_rejects_uneven_groups_hidden,
+        hidden_variants.check_groupnorm_rejects_uneven_groups_hidden,
         refuses_only_a_remainder_below_c,
         match="must raise ValueError",
     )
@@ -296,7 +297,7 @@ def test_the_forward_check_leaves_the_value_error_to_its_own_check():
     """Granular credit: a right forward without the ValueError passes the forward checks."""
     no_guard = make_groupnorm(guard=False)
     variants.check_groupnorm_forward(no_guard)
-    variants.check_groupnorm_forward_hidden(no_guard)
+    hidden_variants.check_groupnorm_forward_hidden(no_guard)
 
 
 def test_a_wrong_forward_is_blamed_before_its_backward():

@@ -3,8 +3,10 @@ no knowledge-check key, no sample submission; it installs and its lessons run fr
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +113,57 @@ def test_no_hidden_test_nor_knowledge_check_key_is_in_any_bundled_file(texts):
     pieces = [text for _, text in regions] + [x for x in lines if len(x) >= TRIVIAL_CHARS]
     leaks = [(piece, name) for piece in pieces for name, t in texts.items() if piece in t]
     assert not leaks
+
+
+# Check families whose hidden cases still sit beside their visible checks (lessons whose test
+# cells have not moved into the checker yet). Moving one means deleting it here.
+HIDDEN_NOT_YET_MOVED = {"networks", "why", "torch_module", "triton_kernels"}
+
+
+def _hidden_names(path: Path) -> set[str]:
+    """Top-level names of a module that are hidden cases or hidden checks."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return {n for n in names if "hidden" in n.lower()}
+
+
+def _family(path: Path, checks: Path) -> str:
+    return path.relative_to(checks).parts[0].removesuffix(".py")
+
+
+def test_the_hidden_cases_and_checks_stay_out_of_the_bundle(bundled):
+    assert (REPO_ROOT / "utils" / "checks" / "hidden").is_dir()
+    assert not (bundled / "utils" / "checks" / "hidden").exists()
+    checks = bundled / "utils" / "checks"
+    holding = {
+        _family(p, checks): sorted(_hidden_names(p))
+        for p in sorted(checks.rglob("*.py"))
+        if _hidden_names(p)
+    }
+    assert set(holding) == HIDDEN_NOT_YET_MOVED, holding
+    for path in bundled.rglob("*.py"):
+        imported = [
+            node.module or ""
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.ImportFrom)
+        ]
+        assert not [m for m in imported if m.startswith("utils.checks.hidden")], path
+
+
+def test_every_hidden_test_cell_imports_its_checks_from_the_hidden_package():
+    """The graded hidden checks exist only where the checker reads them."""
+    found = []
+    for where, text in instructor_regions(HIDDEN_TESTS):
+        for module in re.findall(r"^from (utils\.checks[\w.]*) import", text, flags=re.M):
+            found.append(module)
+            family = module.split(".")[-1]
+            if family not in HIDDEN_NOT_YET_MOVED:
+                assert module.startswith("utils.checks.hidden."), (where, module)
+    assert len(found) > 40
 
 
 def test_no_sample_submission_is_bundled(bundled):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from utils import mistakes
-from utils.cases import hidden_cases, make_case, visible_case
+from utils.cases import make_case, visible_case
+from utils.checks.hidden.cases import hidden_cases
 from utils.diagnose import TIGHT
 from utils.gradcheck import relative_error
 from utils.reference import (

@@ -272,21 +272,6 @@ def visible_mlp_cases() -> list[MLPCase]:
     ]
 
 
-def hidden_mlp_cases() -> list[MLPCase]:
-    """Hidden cases: one layer, a batch of one and of two, deep nets, a saturating scale,
-    a single output unit and non-contiguous inputs."""
-    return [
-        make_mlp_case((3, 4), 5, "tanh", 1.2, seed=1),
-        make_mlp_case((3, 4), 5, "relu", 1.2, seed=2),
-        make_mlp_case((4, 7, 2), 1, "relu", 1.4, seed=3),
-        make_mlp_case((4, 7, 2), 2, "tanh", 0.8, seed=4),
-        make_mlp_case((6, 8, 8, 8, 8, 8, 5), 9, "tanh", 3.0, seed=5),
-        make_mlp_case((6, 8, 8, 8, 8, 8, 5), 9, "relu", 2.0, seed=6),
-        make_mlp_case((5, 9, 1), 4, "relu", 1.0, seed=7),
-        make_mlp_case((6, 5, 7), 8, "tanh", 1.3, seed=8, layout="transposed"),
-    ]
-
-
 def with_planted_values(activations: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """Copies of ``activations`` with one dead unit (a column of zeros) in the first layer, one
     all-zero sample (a row) in the last, and entries exactly +-0.99, -0.995 and 0 in every
@@ -312,19 +297,6 @@ def visible_statistics_cases() -> list[tuple[list[np.ndarray], str]]:
         (with_planted_values(mlp_activations_reference(c.x, c.weights, c.activation), k), c.label)
         for k, c in enumerate(visible_mlp_cases())
     ]
-
-
-def hidden_statistics_cases() -> list[tuple[list[np.ndarray], str]]:
-    """Hidden activation lists: the hidden MLP outputs as they are, planted copies, a
-    saturated tanh net and a deep ReLU net with dead units."""
-    cases = []
-    for k, c in enumerate(hidden_mlp_cases()):
-        outputs = mlp_activations_reference(c.x, c.weights, c.activation)
-        cases.append((outputs, c.label))
-        cases.append((with_planted_values(outputs, 100 + k), c.label + ", planted values"))
-    deep = make_mlp_case((6,) + (5,) * 12, 40, "relu", 1.4, seed=9)
-    cases.append((mlp_activations_reference(deep.x, deep.weights, "relu"), deep.label))
-    return cases
 
 
 # --- learner-output validation ------------------------------------------------------------------
@@ -386,13 +358,6 @@ def check_mlp_activations(fn) -> None:
     report("mlp_activations (tanh and relu, 3 layers, against PyTorch)", err)
 
 
-def check_mlp_activations_hidden(fn) -> None:
-    """Hidden check: one layer, N=1 and N=2, deep and saturating nets, non-contiguous input."""
-    cases = hidden_mlp_cases()
-    err = max(_check_mlp_case(fn, case) for case in cases)
-    report(f"mlp_activations, {len(cases)} hidden cases", err)
-
-
 # --- layer_statistics ---------------------------------------------------------------------------
 
 
@@ -435,13 +400,6 @@ def check_layer_statistics(fn) -> None:
     """Visible check: the five statistics of two small activation lists against PyTorch."""
     err = max(_check_statistics_case(fn, acts, label) for acts, label in visible_statistics_cases())
     report("layer_statistics (mean, std, saturated, zero, dead; against PyTorch)", err)
-
-
-def check_layer_statistics_hidden(fn) -> None:
-    """Hidden check: one-layer lists, N=1, deep nets, saturated and dead units, boundary values."""
-    cases = hidden_statistics_cases()
-    err = max(_check_statistics_case(fn, acts, label) for acts, label in cases)
-    report(f"layer_statistics, {len(cases)} hidden cases", err)
 
 
 # --- init_weights -------------------------------------------------------------------------------
@@ -548,11 +506,6 @@ def _check_layers_independent(fn, case: InitCase) -> None:
 
 
 VISIBLE_INIT = InitCase((300, 200, 100), 1.7, seed=2010)
-HIDDEN_INIT = (
-    InitCase((400, 250, 120), 0.6, seed=11),
-    InitCase((1000, 64), 4.0, seed=12),
-    InitCase((200, 200, 200, 200), math.sqrt(2.0), seed=13),
-)
 
 
 def _report_init(what: str, deviation: float) -> None:
@@ -567,12 +520,3 @@ def check_init_weights(fn) -> None:
     deviation = _check_init_case(fn, VISIBLE_INIT)
     _check_uses_rng(fn, VISIBLE_INIT)
     _report_init("init_weights", deviation)
-
-
-def check_init_weights_hidden(fn) -> None:
-    """Hidden check: other widths and scales, one layer, and independent layers."""
-    deviation = max(_check_init_case(fn, case) for case in HIDDEN_INIT)
-    for case in HIDDEN_INIT:
-        _check_uses_rng(fn, case)
-    _check_layers_independent(fn, HIDDEN_INIT[-1])
-    _report_init(f"init_weights, {len(HIDDEN_INIT)} hidden cases", deviation)

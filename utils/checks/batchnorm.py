@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from utils import mistakes, reference
-from utils.cases import Case, hidden_cases, visible_case
+from utils.cases import Case, visible_case
 from utils.diagnose import (
     CheckFailure,
     as_float_array,
@@ -80,13 +80,6 @@ def check_batch_statistics(batch_statistics: Callable) -> None:
     report_line(f"{_name(batch_statistics)} (mean, var)", err)
 
 
-def check_batch_statistics_hidden(batch_statistics: Callable) -> None:
-    """Hidden check of ``batch_statistics`` on every hidden case."""
-    cases = hidden_cases()
-    err = on_cases(cases, lambda c: _statistics_error(batch_statistics, c))
-    report_line(f"{_name(batch_statistics)} on {len(cases)} hidden cases", err)
-
-
 # --- forward --------------------------------------------------------------------------------
 
 
@@ -139,13 +132,6 @@ def check_batchnorm_forward(forward: Callable) -> None:
     report_line(_name(forward), err)
 
 
-def check_batchnorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``batchnorm_forward`` on every hidden case."""
-    cases = hidden_cases()
-    err = on_cases(cases, lambda c: _forward_error(forward, c))
-    report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
-
-
 # --- cache ----------------------------------------------------------------------------------
 
 
@@ -181,13 +167,6 @@ def check_batchnorm_cache(forward: Callable) -> None:
     """Visible check that ``forward``'s cache holds the contract's keys with correct values."""
     err = on_cases([visible_case()], lambda c: _cache_error(run_forward(forward, c)[1], c))
     report_line(f"{_name(forward)} cache ({', '.join(CACHE_KEYS)})", err)
-
-
-def check_batchnorm_cache_hidden(forward: Callable) -> None:
-    """Hidden check of ``forward``'s cache on every hidden case."""
-    cases = hidden_cases()
-    err = on_cases(cases, lambda c: _cache_error(run_forward(forward, c)[1], c))
-    report_line(f"{_name(forward)} cache on {len(cases)} hidden cases", err)
 
 
 # --- backward -------------------------------------------------------------------------------
@@ -306,12 +285,6 @@ def check_batchnorm_backward(backward: Callable, forward: Callable) -> None:
     _check_backward_on(backward, forward, [visible_case()], "")
 
 
-def check_batchnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of a backward on every hidden case."""
-    cases = hidden_cases()
-    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
-
-
 # --- staged and closed form: what each exercise asks for -------------------------------------
 
 CLOSED_FORM_KEYS = ("gamma", "x_hat", "inv_std")
@@ -327,12 +300,6 @@ def check_batchnorm_backward_staged(backward: Callable, forward: Callable) -> No
     """``check_batchnorm_backward`` with the learner's ``batchnorm_backward`` refused."""
     with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
         check_batchnorm_backward(backward, forward)
-
-
-def check_batchnorm_backward_staged_hidden(backward: Callable, forward: Callable) -> None:
-    """``check_batchnorm_backward_hidden`` with the learner's ``batchnorm_backward`` refused."""
-    with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
-        check_batchnorm_backward_hidden(backward, forward)
 
 
 def _closed_form_error(backward: Callable, case: Case) -> float:
@@ -363,9 +330,3 @@ def check_batchnorm_backward_closed_form(backward: Callable) -> None:
     """Visible check that ``backward`` is a closed form: right from a cache that holds only
     gamma, x_hat and inv_std, without calling the staged backward."""
     _check_closed_form_on(backward, [visible_case()], "")
-
-
-def check_batchnorm_backward_closed_form_hidden(backward: Callable) -> None:
-    """Hidden check of the closed form's cache use on every hidden case."""
-    cases = hidden_cases()
-    _check_closed_form_on(backward, cases, f" on {len(cases)} hidden cases")

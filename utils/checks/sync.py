@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from utils import reference
-from utils.cases import LARGE_OFFSET, Case, copy_with_layout, make_case
+from utils.cases import Case, copy_with_layout, make_case
 from utils.checks.batchnorm import DEFAULT_EPS, STEP_PER_SPREAD
 from utils.diagnose import (
     MATCH,
@@ -91,48 +91,11 @@ CANCELLATION_HINT = (
 
 VISIBLE_SHAPE, VISIBLE_SIZES = (7, 3), (3, 4)
 
-HIDDEN_SPLITS = (
-    ((8, 4), (2, 2, 2, 2)),  # four ranks, equal shards
-    ((9, 3), (4, 4, 1)),  # the last rank holds one sample
-    ((6, 1), (1, 5)),  # a single channel, very unequal shards
-    ((5, 3, 2, 2), (2, 3)),  # feature maps
-    ((3, 2, 3, 2), (1, 1, 1)),  # feature maps, one image per rank
-)
-SPECIAL_SHAPE, SPECIAL_SIZES = (7, 3), (1, 2, 4)
-
 
 def visible_case() -> SyncCase:
     """x of shape (7, 3) on two ranks holding 3 and 4 samples."""
     case = make_case(VISIBLE_SHAPE, 2018, f"visible case, x of shape {VISIBLE_SHAPE}")
     return SyncCase(case, VISIBLE_SIZES)
-
-
-def hidden_cases(seed: int = 101_010) -> list[SyncCase]:
-    """Two to four ranks, unequal shards and shards of one sample, C = 1, 4-D input; then on
-    SPECIAL_SHAPE over three ranks (1, 2 and 4 samples): gamma/beta far from 1/0, a large mean
-    offset (with and without a near-constant channel), a near-constant channel, non-contiguous
-    shards (transposed and strided) and eps=1e-3."""
-    cases = [
-        SyncCase(make_case(shape, seed + i, f"random x of shape {shape}"), sizes)
-        for i, (shape, sizes) in enumerate(HIDDEN_SPLITS)
-    ]
-    special = [
-        ("gamma and beta far from 1 and 0", {"far_affine": True}, {}),
-        (f"large mean offset ({LARGE_OFFSET:g})", {"offset": LARGE_OFFSET}, {}),
-        (
-            f"large mean offset ({LARGE_OFFSET:g}) and a near-constant channel",
-            {"offset": LARGE_OFFSET, "near_constant": True},
-            {"hint": CANCELLATION_HINT, "gradients": False},
-        ),
-        ("a near-constant channel (variance ~1e-7)", {"near_constant": True}, {}),
-        ("non-contiguous shards (of a transposed x)", {"layout": "transposed"}, {}),
-        ("non-contiguous shards (every other column)", {"layout": "strided"}, {}),
-        ("eps=1e-3 passed as an argument", {"eps": 1e-3}, {}),
-    ]
-    for k, (label, options, extra) in enumerate(special, start=len(cases)):
-        case = make_case(SPECIAL_SHAPE, seed + k, label, **options)
-        cases.append(SyncCase(case, SPECIAL_SIZES, **extra))
-    return cases
 
 
 def contributions_reference(sc: SyncCase) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -391,13 +354,6 @@ def check_global_moments(global_moments: Callable) -> None:
     report_line(f"{_name(global_moments)} on 2 ranks vs torch.var_mean of the whole batch", err)
 
 
-def check_global_moments_hidden(global_moments: Callable) -> None:
-    """Hidden check of ``global_moments`` on every hidden case."""
-    cases = hidden_cases()
-    err = _on_cases(cases, lambda sc: _moments_error(global_moments, sc))
-    report_line(f"{_name(global_moments)} on {len(cases)} hidden cases", err)
-
-
 # --- forward -----------------------------------------------------------------------------------
 
 
@@ -443,14 +399,6 @@ def check_sync_forward(forward: Callable) -> None:
     err = _on_cases([visible_case()], lambda sc: _checked_forward(forward, sc)[0])
     _check_default_eps(forward)
     report_line(f"{_name(forward)} on 2 ranks vs F.batch_norm of the whole batch", err)
-
-
-def check_sync_forward_hidden(forward: Callable) -> None:
-    """Hidden check of a synchronized forward on every hidden case."""
-    cases = hidden_cases()
-    err = _on_cases(cases, lambda sc: _checked_forward(forward, sc)[0])
-    _check_default_eps(forward)
-    report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
 
 
 # --- backward ----------------------------------------------------------------------------------
@@ -569,9 +517,3 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list, label
 def check_sync_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of a synchronized backward on two ranks, on the caches of ``forward``."""
     _check_backward_on(backward, forward, [visible_case()], " on 2 ranks")
-
-
-def check_sync_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of a synchronized backward on every hidden case that checks gradients."""
-    cases = [sc for sc in hidden_cases() if sc.gradients]
-    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")

@@ -1,13 +1,14 @@
 """Checks for lesson 00_gradient_checking: the relative error, the numerical gradient, and two
 small forward/backward pairs (scale-and-shift, centering) that prepare BatchNorm.
 
-    check_relative_error(relative_error)            check_relative_error_hidden(...)
-    check_numerical_gradient(numerical_gradient)    check_numerical_gradient_hidden(...)
-    check_scale_shift_forward(forward)              check_scale_shift_forward_hidden(...)
-    check_scale_shift_backward(backward, forward)   check_scale_shift_backward_hidden(...)
-    check_center_forward(forward)                   check_center_forward_hidden(...)
-    check_center_backward(backward, forward)        check_center_backward_hidden(...)
+    check_relative_error(relative_error)
+    check_numerical_gradient(numerical_gradient)
+    check_scale_shift_forward(forward)
+    check_scale_shift_backward(backward, forward)
+    check_center_forward(forward)
+    check_center_backward(backward, forward)
 
+Each has a hidden twin of the same name ending in ``_hidden`` in ``utils.checks.hidden.gradients``.
 The visible checks run small fixed cases; the hidden ones random shapes including N=2, D=1
 and N == D (where a sum over the wrong axis keeps the right shape), non-contiguous input,
 large offsets and scales. The reference is PyTorch in float64 (``utils.reference``); every
@@ -26,26 +27,19 @@ from utils.checks.gradients.common import (
     GRADIENT_NAMES,
     RESTORED,
     WRONG_AXIS,
-    _hidden_batches,
     _visible_batches,
 )
 from utils.checks.gradients.layers import (
     check_center_backward,
-    check_center_backward_hidden,
     check_center_forward,
-    check_center_forward_hidden,
     check_scale_shift_backward,
-    check_scale_shift_backward_hidden,
     check_scale_shift_forward,
-    check_scale_shift_forward_hidden,
 )
 from utils.checks.gradients.measures import (
     COPY_OF_TRANSPOSED,
     KEPT_VIEW,
     check_numerical_gradient,
-    check_numerical_gradient_hidden,
     check_relative_error,
-    check_relative_error_hidden,
 )
 
 __all__ = [
@@ -55,18 +49,11 @@ __all__ = [
     "KEPT_VIEW",
     "RESTORED",
     "WRONG_AXIS",
-    "_hidden_batches",
     "_visible_batches",
     "check_center_backward",
-    "check_center_backward_hidden",
     "check_center_forward",
-    "check_center_forward_hidden",
     "check_numerical_gradient",
-    "check_numerical_gradient_hidden",
     "check_relative_error",
-    "check_relative_error_hidden",
     "check_scale_shift_backward",
-    "check_scale_shift_backward_hidden",
     "check_scale_shift_forward",
-    "check_scale_shift_forward_hidden",
 ]

@@ -83,20 +83,6 @@ def _visible_batches() -> list[Case]:
     return [make_case((4, 3), 0, "x of shape (4, 3)")]
 
 
-def _hidden_batches() -> list[Case]:
-    """A batch of two, a single feature, a square batch, non-contiguous x, an offset mean."""
-    return [
-        make_case((2, 1), 10, "x of shape (2, 1)"),
-        make_case((3, 3), 11, "a square x of shape (3, 3)"),
-        make_case((5, 4), 12, "a non-contiguous x of shape (5, 4)", layout="strided"),
-        make_case((4, 3), 15, "a transposed x of shape (4, 3)", layout="transposed"),
-        make_case((6, 2), 13, "x of shape (6, 2), mean offset 100", offset=100.0),
-        make_case(
-            (8, 5), 14, "x of shape (8, 5), gamma and beta far from 1 and 0", far_affine=True
-        ),
-    ]
-
-
 def _check_param_gradient_shape(name: str, value, n: int, d: int) -> None:
     """A parameter of shape (D,) gets a gradient of shape (D,); name the usual wrong shapes."""
     shape = np.shape(value)

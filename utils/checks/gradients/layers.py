@@ -16,7 +16,6 @@ from utils.checks.gradients.common import (
     _agrees_with_own_forward,
     _check_param_gradient_shape,
     _guarded_call,
-    _hidden_batches,
     _own_forward_gradient,
     _torch_gradients,
     _unpack,
@@ -49,12 +48,6 @@ def _scale_shift_forward_error(forward: Callable, case: Case) -> float:
 def check_scale_shift_forward(forward: Callable) -> None:
     """Visible check of ``scale_shift_forward(x, gamma, beta) -> (out, cache)``."""
     report("scale_shift_forward", _scale_shift_forward_error(forward, _visible_batches()[0]))
-
-
-def check_scale_shift_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``scale_shift_forward`` on every hidden batch."""
-    errors = [_scale_shift_forward_error(forward, case) for case in _hidden_batches()]
-    report("scale_shift_forward on the hidden cases", max(errors))
 
 
 def _scale_shift_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
@@ -134,12 +127,6 @@ def check_scale_shift_backward(backward: Callable, forward: Callable) -> None:
     _report_backward("scale_shift_backward", errors)
 
 
-def check_scale_shift_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``scale_shift_backward`` on every hidden batch."""
-    errors = [_scale_shift_backward_errors(backward, forward, c) for c in _hidden_batches()]
-    _report_backward("scale_shift_backward on the hidden cases", errors)
-
-
 # --- exercise 4: center_forward / center_backward ------------------------------------------
 
 
@@ -191,12 +178,6 @@ def check_center_forward(forward: Callable) -> None:
     report("center_forward", _center_forward_error(forward, _visible_batches()[0]))
 
 
-def check_center_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``center_forward`` on every hidden batch."""
-    errors = [_center_forward_error(forward, case) for case in _hidden_batches()]
-    report("center_forward on the hidden cases", max(errors))
-
-
 def _center_backward_errors(backward: Callable, forward: Callable, case: Case):
     """(error vs autograd, error vs finite differences of the learner's forward) on one case."""
     _, cache = _run_center_forward(forward, case)
@@ -216,9 +197,3 @@ def check_center_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of ``center_backward(dout, cache) -> dx``."""
     errors = [_center_backward_errors(backward, forward, c) for c in _visible_batches()]
     _report_backward("center_backward", errors)
-
-
-def check_center_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``center_backward`` on every hidden batch."""
-    errors = [_center_backward_errors(backward, forward, c) for c in _hidden_batches()]
-    _report_backward("center_backward on the hidden cases", errors)

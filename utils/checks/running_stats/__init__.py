@@ -26,7 +26,6 @@ from utils.checks.running_stats.engine import compare_scenario
 from utils.checks.running_stats.reference import MISTAKES, KnownWrongBatchNorm1d, TorchBatchNorm1d
 from utils.checks.running_stats.scenario import (
     Scenario,
-    hidden_scenarios,
     make_scenario,
     visible_scenarios,
 )
@@ -60,18 +59,10 @@ def check_batchnorm1d_training(cls) -> None:
     _check(cls, "training", visible_scenarios("training"), hidden=False)
 
 
-def check_batchnorm1d_training_hidden(cls) -> None:
-    _check(cls, "training", hidden_scenarios("training"), hidden=True)
-
-
 def check_batchnorm1d_eval(cls) -> None:
     """Visible check: training batches, then eval mode (running statistics, the simple
     backward, no updates), including a batch of one in eval, then back to training."""
     _check(cls, "eval", visible_scenarios("eval"), hidden=False)
-
-
-def check_batchnorm1d_eval_hidden(cls) -> None:
-    _check(cls, "eval", hidden_scenarios("eval"), hidden=True)
 
 
 def check_batchnorm1d_cumulative(cls) -> None:
@@ -79,26 +70,14 @@ def check_batchnorm1d_cumulative(cls) -> None:
     _check(cls, "cumulative", visible_scenarios("cumulative"), hidden=False)
 
 
-def check_batchnorm1d_cumulative_hidden(cls) -> None:
-    _check(cls, "cumulative", hidden_scenarios("cumulative"), hidden=True)
-
-
 def check_batchnorm1d_options(cls) -> None:
     """Visible check of affine=False and of track_running_stats=False."""
     _check(cls, "options", visible_scenarios("options"), hidden=False)
 
 
-def check_batchnorm1d_options_hidden(cls) -> None:
-    _check(cls, "options", hidden_scenarios("options"), hidden=True)
-
-
 def check_batchnorm1d_batch_of_one(cls) -> None:
     """Visible check: a training batch of one example raises ValueError."""
     _check(cls, "batch_of_one", visible_scenarios("batch_of_one"), hidden=False)
-
-
-def check_batchnorm1d_batch_of_one_hidden(cls) -> None:
-    _check(cls, "batch_of_one", hidden_scenarios("batch_of_one"), hidden=True)
 
 
 __all__ = [
@@ -108,17 +87,11 @@ __all__ = [
     "TOPICS",
     "TorchBatchNorm1d",
     "check_batchnorm1d_batch_of_one",
-    "check_batchnorm1d_batch_of_one_hidden",
     "check_batchnorm1d_cumulative",
-    "check_batchnorm1d_cumulative_hidden",
     "check_batchnorm1d_eval",
-    "check_batchnorm1d_eval_hidden",
     "check_batchnorm1d_options",
-    "check_batchnorm1d_options_hidden",
     "check_batchnorm1d_training",
-    "check_batchnorm1d_training_hidden",
     "compare_scenario",
-    "hidden_scenarios",
     "make_scenario",
     "visible_scenarios",
 ]

@@ -21,19 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from utils.checks.variants.cases import (
-    HIDDEN,
     INDIVISIBLE,
-    INDIVISIBLE_HIDDEN,
-    SPECIAL,
     VISIBLE,
-    hidden_cases,
     visible_case,
 )
 from utils.checks.variants.engine import (
     _check_backward_on,
     _check_forward_on,
     _check_indivisible_groups,
-    _hidden,
     _visible,
 )
 from utils.checks.variants.forms import (
@@ -64,19 +59,9 @@ def check_layernorm_forward(forward: Callable) -> None:
     _check_forward_on(LAYERNORM, forward, *_visible(LAYERNORM))
 
 
-def check_layernorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``layernorm_forward`` on every hidden case (ranks 2 to 4, N = 1, D = 1)."""
-    _check_forward_on(LAYERNORM, forward, *_hidden(LAYERNORM))
-
-
 def check_layernorm_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of ``layernorm_backward`` on the cache of ``forward``."""
     _check_backward_on(LAYERNORM, backward, forward, *_visible(LAYERNORM))
-
-
-def check_layernorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``layernorm_backward`` on every hidden case."""
-    _check_backward_on(LAYERNORM, backward, forward, *_hidden(LAYERNORM, gradients=True))
 
 
 def check_instancenorm_forward(forward: Callable) -> None:
@@ -84,29 +69,14 @@ def check_instancenorm_forward(forward: Callable) -> None:
     _check_forward_on(INSTANCENORM, forward, *_visible(INSTANCENORM))
 
 
-def check_instancenorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``instancenorm_forward`` on every hidden case."""
-    _check_forward_on(INSTANCENORM, forward, *_hidden(INSTANCENORM))
-
-
 def check_instancenorm_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of ``instancenorm_backward`` on the cache of ``forward``."""
     _check_backward_on(INSTANCENORM, backward, forward, *_visible(INSTANCENORM))
 
 
-def check_instancenorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``instancenorm_backward`` on every hidden case."""
-    _check_backward_on(INSTANCENORM, backward, forward, *_hidden(INSTANCENORM))
-
-
 def check_groupnorm_forward(forward: Callable) -> None:
     """Visible check of ``groupnorm_forward`` against F.group_norm (6 channels, 3 groups)."""
     _check_forward_on(GROUPNORM, forward, *_visible(GROUPNORM))
-
-
-def check_groupnorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``groupnorm_forward`` on every hidden case (G = 1, G = C, N = 1, ...)."""
-    _check_forward_on(GROUPNORM, forward, *_hidden(GROUPNORM))
 
 
 def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
@@ -118,21 +88,9 @@ def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
     print(f"{name} raises ValueError for {channels} channels in {groups} groups — correct")
 
 
-def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
-    """Hidden check of the ValueError, with more groups than channels among the cases."""
-    for shape, groups in INDIVISIBLE_HIDDEN:
-        _check_indivisible_groups(forward, shape, groups)
-    print(f"{_name(forward)} raises ValueError for every uneven split — correct")
-
-
 def check_groupnorm_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of ``groupnorm_backward`` on the cache of ``forward``."""
     _check_backward_on(GROUPNORM, backward, forward, *_visible(GROUPNORM))
-
-
-def check_groupnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``groupnorm_backward`` on every hidden case."""
-    _check_backward_on(GROUPNORM, backward, forward, *_hidden(GROUPNORM))
 
 
 def check_rmsnorm_forward(forward: Callable) -> None:
@@ -140,59 +98,36 @@ def check_rmsnorm_forward(forward: Callable) -> None:
     _check_forward_on(RMSNORM, forward, *_visible(RMSNORM))
 
 
-def check_rmsnorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``rmsnorm_forward`` on every hidden case (a near-zero row included)."""
-    _check_forward_on(RMSNORM, forward, *_hidden(RMSNORM))
-
-
 def check_rmsnorm_backward(backward: Callable, forward: Callable) -> None:
     """Visible check of ``rmsnorm_backward`` -> (dx, dgamma) on the cache of ``forward``."""
     _check_backward_on(RMSNORM, backward, forward, *_visible(RMSNORM))
-
-
-def check_rmsnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``rmsnorm_backward`` on every hidden case."""
-    _check_backward_on(RMSNORM, backward, forward, *_hidden(RMSNORM, gradients=True))
 
 
 __all__ = [
     "DX_MISTAKES",
     "FORWARD_MISTAKES",
     "GROUPNORM",
-    "HIDDEN",
     "INDIVISIBLE",
-    "INDIVISIBLE_HIDDEN",
     "INSTANCENORM",
     "LAYERNORM",
     "RMSNORM",
-    "SPECIAL",
     "VARIANT",
     "VISIBLE",
     "Variant",
     "VariantCase",
     "backward_mistakes",
     "check_groupnorm_backward",
-    "check_groupnorm_backward_hidden",
     "check_groupnorm_forward",
-    "check_groupnorm_forward_hidden",
     "check_groupnorm_rejects_uneven_groups",
-    "check_groupnorm_rejects_uneven_groups_hidden",
     "check_instancenorm_backward",
-    "check_instancenorm_backward_hidden",
     "check_instancenorm_forward",
-    "check_instancenorm_forward_hidden",
     "check_layernorm_backward",
-    "check_layernorm_backward_hidden",
     "check_layernorm_forward",
-    "check_layernorm_forward_hidden",
     "check_rmsnorm_backward",
-    "check_rmsnorm_backward_hidden",
     "check_rmsnorm_forward",
-    "check_rmsnorm_forward_hidden",
     "closed_form_dx",
     "forward_mistakes",
     "forward_reference",
     "gradients_reference",
-    "hidden_cases",
     "visible_case",
 ]

@@ -1,5 +1,5 @@
 """The machinery lesson 07's four variants share: forward and backward comparisons, the
-named mistakes, the hidden-case runs."""
+named mistakes (the hidden cases are in ``utils.checks.hidden.variants``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from utils.cases import Case
 from utils.checks.batchnorm import STEP_PER_SPREAD
-from utils.checks.variants.cases import hidden_cases, visible_case
+from utils.checks.variants.cases import visible_case
 from utils.checks.variants.forms import Variant, _name, forward_reference, gradients_reference
 from utils.checks.variants.wrong import (
     _distinct,
@@ -192,14 +192,3 @@ def _check_backward_on(variant: Variant, backward, forward, cases: list, label: 
 
 def _visible(variant: Variant) -> tuple[list, str]:
     return [visible_case(variant)], ""
-
-
-def _hidden(variant: Variant, gradients: bool = False) -> tuple[list, str]:
-    """The hidden cases. For gradients, without rows of one feature (D = 1): layer norm's
-    x_hat is exactly 0 there but roundoff (~1e-13) in PyTorch, so dgamma has no scale to be
-    compared on, and RMSNorm's output is nearly flat (dx ~ eps / |x|^3), below what a
-    finite difference resolves."""
-    cases = hidden_cases(variant)
-    if gradients and variant.param_axis == -1:
-        cases = [c for c in cases if c.x.shape[-1] > 1]
-    return cases, f" on {len(cases)} hidden cases"
