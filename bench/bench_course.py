@@ -1,18 +1,23 @@
 """CPU per graded notebook, lesson by lesson, of `python -m grader grade` vs plain nbgrader.
 
-    python bench/bench_course.py [--lessons A ...] [--students 1 3] [--sweep-lesson A] [--keep DIR]
+    python bench/bench_course.py [--lessons A ...] [--students 1 3] [--sweep-lesson A] [--no-cold]
+                                 [--keep DIR]
 
 For every lesson (default: all of solutions/), the release filled with the instructor's solution
 (as samples/generate.py does) is handed in by 1 and by 3 students, and each class is graded by
-both graders, each into a fresh course directory with its own gradebook:
+each grader, each into a fresh course directory with its own gradebook:
 
 1. plain serial nbgrader: `nbgrader generate_assignment`, then `nbgrader autograde`;
-2. ours: `python -m grader grade` with its defaults (local workers = cores).
+2. ours: `python -m grader grade` with its defaults (local workers = cores, kernels forked from
+   a warm zygote: grader.zygote);
+3. ours with every kernel started as a new process (`NORMLAB_WARM_KERNELS=0`; --no-cold skips
+   it): what the warm kernels save.
 
 CPU is user + system time of every process involved (the graders, their workers and kernels:
 ``RUSAGE_CHILDREN`` deltas around each run). The difference between the two class sizes divided
 by the difference in students is the marginal CPU of one more notebook, what a large course
-pays; set-up paid once per run cancels out. Prints the table (lesson | ours | nbgrader | ratio),
+pays; set-up paid once per run cancels out. Prints the table (lesson | ours | ours without warm
+kernels | nbgrader | ratio of ours to nbgrader),
 the course total for one student, the projection for 500 students x every lesson on 16 cores,
 and a worker sweep: CPU per notebook of one lesson graded with --workers 1 and 2, which should
 not grow with the workers.
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -32,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_grading import ROOT, nbgrader_serial, run, write_class  # noqa: E402
+from bench_grading import COLD, ROOT, cpu_of, nbgrader_serial, run, write_class  # noqa: E402
 
 PROJECTED_STUDENTS = 500
 PROJECTED_CORES = 16
@@ -47,6 +51,8 @@ class Row:
     lesson: str
     ours: float
     nbgrader: float
+    cold: float = float("nan")
+    """Ours with every kernel started as a new process (nan: not measured)."""
 
     @property
     def ratio(self) -> float:
@@ -63,35 +69,27 @@ def assignments_of(folder: Path) -> list[str]:
     return sorted({p.name for p in folder.glob("*/*")})
 
 
-def children_cpu() -> float:
-    """User + system seconds of every waited-for child process so far (their children too)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_of(call, *args) -> tuple[float, object]:
-    """(CPU-s the child processes of ``call(*args)`` used, what it returned)."""
-    before = children_cpu()
-    returned = call(*args)
-    return children_cpu() - before, returned
-
-
 def graded(course: Path) -> int:
     return len(list((course / "autograded").glob("*/*/*.ipynb")))
 
 
-def ours(folder: Path, course: Path, workers: int | None = None) -> int:
+def ours(folder: Path, course: Path, workers: int | None = None, extra_env=None) -> int:
     """Grade ``folder`` with `python -m grader grade`; returns the notebooks graded cleanly."""
     cmd = [sys.executable, "-m", "grader", "grade", str(folder), "--course-dir", str(course)]
     for assignment in assignments_of(folder):
         cmd += ["--assignment", assignment]
     if workers:
         cmd += ["--workers", str(workers)]
-    out = run(cmd, ROOT)[1]
+    out = run(cmd, ROOT, extra_env)[1]
     errors = [line for line in out.splitlines() if "ERROR:" in line]
     for line in errors:
         tqdm.write(f"  {line}")
     return graded(course) - len(errors)
+
+
+def cold(folder: Path, course: Path) -> int:
+    """``ours`` with every kernel started as a new process (no warm zygote)."""
+    return ours(folder, course, None, COLD)
 
 
 def nbgrader(folder: Path, course: Path) -> int:
@@ -123,16 +121,24 @@ def projection_minutes(course_cpu: float, students=PROJECTED_STUDENTS, cores=PRO
 def table(rows: list[Row]) -> str:
     """The per-lesson table, the course total for one student and the 500-student projection."""
     total = Row(
-        "one student, all lessons", sum(r.ours for r in rows), sum(r.nbgrader for r in rows)
+        "one student, all lessons",
+        sum(r.ours for r in rows),
+        sum(r.nbgrader for r in rows),
+        sum(r.cold for r in rows),
     )
-    lines = ["| lesson | ours CPU-s / notebook | nbgrader | ratio |", "|---|---|---|---|"]
+    lines = [
+        "| lesson | ours CPU-s / notebook | ours, no warm kernels | nbgrader | ratio |",
+        "|---|---|---|---|---|",
+    ]
     lines += [
-        f"| {r.lesson} | {r.ours:.1f} | {r.nbgrader:.1f} | {r.ratio:.2f} |" for r in [*rows, total]
+        f"| {r.lesson} | {r.ours:.1f} | {r.cold:.1f} | {r.nbgrader:.1f} | {r.ratio:.2f} |"
+        for r in [*rows, total]
     ]
     students, cores = PROJECTED_STUDENTS, PROJECTED_CORES
     lines.append(
         f"| {students} students on {cores} cores | {projection_minutes(total.ours):.1f} min | "
-        f"{projection_minutes(total.nbgrader):.1f} min | |"
+        f"{projection_minutes(total.cold):.1f} min | {projection_minutes(total.nbgrader):.1f} "
+        "min | |"
     )
     return "\n".join(lines)
 
@@ -142,6 +148,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lessons", nargs="+", default=None, help="default: every lesson")
     parser.add_argument("--students", nargs=2, type=int, default=[1, 3], metavar=("SMALL", "LARGE"))
     parser.add_argument("--sweep-lesson", default=DEFAULT_SWEEP_LESSON, help="'' skips it")
+    parser.add_argument("--no-cold", action="store_true", help="skip ours without warm kernels")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args(argv)
     small, large = sorted(args.students)
@@ -152,14 +159,19 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
         rows = []
-        runs = [(lesson, g) for lesson in chosen for g in (ours, nbgrader)]
+        graders = (ours, nbgrader) if args.no_cold else (ours, cold, nbgrader)
+        runs = [(lesson, g) for lesson in chosen for g in graders]
         cpu = {}
         for lesson, grader in tqdm(runs, desc="lessons x graders", unit="run"):
             sizes = [class_cpu(scratch, lesson, n, grader) for n in (small, large)]
             cpu[lesson, grader] = marginal(*sizes, small, large)
             if grader is nbgrader:
-                rows.append(Row(lesson, cpu[lesson, ours], cpu[lesson, nbgrader]))
-                tqdm.write(f"{lesson}: ours {rows[-1].ours:.1f}, nbgrader {rows[-1].nbgrader:.1f}")
+                row = Row(lesson, cpu[lesson, ours], cpu[lesson, nbgrader])
+                rows.append(Row(**{**row.__dict__, "cold": cpu.get((lesson, cold), row.cold)}))
+                tqdm.write(
+                    f"{lesson}: ours {row.ours:.1f}, no warm kernels {rows[-1].cold:.1f}, "
+                    f"nbgrader {row.nbgrader:.1f}"
+                )
         print(table(rows))
         if args.sweep_lesson:
             print(f"worker sweep, {args.sweep_lesson} (CPU-s per notebook):")

@@ -71,8 +71,16 @@ def check(
         staged = scratch / "submission" / f"{notebook}.ipynb"
         staged.parent.mkdir()
         shutil.copyfile(path, staged)
+        # one notebook: a warm zygote would cost as much as the one kernel it saves
         return grade_submission(
-            course.root, assignment, SELF_STUDY_STUDENT, staged, template_db, timeout, memory_limit
+            course.root,
+            assignment,
+            SELF_STUDY_STUDENT,
+            staged,
+            template_db,
+            timeout,
+            memory_limit,
+            warm=False,
         )
 
 

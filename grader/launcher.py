@@ -9,6 +9,8 @@ operating system (``grader.confine``: rlimits, Landlock, seccomp), installs the 
 policy and ``grader.jail``'s audit hook (a second layer), and then runs the IPython kernel in
 this same process. This module imports nothing but the standard library and ``grader``: it runs
 once per graded notebook, before the kernel, so its start-up time is paid by every submission.
+In grading, ``main`` usually runs in a child forked from a warm zygote (``grader.zygote``), which
+has imported numpy, IPython and the rest already; the steps and their order are the same.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from grader import checker, confine
+from grader import checker, confine, zygote
 from grader.kernel_side import CHANNEL_ENV
 from grader.markup import is_learner_only
 
@@ -174,6 +174,24 @@ class SandboxKernelManager(AsyncKernelManager):
     )
 
     channel_fd = Integer(-1, help="The kernel's end of the checker's channel; -1: none")
+
+    warm = Bool(
+        True,
+        help="Fork grading kernels from a warm zygote (grader.zygote) where the system allows; "
+        "NORMLAB_WARM_KERNELS=0 turns it off everywhere",
+    ).tag(config=True)
+
+    @property
+    def kernel_spec(self):
+        """The kernel's spec, launched by ``grader.zygote``'s provisioner (a warm kernel forked
+        per notebook) unless ``warm`` is off or the provisioner is not installed."""
+        spec = super().kernel_spec
+        if spec is not None and self.warm and zygote.wanted():
+            spec.metadata = {
+                **spec.metadata,
+                "kernel_provisioner": {"provisioner_name": zygote.PROVISIONER, "config": {}},
+            }
+        return spec
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         if self.channel_fd >= 0:

@@ -137,6 +137,7 @@ def grade_submission(
     private: tuple = (),
     size_limit: int = WORKING_COPY_LIMIT,
     run_learner_only: bool = False,
+    warm: bool = True,
 ) -> SubmissionResult:
     """Grade ``notebook_path`` as ``student``'s submission of ``assignment``.
 
@@ -146,12 +147,14 @@ def grade_submission(
     memory_limit: GiB for the kernel's data segment (0: none); private: more folders the
     kernel may not read (the course directory, the submissions); size_limit: bytes the
     kernel's working copy may hold while it runs (0: no cap); run_learner_only: run the cells
-    the release tags ``learner-only`` too (``grader validate`` compares both ways).
+    the release tags ``learner-only`` too (``grader validate`` compares both ways); warm: fork
+    the kernel from this process's warm zygote (``grader.zygote``; pays off from the second
+    notebook a process grades).
     """
     started = time.monotonic()
     notebook_path, template_db = Path(notebook_path), Path(template_db)
     private = tuple(str(p) for p in private)
-    limits = Limits(timeout, memory_limit, private, size_limit, run_learner_only)
+    limits = Limits(timeout, memory_limit, private, size_limit, run_learner_only, warm)
     with quiet_nbgrader():
         result = _grade(Path(course_root), assignment, student, notebook_path, template_db, limits)
     if result.error:
@@ -176,6 +179,7 @@ class GradeJob:
     private: tuple = ()
     size_limit: int = WORKING_COPY_LIMIT
     run_learner_only: bool = False
+    warm: bool = True
 
     def crashed(self, exc: BaseException) -> SubmissionResult:
         """The result of this job when grading it failed outside the notebook (a bug of ours,
@@ -200,6 +204,7 @@ class Limits:
     private: tuple[str, ...]
     size_limit: int = WORKING_COPY_LIMIT
     run_learner_only: bool = False
+    warm: bool = True
 
 
 def notebooks_of(template_db: Path, assignment: str) -> list[str]:
@@ -406,6 +411,7 @@ def _autograde_config(root, course_root, db, assignment, student, limits: Limits
     }
     memory = limits.memory_limit
     c.SandboxKernelManager.memory_limit = int(memory * GIB) if memory else 0
+    c.SandboxKernelManager.warm = limits.warm
     c.Application.log_level = "WARN"
     return c
 

@@ -43,7 +43,9 @@ HOOK = -1
 class Kernel:
     """A grading kernel of ``lesson`` in its own working copy; ``run(code)`` executes a cell."""
 
-    def __init__(self, lesson: str, memory_limit: int = GIB, env: dict | None = None):
+    def __init__(
+        self, lesson: str, memory_limit: int = GIB, env: dict | None = None, warm: bool = True
+    ):
         self.workdir = Path(tempfile.mkdtemp(prefix="confine-", dir=grading_root()))
         # The loop lives in a thread of its own: a test that ran before this one (Playwright's
         # sync API) may leave a loop marked as running in the main thread.
@@ -53,8 +55,14 @@ class Kernel:
             "private": [str(ROOT), str(grading_root())],
             "assignment": lesson,
             "policy": LESSONS[lesson].as_dict(),
+            # warm: as grading starts it (no inline figures, forked by grader.zygote); cold: a
+            # new process with inline figures, as the launcher starts any other kernel
+            "figures": not warm,
         }
-        self.km = SandboxKernelManager(memory_limit=memory_limit, jail_rules=json.dumps(rules))
+        self.warm = warm
+        self.km = SandboxKernelManager(
+            memory_limit=memory_limit, jail_rules=json.dumps(rules), warm=warm
+        )
         self._run(self._start(env))
 
     def _run(self, coro):
@@ -94,18 +102,23 @@ class Kernel:
         self.thread.shutdown()
 
 
-@pytest.fixture(scope="module")
-def numpy_kernel():
+KINDS = ["warm", "cold"]
+"""Every refusal is observed in a kernel forked from a warm zygote (how grading starts them)
+and in one started as a new process (``warm=False``, ``NORMLAB_WARM_KERNELS=0``)."""
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def numpy_kernel(request):
     """Lesson 02: no torch, test cells in the checker (``utils/checks`` unreadable)."""
-    kernel = Kernel("02_batchnorm_forward")
+    kernel = Kernel("02_batchnorm_forward", warm=request.param == "warm")
     yield kernel
     kernel.close()
 
 
-@pytest.fixture(scope="module")
-def torch_kernel():
+@pytest.fixture(scope="module", params=KINDS)
+def torch_kernel(request):
     """Lesson 09: torch allowed, every course module."""
-    kernel = Kernel("09_batchnorm_in_pytorch")
+    kernel = Kernel("09_batchnorm_in_pytorch", warm=request.param == "warm")
     yield kernel
     kernel.close()
 
@@ -153,7 +166,8 @@ def test_an_honest_kernel_runs_numpy_torch_figures_and_thread_pools(torch_kernel
     out = torch_kernel.run(cell)
     assert out["status"] == "ok", out
     assert out["stdout"].split() == ["8.0"]
-    assert "image/png" in out["mime"]
+    # grading draws on no canvas (matplotlib's agg backend); the cold kernel draws inline
+    assert ("image/png" in out["mime"]) is not torch_kernel.warm
 
 
 @needs_landlock
