@@ -29,7 +29,7 @@ from grader.build import make_template
 from grader.collect import Submission, collect
 from grader.confine import WEAKER
 from grader.course import Course
-from grader.gradebook import record, register_assignments
+from grader.gradebook import recorder, register_assignments
 from grader.score import points_text
 from grader.worker import GradeJob, SubmissionResult, grade_job, grading_root
 
@@ -110,9 +110,10 @@ def _grade_all(
         )
 
     results = []
-    with tqdm(total=len(submissions), desc="grading", unit="notebook", disable=not progress) as bar:
+    bar = tqdm(total=len(submissions), desc="grading", unit="notebook", disable=not progress)
+    with bar, recorder(course) as record:
         for sub, result in run_jobs(submissions, job, options.workers, options.scheduler):
-            record(course, result, sub.path, sub.lms_user_id)
+            record(result, sub.path, sub.lms_user_id)
             results.append(result)
             bar.set_postfix_str(f"{sub.student}/{sub.assignment}", refresh=False)
             bar.update()

@@ -11,7 +11,10 @@ follows nbgrader's rule (review needed when a manual grade exists or no auto sco
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +43,30 @@ def register_assignments(course: Course, assignments: list[str], scratch: Path) 
     generate(course, scratch / "course-release", course.db_url, assignments)
 
 
+@contextlib.contextmanager
+def recorder(course: Course) -> Iterator[Callable[..., None]]:
+    """``record`` with the course gradebook opened once, for a whole grading run (opening it,
+    with nbgrader's schema checks, cost about as much as writing one result)."""
+    with quiet_nbgrader(), open_gradebook(course) as gb:
+        yield functools.partial(record, course, gb=gb)
+
+
 def record(
     course: Course,
     result: SubmissionResult,
     submitted: Path | None = None,
     lms_user_id: str | None = None,
+    gb: Gradebook | None = None,
 ) -> None:
     """Write one grading result into the course: gradebook rows, the autograded notebook under
     ``autograded/<student>/<assignment>/``, and a copy of the submitted file under ``submitted/``.
+    ``gb``: the course gradebook, already open (``recorder``); else it is opened for this one.
     """
-    with quiet_nbgrader(), open_gradebook(course) as gb:
+    if gb is None:
+        with quiet_nbgrader(), open_gradebook(course) as opened:
+            record(course, result, submitted, lms_user_id, opened)
+        return
+    with quiet_nbgrader():
         extra = {"lms_user_id": lms_user_id} if lms_user_id else {}
         gb.update_or_create_student(result.student, **extra)
         gb.update_or_create_submission(result.assignment, result.student)

@@ -11,7 +11,7 @@ from nbgrader.api import Gradebook
 
 from grader.course import COURSE_ID
 from grader.export import export
-from grader.gradebook import record, register_assignments
+from grader.gradebook import record, recorder, register_assignments
 from grader.worker import CellGrade, SubmissionResult
 
 P = points()  # grade_id -> points of the fixture: test_double 2, test_square 3, written 1
@@ -121,3 +121,22 @@ def test_a_submitted_copy_and_a_formgrader_config_are_kept(course, tmp_path):
     assert str(course.db_path) in (course.course_dir / "nbgrader_config.py").read_text()
     with Gradebook(course.db_url, COURSE_ID) as gb:
         assert gb.find_student("ann").lms_user_id == "1001"
+
+
+def test_a_run_that_opens_the_gradebook_once_records_what_one_at_a_time_records(course, tmp_path):
+    one_at_a_time = copy_course(tmp_path / "other")
+    register_assignments(one_at_a_time, ["toy"], tmp_path / "other-scratch")
+    results = [result("ann", written=None), result("ben", double=False, written=0.0)]
+    results.append(result("cat", error="not valid notebook JSON"))
+    with recorder(course) as record_in_run:
+        for r in results:
+            record_in_run(r)
+    for r in results:
+        record(one_at_a_time, r)
+    exported = [
+        [read_csv(p) for p in export(c, tmp_path / f"{i}g.csv", tmp_path / f"{i}t.csv")]
+        for i, c in enumerate([course, one_at_a_time])
+    ]
+    assert exported[0] == exported[1]
+    assert ["ben", "toy", f"{P['test_square']:g}", f"{sum(P.values()):g}"] in exported[0][0]
+    assert grade_of(course, "ann") == grade_of(one_at_a_time, "ann")
