@@ -119,6 +119,15 @@ class Session:
             _write_back((list(args), dict(kwargs)), written)
         return value
 
+    def course_call(self, name: str, args: tuple):
+        """One of the course's kernel calls (``utils.autograd_call.CALLS``) on ``args``: plain
+        data, proxies of kernel objects and checker functions only; the answer as plain data
+        (or proxies), converted by the channel's decoder like every other answer."""
+        encoder = Encoder(self._outgoing)
+        header = {"op": "course", "name": str(name), "args": encoder.encode(list(args))}
+        header["thread"] = threading.get_ident() != self.owner
+        return self._request(header, encoder)
+
     def _request(self, header: dict, encoder, with_written: bool = False):
         try:
             reply, arrays = self.link.peer.request(header, encoder, self.deadline)
@@ -206,6 +215,15 @@ class Remote:
         return f"<{ref.type_name} {ref.name} in the graded kernel>".replace("  ", " ")
 
 
+def call_in_kernel(name: str, args: tuple):
+    """``utils.autograd_call``'s call ``name`` run in the kernel that holds the proxies among
+    ``args`` (the seam's grading side)."""
+    for arg in args:
+        if isinstance(arg, Remote):
+            return object.__getattribute__(arg, "_session").course_call(name, args)
+    raise ValueError("no kernel object among the arguments")
+
+
 def _has_generator(value) -> bool:
     if isinstance(value, np.random.Generator):
         return True
@@ -225,6 +243,10 @@ def _write_back(original, written) -> None:
                 original[...] = written.astype(original.dtype, copy=False)
     elif isinstance(original, np.random.Generator) and isinstance(written, np.random.Generator):
         original.bit_generator.state = written.bit_generator.state
+    elif _is_tensor(original) and _is_tensor(written):
+        if tuple(original.shape) == tuple(written.shape) and original.is_leaf:
+            with sys.modules["torch"].no_grad():
+                original.copy_(written.to(original.dtype))
     elif isinstance(original, list | tuple) and isinstance(written, list | tuple):
         if len(original) == len(written):
             for a, b in zip(original, written, strict=True):
@@ -233,6 +255,11 @@ def _write_back(original, written) -> None:
         for key, value in original.items():
             if key in written:
                 _write_back(value, written[key])
+
+
+def _is_tensor(value) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _rebuilt(described) -> BaseException:

@@ -168,6 +168,8 @@ class Server:
         op = header.get("op")
         if op == "resolve":
             return _lookup(str(header.get("name"))), None
+        if op == "course":
+            return _course_call(str(header.get("name")), decoder.decode(header.get("args"))), None
         target = self._object_of(header.get("ref"))
         if op == "getattr":
             return getattr(target, str(header.get("name"))), None
@@ -238,6 +240,21 @@ def _laid_out(arrays, kinds) -> list:
 
     kinds = list(kinds) + [None] * len(arrays)
     return [with_layout(a, k) for a, k in zip(arrays, kinds[: len(arrays)], strict=True)]
+
+
+KERNEL_CALLS = "utils.autograd_call"
+"""The course module whose ``CALLS`` table a checker may ask for (a lesson's policy must let
+the kernel import it): narrow calls that take ndarrays and the learner's objects, build torch
+tensors here and answer with plain data (lesson 09's autograd and module checks)."""
+
+
+def _course_call(name: str, args):
+    import importlib
+
+    calls = getattr(importlib.import_module(KERNEL_CALLS), "CALLS", {})
+    if type(args) is not list or name not in calls:
+        raise ValueError(f"unknown course call {name!r}")
+    return calls[name](*args)
 
 
 def _lookup(name: str):

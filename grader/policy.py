@@ -67,13 +67,13 @@ LESSONS: dict[str, LessonPolicy] = {
         torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
     ),
     "09_batchnorm_in_pytorch": LessonPolicy(
-        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+        torch=True, numpy_only=False, checker=True, modules=("utils.autograd_call",)
     ),
     "10_sync_batchnorm": LessonPolicy(
         torch=False, numpy_only=True, checker=True, modules=("utils.sync",)
     ),
     # Triton kernels take torch tensors (pointers into the kernel's own memory), which the
-    # checker's plain-data channel cannot carry: test cells run in the kernel, as in 09.
+    # checker's plain-data channel cannot carry: test cells run in the kernel.
     "11_fused_batchnorm_kernel": LessonPolicy(
         torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
     ),

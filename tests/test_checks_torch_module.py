@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from utils import reference
 from utils.checks import torch_module as tm
+from utils.checks.hidden import torch_module as hidden
 from utils.diagnose import CheckFailure
 from utils.gradcheck import relative_error
 
@@ -145,7 +146,7 @@ def test_tensor_like_case_keeps_values_and_non_contiguity(shape, seed, layout):
 
 
 def test_channels_last_cases_become_channels_last_tensors():
-    (case,) = [c for c in tm.hidden_cases() if "channels_last" in c.label]
+    (case,) = [c for c in hidden.hidden_cases() if "channels_last" in c.label]
     t = tm.tensor_like_case(case.x)
     assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
@@ -162,7 +163,7 @@ def test_forward_reference_normalizes_each_channel_with_the_biased_variance(shap
 
 
 def test_known_wrong_function_outputs_all_differ_from_the_reference():
-    (case,) = [c for c in tm.hidden_cases() if c.label.startswith("eps=1e-3")]  # 4-D
+    (case,) = [c for c in hidden.hidden_cases() if c.label.startswith("eps=1e-3")]  # 4-D
     x, gamma, beta = (torch.tensor(np.array(a)) for a in (case.x, case.gamma, case.beta))
     expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     for description, wrong in tm.forward_mistakes(x, gamma, beta, case.eps).items():
@@ -194,12 +195,12 @@ def test_each_known_wrong_module_differs_from_pytorch_somewhere(mistake):
             if isinstance(v, tm.Value)
         )
 
-    all_scenarios = [s for topic in tm.HIDDEN for s in tm.scenarios(tm.HIDDEN, topic)]
+    all_scenarios = [s for topic in hidden.HIDDEN for s in tm.scenarios(hidden.HIDDEN, topic)]
     assert any(differs(s) for s in all_scenarios)
 
 
 def test_a_known_wrong_module_without_a_mistake_is_pytorch():
-    s = tm.scenarios(tm.HIDDEN, "modes")[0]
+    s = tm.scenarios(hidden.HIDDEN, "modes")[0]
     ref = list(tm.trace(torch.nn.BatchNorm2d, s))
     same = tm._partial_trace("no mistake", s)
     for a, b in zip(ref, same, strict=True):
@@ -209,7 +210,7 @@ def test_a_known_wrong_module_without_a_mistake_is_pytorch():
 
 
 @pytest.mark.parametrize(
-    "case", tm.visible_fold_cases() + tm.hidden_fold_cases(), ids=lambda c: c.label
+    "case", tm.visible_fold_cases() + hidden.hidden_fold_cases(), ids=lambda c: c.label
 )
 def test_fold_reference_and_known_wrong_folds(case):
     w, b = good_fold(
@@ -239,14 +240,14 @@ def test_fold_reference_and_known_wrong_folds(case):
 
 def test_independent_correct_code_passes_every_check(capsys):
     tm.check_function_forward(GoodFunction)
-    tm.check_function_forward_hidden(GoodFunction)
+    hidden.check_function_forward_hidden(GoodFunction)
     tm.check_function_backward(GoodFunction)
-    tm.check_function_backward_hidden(GoodFunction)
+    hidden.check_function_backward_hidden(GoodFunction)
     for check in ("training", "modes", "state"):
         getattr(tm, f"check_module_{check}")(GoodModule, GoodFunction)
-        getattr(tm, f"check_module_{check}_hidden")(GoodModule, GoodFunction)
+        getattr(hidden, f"check_module_{check}_hidden")(GoodModule, GoodFunction)
     tm.check_fold(good_fold)
-    tm.check_fold_hidden(good_fold)
+    hidden.check_fold_hidden(good_fold)
     out = capsys.readouterr()
     assert out.err == ""
     assert out.out.count("— correct") == 13
@@ -302,7 +303,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.gpu
 @cuda
 def test_function_on_cuda_matches_the_cpu_float64_results():
-    case = tm.hidden_cases()[2]
+    case = hidden.hidden_cases()[2]
     cpu = [t.detach().requires_grad_() for t in tm._inputs(case)]
     gpu = [t.detach().cuda().requires_grad_() for t in cpu]
     dy = torch.tensor(case.dout)
@@ -318,7 +319,7 @@ def test_function_on_cuda_matches_the_cpu_float64_results():
 @pytest.mark.gpu
 @cuda
 def test_module_moved_to_cuda_steps_like_pytorch_on_the_cpu():
-    scenarios = tm.cuda_scenarios()
+    scenarios = hidden.cuda_scenarios()
     assert scenarios and all(s.device == "cuda" for s in scenarios)
     for s in scenarios:
         tm.compare_scenario(GoodModule, GoodFunction, s)

@@ -278,3 +278,80 @@ def test_nothing_but_plain_data_reaches_the_kernel(kernel):
     namespace["keep"] = lambda value: value
     verdict = run(link, "keep(object())")
     assert verdict.ename == "ChannelError" and "cannot be sent" in verdict.evalue
+
+
+# ---- lesson 09's course calls: the learner's torch code behind plain data ---------------------
+
+
+def _torch_function():
+    import torch
+
+    class Normalize(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta, eps=1e-5):
+            axes = [0, *range(2, x.dim())]
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            mean = x.mean(dim=axes, keepdim=True)
+            inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=axes, keepdim=True) + eps)
+            x_hat = (x - mean) * inv_std
+            ctx.save_for_backward(x_hat, inv_std, gamma)
+            return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x_hat, inv_std, gamma = ctx.saved_tensors
+            axes = [0, *range(2, dy.dim())]
+            shape = [1, -1] + [1] * (dy.dim() - 2)
+            m = dy.numel() // dy.shape[1]
+            dxh = dy * gamma.reshape(shape)
+            dx = (
+                inv_std
+                / m
+                * (
+                    m * dxh
+                    - dxh.sum(axes, keepdim=True)
+                    - x_hat * (dxh * x_hat).sum(axes, keepdim=True)
+                )
+            )
+            return dx, (dy * x_hat).sum(axes), dy.sum(axes), None
+
+    return Normalize
+
+
+def test_a_course_call_runs_the_learners_function_in_the_kernel(kernel):
+    pytest.importorskip("torch")
+    from utils.checks import torch_module
+
+    link, namespace = kernel
+    namespace["Normalize"] = _torch_function()
+    trusted = {
+        "check_function_forward": torch_module.check_function_forward,
+        "check_function_backward": torch_module.check_function_backward,
+    }
+    verdict = run(
+        link, "check_function_forward(Normalize)\ncheck_function_backward(Normalize)", 30, **trusted
+    )
+    assert verdict.passed, verdict.message
+    assert "correct" in verdict.printed
+
+
+def test_only_the_course_calls_table_is_answered(kernel):
+    link, namespace = kernel
+    namespace["f"] = lambda: None
+    for name in ("system", "__import__", "CALLS"):
+        verdict = run(
+            link, f"call_in_kernel({name!r}, (f,))", call_in_kernel=checker.call_in_kernel
+        )
+        assert (verdict.ename, verdict.evalue) == ("ValueError", f"unknown course call {name!r}")
+
+
+def test_in_place_changes_to_tensor_arguments_are_written_back(kernel):
+    torch = pytest.importorskip("torch")
+    link, namespace = kernel
+
+    def scale(t):
+        t.mul_(2)
+
+    namespace["scale"] = scale
+    source = "t = torch.ones(3)\nscale(t)\nassert t.tolist() == [2, 2, 2]"
+    assert run(link, source, torch=torch).passed

@@ -4,10 +4,11 @@ Three exercises are checked here, all in float64 against PyTorch:
 
 * ``BatchNormFunction`` (a ``torch.autograd.Function``): its forward against
   ``F.batch_norm(training=True)``; its hand-written backward against autograd of
-  ``F.batch_norm`` and against ``torch.autograd.gradcheck`` (finite differences of the
-  learner's own forward). While the learner's code runs, a profiler refuses PyTorch's own
-  normalization (any ``*_norm`` kernel of torch, whatever the spelling) and the autograd
-  engine, so the gradient has to be written out by hand.
+  ``F.batch_norm`` and against centered finite differences of the learner's own forward
+  (gradcheck's test, every perturbed forward computed in one call). While the learner's
+  code runs, a profiler refuses PyTorch's own normalization (any ``*_norm`` kernel of torch,
+  whatever the spelling) and the autograd engine, so the gradient has to be written out by
+  hand.
 * ``BatchNorm2d`` (a ``torch.nn.Module``): stepped side by side with ``torch.nn.BatchNorm2d``
   through scripts of training batches, ``eval()``/``train()`` switches and ``load_state_dict``;
   after every step the output, the gradients of input, weight and bias, the running
@@ -18,7 +19,12 @@ Three exercises are checked here, all in float64 against PyTorch:
   Linear or Conv2d with the folded weight and bias (``F.linear``/``F.conv2d`` references),
   for numpy and torch inputs alike.
 
-The checks live in one module per concern: ``common`` (the profiler and the references),
+The checks reach the learner's code through ``utils.autograd_call`` (calls that take ndarrays
+and return plain data, run in-process in JupyterLab and in the graded kernel when grading, where
+these checks run in the trusted checker). The hidden cases and checks are in
+``utils.checks.hidden.torch_module``.
+
+The checks live in one module per concern: ``common`` (the calls and the references),
 ``function``, ``scenario`` (the engine that steps a module through a script), ``module`` and
 ``fold``; this package re-exports what notebooks and tests use, so they import from
 ``utils.checks.torch_module``.
@@ -28,16 +34,14 @@ same input, the likely mistake.
 """
 
 from utils.cases import make_case
-from utils.checks.torch_module.common import call_learner, tensor_like_case
+from utils.checks.torch_module.common import call_learner, in_kernel, tensor_like_case
 from utils.checks.torch_module.fold import (
     _fold_one,
     _layer,
     _wrong_fold,
     check_fold,
-    check_fold_hidden,
     fold_mistakes,
     fold_reference,
-    hidden_fold_cases,
     make_fold_case,
     visible_fold_cases,
 )
@@ -45,11 +49,8 @@ from utils.checks.torch_module.function import (
     _inputs,
     backward_mistakes,
     check_function_backward,
-    check_function_backward_hidden,
     check_function_forward,
-    check_function_forward_hidden,
     forward_mistakes,
-    hidden_cases,
     require_own_backward,
 )
 from utils.checks.torch_module.module import (
@@ -57,21 +58,16 @@ from utils.checks.torch_module.module import (
     _agrees,
     _partial_trace,
     check_module_modes,
-    check_module_modes_hidden,
     check_module_state,
-    check_module_state_hidden,
     check_module_training,
-    check_module_training_hidden,
     compare_registration,
     compare_saved_state,
     compare_scenario,
     module_mistakes,
 )
 from utils.checks.torch_module.scenario import (
-    HIDDEN,
     VISIBLE,
     Value,
-    cuda_scenarios,
     scenarios,
     trace,
 )
@@ -79,7 +75,6 @@ from utils.diagnose import CheckFailure
 
 __all__ = [
     "CheckFailure",
-    "HIDDEN",
     "MODULE_MISTAKES",
     "VISIBLE",
     "Value",
@@ -91,27 +86,19 @@ __all__ = [
     "_wrong_fold",
     "backward_mistakes",
     "call_learner",
+    "in_kernel",
     "check_fold",
-    "check_fold_hidden",
     "check_function_backward",
-    "check_function_backward_hidden",
     "check_function_forward",
-    "check_function_forward_hidden",
     "check_module_modes",
-    "check_module_modes_hidden",
     "check_module_state",
-    "check_module_state_hidden",
     "check_module_training",
-    "check_module_training_hidden",
     "compare_registration",
     "compare_saved_state",
     "compare_scenario",
-    "cuda_scenarios",
     "fold_mistakes",
     "fold_reference",
     "forward_mistakes",
-    "hidden_cases",
-    "hidden_fold_cases",
     "make_case",
     "make_fold_case",
     "module_mistakes",

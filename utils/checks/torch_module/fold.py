@@ -237,46 +237,6 @@ def visible_fold_cases() -> list[FoldCase]:
     ]
 
 
-def hidden_fold_cases() -> list[FoldCase]:
-    return [
-        make_fold_case("Linear 6 -> 3, torch tensors", 961, (3, 6), "torch"),
-        make_fold_case("Conv2d 2 -> 5, numpy arrays", 962, (5, 2, 3, 3), "numpy"),
-        make_fold_case("Linear 4 -> 4 without bias, numpy", 963, (4, 4), "numpy", bias=False),
-        make_fold_case(
-            "Conv2d 3 -> 3, 1 x 1 kernel, without bias, torch",
-            964,
-            (3, 3, 1, 1),
-            "torch",
-            bias=False,
-        ),
-        make_fold_case(
-            "Linear 4 -> 4, far gamma/beta/running statistics, numpy",
-            965,
-            (4, 4),
-            "numpy",
-            far=True,
-        ),
-        make_fold_case(
-            "Conv2d 4 -> 4, far statistics, eps=1e-3, torch",
-            966,
-            (4, 4, 3, 2),
-            "torch",
-            far=True,
-            eps=1e-3,
-        ),
-        make_fold_case("Linear 7 -> 1, eps=1e-3, numpy", 967, (1, 7), "numpy", eps=1e-3),
-        make_fold_case("Linear 5 -> 5, parameters that require grad", 968, (5, 5), "parameters"),
-        make_fold_case(
-            "Conv2d 3 -> 2, parameters that require grad, no bias",
-            969,
-            (2, 3, 3, 3),
-            "parameters",
-            bias=False,
-            far=True,
-        ),
-    ]
-
-
 FOLD_DEFAULT_EPS = 1e-5
 """The contract's (and nn.BatchNorm2d's) default eps of ``fold_batchnorm``."""
 
@@ -299,9 +259,3 @@ def check_fold(fold) -> None:
     err = on_cases(visible_fold_cases(), lambda case: _fold_one(fold, case))
     _fold_default_eps(fold)
     report("fold_batchnorm: folded Linear and Conv2d vs layer + F.batch_norm (eval)", err)
-
-
-def check_fold_hidden(fold) -> None:
-    cases = hidden_fold_cases()
-    err = on_cases(cases, lambda case: _fold_one(fold, case))
-    report(f"fold_batchnorm: {len(cases)} hidden cases", err)

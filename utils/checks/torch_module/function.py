@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils import reference
-from utils.cases import LARGE_OFFSET, Case, make_case
-from utils.checks.spatial import ChannelsLastCase, channels_last_view
+from utils import autograd_call, reference
+from utils.cases import Case, make_case
 from utils.checks.torch_module.common import (
-    call_learner,
+    in_kernel,
+    kind_of,
     per_channel,
     statistic_axes,
     tensor_like_case,
+    tensor_of,
 )
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.mistakes import describe
@@ -125,8 +126,6 @@ def backward_mistakes(x, gamma, dy, eps) -> dict[str, dict[str, np.ndarray]]:
 # --- the BatchNormFunction checks ----------------------------------------------------------------
 
 VISIBLE_SHAPES = ((5, 3), (2, 3, 2, 2))
-HIDDEN_SHAPES = ((2, 1), (6, 4), (2, 1, 3, 2), (3, 2, 3), (1, 3, 2, 2), (4, 2, 1, 1))
-SPECIAL_SHAPE = (3, 3, 2, 2)
 
 
 def visible_cases() -> list[Case]:
@@ -134,27 +133,6 @@ def visible_cases() -> list[Case]:
     return [
         make_case(s, 909 + i, f"visible case, x of shape {s}") for i, s in enumerate(VISIBLE_SHAPES)
     ]
-
-
-def hidden_cases(seed: int = 9_090) -> list[Case]:
-    """Random shapes (N=2, C=1, 3-D, a batch of one image, 1x1 maps), then on SPECIAL_SHAPE:
-    far gamma/beta, a large offset, a near-constant channel, a channels-last view, a
-    transposed and a strided x, and eps=1e-3."""
-    cases = [make_case(s, seed + i, f"random x of shape {s}") for i, s in enumerate(HIDDEN_SHAPES)]
-    special = [
-        ("gamma and beta far from 1 and 0", {"far_affine": True}),
-        (f"large mean offset ({LARGE_OFFSET:g})", {"offset": LARGE_OFFSET}),
-        ("a near-constant channel (variance ~1e-7)", {"near_constant": True}),
-        ("non-contiguous x (a transposed view)", {"layout": "transposed"}),
-        ("non-contiguous x (every other entry of a wider tensor)", {"layout": "strided"}),
-        ("eps=1e-3 passed as an argument", {"eps": 1e-3}),
-    ]
-    k = len(cases)
-    for j, (label, options) in enumerate(special):
-        cases.append(make_case(SPECIAL_SHAPE, seed + k + j, label, **options))
-    last = make_case(SPECIAL_SHAPE, seed + 99, "non-contiguous x (channels_last memory format)")
-    cases.append(ChannelsLastCase(**{**vars(last), "x": channels_last_view(last.x)}))
-    return cases
 
 
 def _inputs(case: Case, requires_grad: bool = True) -> tuple[torch.Tensor, ...]:
@@ -167,77 +145,116 @@ def _inputs(case: Case, requires_grad: bool = True) -> tuple[torch.Tensor, ...]:
 
 def require_own_backward(fn_cls) -> None:
     """CheckFailure unless ``fn_cls`` is a torch.autograd.Function defining its own backward."""
-    if not (isinstance(fn_cls, type) and issubclass(fn_cls, torch.autograd.Function)):
-        raise CheckFailure(f"{fn_cls!r} is not a subclass of torch.autograd.Function.")
-    owner = next(k for k in fn_cls.__mro__ if "backward" in vars(k))
-    if owner.__module__.startswith("torch"):
+    facts = in_kernel("function_facts", fn_cls)
+    if type(facts) is not dict or facts.get("function") is not True:
+        shown = str(facts.get("repr", "your object")) if type(facts) is dict else "your object"
+        raise CheckFailure(f"{shown} is not a subclass of torch.autograd.Function.")
+    if facts.get("own_backward") is not True:
         raise CheckFailure(
-            f"{fn_cls.__name__} does not define backward; autograd cannot differentiate a "
-            "Function by itself. Write @staticmethod def backward(ctx, dy) returning "
-            "(dx, dgamma, dbeta, None)."
+            f"{_named(facts.get('name'))} does not define backward; autograd cannot "
+            "differentiate a Function by itself. Write @staticmethod def backward(ctx, dy) "
+            "returning (dx, dgamma, dbeta, None)."
         )
 
 
-def _apply(fn_cls, x, gamma, beta, eps) -> torch.Tensor:
-    """``fn_cls.apply(x, gamma, beta, eps)``, watched; the output must be the Function's own
-    node in the graph (not autograd of other operations)."""
-    name = fn_cls.__name__
-    y = call_learner(f"{name}.apply(x, gamma, beta, eps)", fn_cls.apply, x, gamma, beta, eps)
-    if not isinstance(y, torch.Tensor):
-        raise CheckFailure(f"{name}.forward returned {type(y).__name__}, not a tensor.")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, gamma, beta)):
-        if getattr(y.grad_fn, "_forward_cls", None) is not fn_cls:
-            raise CheckFailure(
-                f"the output of {name}.apply was not made by {name} (its grad_fn is "
-                f"{type(y.grad_fn).__name__}): do not override apply; forward computes y "
-                "without autograd, and backward gives its gradient."
-            )
-    return y
+def _named(name) -> str:
+    return str(name)[:100] if type(name) is str else "your Function"
+
+
+def _name_of(fn_cls) -> str:
+    return _named(getattr(fn_cls, "__name__", None))
+
+
+def _own_node(name: str, answer: dict) -> None:
+    """CheckFailure unless the output of apply was the Function's own node in the graph."""
+    if answer.get("own_node") is not True:
+        raise CheckFailure(
+            f"the output of {name}.apply was not made by {name} (its grad_fn is "
+            f"{_named(answer.get('node'))}): do not override apply; forward computes y "
+            "without autograd, and backward gives its gradient."
+        )
 
 
 def _check_tensor(name: str, got, like: torch.Tensor) -> np.ndarray:
-    """``got`` as a float64 array after checking it is a tensor of ``like``'s shape and dtype."""
-    if not isinstance(got, torch.Tensor):
-        kind = "None" if got is None else type(got).__name__
-        raise CheckFailure(f"{name} is {kind}; expected a tensor of shape {tuple(like.shape)}.")
-    if got.shape != like.shape:
+    """``got`` (a ``describe`` answer) as a float64 array after checking it is a tensor of
+    ``like``'s shape and dtype."""
+    t = tensor_of(got)
+    if t is None:
+        raise CheckFailure(
+            f"{name} is {kind_of(got)}; expected a tensor of shape {tuple(like.shape)}."
+        )
+    if t.shape != like.shape:
         hint = ""
-        if name in ("dgamma", "dbeta") and got.numel() != like.numel():
+        if name in ("dgamma", "dbeta") and t.numel() != like.numel():
             hint = " Sum over every axis except the channel axis 1, e.g. dim=(0, 2, 3)."
         raise CheckFailure(
-            f"{name} has shape {tuple(got.shape)}, expected {tuple(like.shape)}.{hint}"
+            f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}.{hint}"
         )
-    if got.dtype != like.dtype:
-        raise CheckFailure(f"{name} has dtype {got.dtype}, expected {like.dtype}.")
-    return got.detach().cpu().numpy().astype(np.float64)
+    if got.get("dtype") != str(like.dtype):
+        raise CheckFailure(f"{name} has dtype {got.get('dtype')}, expected {like.dtype}.")
+    return t.numpy().astype(np.float64)
+
+
+def _arguments(case: Case) -> tuple:
+    """(x as C-ordered float64, its layout, gamma, beta): what crosses to the learner."""
+    x = np.asarray(case.x, dtype=np.float64)
+    return np.ascontiguousarray(x), autograd_call.layout_of(x), case.gamma, case.beta
 
 
 def _forward_one(fn_cls, case: Case) -> float:
-    x, gamma, beta = _inputs(case, requires_grad=False)
-    before = x.clone()
-    y = _apply(fn_cls, x, gamma, beta, case.eps)
-    if not torch.equal(x, before):
-        raise CheckFailure(f"{fn_cls.__name__}.forward changed its input x in place.")
+    name = _name_of(fn_cls)
+    answer = in_kernel("function_forward", fn_cls, *_arguments(case), case.eps)
+    if type(answer) is not dict:
+        raise CheckFailure(f"{name}.forward could not be run.")
+    if kind_of(answer.get("y")) != "tensor":
+        raise CheckFailure(f"{name}.forward returned {kind_of(answer.get('y'))}, not a tensor.")
+    if answer.get("x_changed") is not False:
+        raise CheckFailure(f"{name}.forward changed its input x in place.")
     expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
-    got = _check_tensor("y", y, torch.tensor(expected))
+    got = _check_tensor("y", answer["y"], torch.tensor(expected))
     mistakes = forward_mistakes(*(t.detach() for t in _inputs(case, False)), case.eps)
     return assert_close("y", got, expected, mistakes)
 
 
+def _grad(fn_cls, case: Case, needs=(True, True, True), direct: bool = True) -> dict:
+    """The learner's Function on ``case`` with upstream gradient ``case.dout``."""
+    name = _name_of(fn_cls)
+    answer = in_kernel(
+        "function_grad", fn_cls, *_arguments(case), case.eps, case.dout, list(needs), direct
+    )
+    if type(answer) is not dict:
+        raise CheckFailure(f"{name}.backward could not be run.")
+    if kind_of(answer.get("y")) != "tensor":
+        raise CheckFailure(f"{name}.forward returned {kind_of(answer.get('y'))}, not a tensor.")
+    _own_node(name, answer)
+    return answer
+
+
+def _engine(answer: dict, count: int) -> list[torch.Tensor | None]:
+    """The gradients torch.autograd.grad gave through the learner's Function."""
+    if type(answer.get("engine_error")) is str:
+        raise CheckFailure(answer["engine_error"][:2000])
+    engine = answer.get("engine")
+    if type(engine) is not list or len(engine) != count:
+        raise CheckFailure("torch.autograd.grad through your Function gave no gradients.")
+    return [tensor_of(g) for g in engine]
+
+
 def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     """The learner's backward on ``case``: called directly (watched) and through the autograd
-    engine, against autograd of F.batch_norm; then gradcheck against finite differences."""
-    name = fn_cls.__name__
+    engine, against autograd of F.batch_norm; then finite differences of its own forward."""
+    name = _name_of(fn_cls)
     x, gamma, beta = _inputs(case)
     dy = torch.tensor(case.dout)
-    y = _apply(fn_cls, x, gamma, beta, case.eps)
-    grads = call_learner(f"{name}.backward(ctx, dy)", y.grad_fn.apply, dy.clone())
-    if not isinstance(grads, tuple) or len(grads) != 4:
+    answer = _grad(fn_cls, case)
+    grads = answer.get("direct")
+    items = grads.get("items") if type(grads) is dict else None
+    if kind_of(grads) != "tuple" or type(items) is not list or len(items) != 4:
         raise CheckFailure(
             f"{name}.backward must return 4 values, one per input of forward "
             "(dx, dgamma, dbeta, None for eps)."
         )
-    if grads[3] is not None:
+    if items[3] is not None:
         raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
     expected = dict(
         zip(
@@ -250,50 +267,61 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     )
     mistakes = backward_mistakes(x.detach(), gamma.detach(), dy, case.eps)
     worst = 0.0
-    for key, got, like in zip(("dx", "dgamma", "dbeta"), grads, (x, gamma, beta), strict=False):
+    for key, got, like in zip(("dx", "dgamma", "dbeta"), items, (x, gamma, beta), strict=False):
         arr = _check_tensor(key, got, like.detach())
         worst = max(worst, assert_close(key, arr, expected[key], mistakes[key]))
-    x2, g2, b2 = _inputs(case)
-    y2 = _apply(fn_cls, x2, g2, b2, case.eps)
-    via_engine = call_learner(
-        "torch.autograd.grad through your Function",
-        torch.autograd.grad,
-        y2,
-        (x2, g2, b2),
-        dy,
-        watch=False,
-    )
+    via_engine = _engine(answer, 3)
     for key, got in zip(("dx", "dgamma", "dbeta"), via_engine, strict=True):
+        if got is None:
+            raise CheckFailure(f"torch.autograd.grad through your Function gave no {key}.")
         worst = max(worst, assert_close(f"{key} through autograd", got.numpy(), expected[key]))
     if with_gradcheck:
-        _gradcheck(fn_cls, case)
+        _gradcheck(fn_cls, case, [g.double().numpy() for g in via_engine])
     return worst
 
 
-def _gradcheck(fn_cls, case: Case) -> None:
-    """torch.autograd.gradcheck: the learner's backward against finite differences of the
-    learner's own forward (float64, nondefault tolerances are not needed)."""
-    inputs = (*_inputs(case), case.eps)
-    try:
-        call_learner("gradcheck", torch.autograd.gradcheck, fn_cls.apply, inputs, watch=False)
-    except CheckFailure as failure:
-        first = str(failure).splitlines()[0]
+FD_STEP = 1e-6
+"""The step of the centered differences (torch.autograd.gradcheck's eps)."""
+FD_ATOL, FD_RTOL = 1e-5, 1e-3
+"""gradcheck's tolerances: |analytic - numeric| <= atol + rtol * |numeric|, entry by entry."""
+
+
+def _gradcheck(fn_cls, case: Case, analytic: list[np.ndarray]) -> None:
+    """The learner's gradients (through autograd, upstream gradient ``case.dout``) against
+    centered finite differences of the learner's own forward, entry by entry of x, gamma and
+    beta, all forwards in one call (what torch.autograd.gradcheck checks, for this dy)."""
+    x, layout, gamma, beta = _arguments(case)
+    base = (x, gamma, beta)
+    points = []
+    for which, a in enumerate(base):
+        for index in np.ndindex(a.shape):
+            for sign in (1.0, -1.0):
+                moved = [b.copy() for b in base]
+                moved[which][index] += sign * FD_STEP
+                points.append(tuple(moved))
+    outputs = in_kernel("function_outputs", fn_cls, points, layout, case.eps)
+    if type(outputs) is not list or len(outputs) != len(points):
+        raise CheckFailure("gradcheck: the forward gave no outputs for perturbed inputs.")
+    losses = []
+    for y in outputs:
+        if not isinstance(y, np.ndarray) or y.shape != case.dout.shape:
+            raise CheckFailure("gradcheck: the forward's output on a perturbed input is malformed.")
+        losses.append(float(np.sum(case.dout * y.astype(np.float64))))
+    numeric = (np.array(losses[0::2]) - np.array(losses[1::2])) / (2 * FD_STEP)
+    got = np.concatenate([g.ravel() for g in analytic])
+    bad = np.abs(got - numeric) > FD_ATOL + FD_RTOL * np.abs(numeric)
+    if bad.any():
+        i = int(np.argmax(bad))
         raise CheckFailure(
-            f"torch.autograd.gradcheck: the backward disagrees with finite differences of "
-            f"the forward ({first})."
-        ) from None
+            "torch.autograd.gradcheck: the backward disagrees with finite differences of "
+            f"the forward (entry {i}: analytical {got[i]:.6g}, numerical {numeric[i]:.6g})."
+        )
 
 
 def check_function_forward(fn_cls) -> None:
     """Visible check: BatchNormFunction.apply on a 2-D and a 4-D x against F.batch_norm."""
     err = on_cases(visible_cases(), lambda case: _forward_one(fn_cls, case))
-    report(f"{fn_cls.__name__}.forward, x of shapes {VISIBLE_SHAPES}, vs F.batch_norm", err)
-
-
-def check_function_forward_hidden(fn_cls) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _forward_one(fn_cls, case))
-    report(f"{fn_cls.__name__}.forward, {len(cases)} hidden cases, vs F.batch_norm", err)
+    report(f"{_name_of(fn_cls)}.forward, x of shapes {VISIBLE_SHAPES}, vs F.batch_norm", err)
 
 
 def check_function_backward(fn_cls) -> None:
@@ -301,31 +329,16 @@ def check_function_backward(fn_cls) -> None:
     torch.autograd.gradcheck on the 2-D and the 4-D case."""
     require_own_backward(fn_cls)
     err = on_cases(visible_cases(), lambda case: _backward_one(fn_cls, case, True))
-    report(f"{fn_cls.__name__}.backward vs autograd of F.batch_norm", err)
-    print(f"torch.autograd.gradcheck({fn_cls.__name__}.apply, float64 inputs): passed")
-
-
-def check_function_backward_hidden(fn_cls) -> None:
-    require_own_backward(fn_cls)
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _backward_one(fn_cls, case, case.x.size <= 24))
-    report(f"{fn_cls.__name__}.backward, {len(cases)} hidden cases", err)
-    on_cases(cases[:2], lambda case: _only_x_requires_grad(fn_cls, case))
+    report(f"{_name_of(fn_cls)}.backward vs autograd of F.batch_norm", err)
+    print(f"torch.autograd.gradcheck({_name_of(fn_cls)}.apply, float64 inputs): passed")
 
 
 def _only_x_requires_grad(fn_cls, case: Case) -> float:
     """gamma and beta that do not require grad (ctx.needs_input_grad): dx is still right."""
-    x = tensor_like_case(case.x, True)
-    gamma, beta = torch.tensor(case.gamma), torch.tensor(case.beta)
-    y = _apply(fn_cls, x, gamma, beta, case.eps)
-    (dx,) = call_learner(
-        "torch.autograd.grad with only x requiring grad",
-        torch.autograd.grad,
-        y,
-        x,
-        torch.tensor(case.dout),
-        watch=False,
-    )
+    answer = _grad(fn_cls, case, (True, False, False), direct=False)
+    (dx,) = _engine(answer, 1)
+    if dx is None:
+        raise CheckFailure("torch.autograd.grad with only x requiring grad gave no dx.")
     expected = reference.batchnorm_gradients_reference(
         case.x, case.gamma, case.beta, case.dout, case.eps
     )[0]

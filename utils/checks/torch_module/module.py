@@ -9,19 +9,23 @@ import warnings
 import numpy as np
 import torch
 
-from utils.checks.torch_module.common import call_learner, per_channel, statistic_axes
+from utils.checks.torch_module.common import (
+    in_kernel,
+    kind_of,
+    per_channel,
+    statistic_axes,
+    tensor_of,
+)
 from utils.checks.torch_module.scenario import (
     _MISSING,
     BUFFERS,
-    HIDDEN,
-    OPTION_SETS,
     VISIBLE,
-    Runner,
+    LearnerRunner,
     Scenario,
     Value,
-    cuda_scenarios,
     scenarios,
     trace,
+    value_of,
 )
 from utils.diagnose import MATCH, CheckFailure, assert_close, generic_hint, report
 from utils.gradcheck import relative_error
@@ -281,18 +285,10 @@ def check_module_training(cls, fn_cls) -> None:
     _check_scenarios(cls, fn_cls, "training mode", scenarios(VISIBLE, "training"), False)
 
 
-def check_module_training_hidden(cls, fn_cls) -> None:
-    _check_scenarios(cls, fn_cls, "training mode", scenarios(HIDDEN, "training"), True)
-
-
 def check_module_modes(cls, fn_cls) -> None:
     """Visible check: train/eval switches, momentum=None, affine=False and
     track_running_stats=False."""
     _check_scenarios(cls, fn_cls, "modes and options", scenarios(VISIBLE, "modes"), False)
-
-
-def check_module_modes_hidden(cls, fn_cls) -> None:
-    _check_scenarios(cls, fn_cls, "modes and options", scenarios(HIDDEN, "modes"), True)
 
 
 # registered state: parameters, buffers, state_dict, .double(), both directions of loading
@@ -302,22 +298,46 @@ def _layout(entries) -> dict[str, tuple]:
     return {name: (tuple(t.shape), t.dtype) for name, t in entries if t is not None}
 
 
+def _listed(module) -> dict[str, list]:
+    """The learner module's parameters(), buffers() and state_dict(): name -> described."""
+    answer = in_kernel("module_listed", module)
+    if type(answer) is not dict:
+        raise CheckFailure("the module's parameters and buffers could not be read.")
+    listed = {}
+    for what in ("parameters()", "buffers()", "state_dict()"):
+        entries = answer.get(what)
+        if type(entries) is not list:
+            raise CheckFailure(f"{what} could not be read.")
+        listed[what] = [e for e in entries if type(e) is list and len(e) == 2]
+    return listed
+
+
+def _learner_layout(entries: list) -> dict[str, tuple]:
+    """{name: (shape, dtype)} of the learner's listed tensors (None entries left out)."""
+    out = {}
+    for name, described in entries:
+        value = value_of(described)
+        if value is None:
+            continue
+        out[str(name)] = (
+            (tuple(value.data.shape), value.dtype) if isinstance(value, Value) else (None, value)
+        )
+    return out
+
+
 def compare_registration(cls, options: dict, channels: int = 3) -> None:
     """The learner's parameters, buffers and state_dict against nn.BatchNorm2d's: the same
     names, shapes and dtypes, at construction and after .double()."""
     ctor = f"BatchNorm2d({channels}{''.join(f', {k}={v!r}' for k, v in options.items())})"
-    learner = call_learner(ctor, lambda: cls(channels, **options))
+    learner = in_kernel("module_new", cls, channels, dict(options), ctor)
     torch_bn = torch.nn.BatchNorm2d(channels, **options)
     for stage in ("at construction", "after .double()"):
         where = f"[{ctor}, {stage}]"
         if stage != "at construction":
-            learner = call_learner(f"{ctor}.double()", learner.double)
+            learner = in_kernel("module_double", learner, ctor)
             torch_bn = torch_bn.double()
-        mine = {
-            "parameters()": _layout(call_learner("named_parameters()", learner.named_parameters)),
-            "buffers()": _layout(call_learner("named_buffers()", learner.named_buffers)),
-            "state_dict()": _layout(call_learner("state_dict()", learner.state_dict).items()),
-        }
+        listed = _listed(learner)
+        mine = {what: _learner_layout(entries) for what, entries in listed.items()}
         theirs = {
             "parameters()": _layout(torch_bn.named_parameters()),
             "buffers()": _layout(torch_bn.named_buffers()),
@@ -326,15 +346,18 @@ def compare_registration(cls, options: dict, channels: int = 3) -> None:
         for what in mine:
             _compare_layout(where, what, mine[what], theirs[what], mine["parameters()"])
         if stage == "at construction":
-            _compare_initial_values(where, learner, torch_bn)
+            _compare_initial_values(where, listed["state_dict()"], torch_bn)
 
 
-def _compare_initial_values(where: str, learner, torch_bn) -> None:
+def _compare_initial_values(where: str, state: list, torch_bn) -> None:
     """A fresh module starts where nn.BatchNorm2d starts: weight 1, bias 0, running_mean 0,
     running_var 1, num_batches_tracked 0."""
-    mine = dict(call_learner("state_dict()", learner.state_dict).items())
+    mine = {str(name): tensor_of(described) for name, described in state}
     for name, value in torch_bn.state_dict().items():
-        got = mine[name].detach().cpu().double()
+        got = mine.get(name)
+        if got is None:
+            raise CheckFailure(f"{where} state_dict() has no tensor {name!r}.")
+        got = got.double()
         if not torch.equal(got, value.double()):
             raise CheckFailure(
                 f"{where} {name} starts at {got.numpy().round(4).tolist()}; nn.BatchNorm2d "
@@ -379,27 +402,29 @@ def _compare_layout(where: str, what: str, got: dict, expected: dict, parameters
 def compare_saved_state(cls, fn_cls, s: Scenario) -> None:
     """Train the learner's module through ``s``, load its state_dict into a fresh
     nn.BatchNorm2d (strict) and check that both now compute the same in eval mode."""
-    runner = Runner(cls, fn_cls)
+    runner = LearnerRunner(cls, fn_cls)
     runner.start(s)
     for step in s.steps:
         runner.step(s, step)
-    state = call_learner("state_dict()", runner.module.state_dict)
+    state = {str(name): tensor_of(d) for name, d in _listed(runner.module)["state_dict()"]}
     torch_bn = torch.nn.BatchNorm2d(s.channels, **s.options).to(dtype=s.dtype)
     try:
-        torch_bn.load_state_dict({k: v.cpu() for k, v in state.items()})
+        torch_bn.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - any refusal is the learner's
         raise CheckFailure(
             f"[{s.label}] nn.BatchNorm2d.load_state_dict(your_module.state_dict()) failed: "
             f"{str(error).splitlines()[0]}"
         ) from None
     x = torch.tensor(s.steps[-1].x, dtype=s.dtype)
-    call_learner("eval()", runner.module.eval)
+    answer = in_kernel("module_eval_output", runner.module, s.steps[-1].x, s.device, str(s.dtype))
+    got = tensor_of(answer)
+    if got is None:
+        raise CheckFailure(f"[{s.label}] forward in eval mode returned {kind_of(answer)}.")
     with torch.no_grad():
-        got = call_learner("forward(x)", runner.module, x.to(s.device)).cpu().double()
         expected = torch_bn.eval()(x).double()
     assert_close(
         f"[{s.label}] eval output after loading your state_dict into nn.BatchNorm2d",
-        got.numpy(),
+        got.double().numpy(),
         expected.numpy(),
         tol=s.tolerance,
     )
@@ -416,12 +441,3 @@ def check_module_state(cls, fn_cls) -> None:
     visible = scenarios(VISIBLE, "state")
     compare_saved_state(cls, fn_cls, visible[0])
     _check_scenarios(cls, fn_cls, "load_state_dict", visible, False)
-
-
-def check_module_state_hidden(cls, fn_cls) -> None:
-    for options in OPTION_SETS:
-        compare_registration(cls, options)
-    hidden = scenarios(HIDDEN, "state") + cuda_scenarios()
-    for s in hidden:
-        compare_saved_state(cls, fn_cls, s)
-    _check_scenarios(cls, fn_cls, "state, dtypes and devices", hidden, True)

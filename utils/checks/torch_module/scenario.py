@@ -10,8 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.cases import LARGE_OFFSET, signed, stream_parameters
-from utils.checks.torch_module.common import FLOAT32, call_learner
+from utils.cases import signed, stream_parameters
+from utils.checks.torch_module.common import (
+    FLOAT32,
+    TORCH_DTYPES,
+    Other,
+    in_kernel,
+    kind_of,
+    tensor_of,
+)
 from utils.diagnose import TIGHT, CheckFailure
 
 # --- the BatchNorm2d module checks ---------------------------------------------------------------
@@ -126,106 +133,9 @@ VISIBLE = {
 }
 """topic -> (label, seed, script, options) of the visible scenarios (3 channels, 2 x 3 maps)."""
 
-HIDDEN = {
-    "training": [
-        ("8 training batches, one channel, batches of 2", 911, "2 2 3 2 2 4 2 2", {"channels": 1}),
-        (
-            "momentum=0.3, eps=1e-3, far gamma/beta",
-            912,
-            TRAIN_3,
-            {"momentum": 0.3, "eps": 1e-3, "far_affine": True},
-        ),
-        ("momentum=1.0, 1 x 1 maps", 913, TRAIN_3, {"momentum": 1.0, "spatial": (1, 1)}),
-        ("momentum=0.0, a batch of one image", 914, "1 3 1", {"momentum": 0.0}),
-        (f"large mean offset ({LARGE_OFFSET:g})", 915, TRAIN_3, {"offset": LARGE_OFFSET}),
-        ("a near-constant channel", 916, TRAIN_3, {"near_constant": True}),
-        ("channels_last input", 917, TRAIN_3, {"layout": "channels_last", "channels": 4}),
-    ],
-    "modes": [
-        ("momentum=0.1, switching modes back and forth", 921, SWITCHING, {"channels": 4}),
-        (
-            "momentum=0.05, eps=1e-3, far gamma/beta",
-            922,
-            MODES,
-            {"momentum": 0.05, "eps": 1e-3, "far_affine": True},
-        ),
-        ("eval right after construction", 923, "eval 3 train 2 eval 2", {}),
-        ("momentum=None, switching modes", 924, SWITCHING, {"momentum": None}),
-        (
-            "momentum=None, affine=False, one channel",
-            925,
-            "3 2 4 eval 2",
-            {"momentum": None, "affine": False, "channels": 1},
-        ),
-        (
-            "affine=False, momentum=0.3, large offset",
-            926,
-            MODES,
-            {"affine": False, "momentum": 0.3, "offset": LARGE_OFFSET},
-        ),
-        (
-            "track_running_stats=False, switching modes",
-            927,
-            SWITCHING.replace(" 1", " 2"),
-            {"track_running_stats": False},
-        ),
-        (
-            "affine=False and track_running_stats=False",
-            928,
-            "3 eval 2",
-            {"affine": False, "track_running_stats": False},
-        ),
-        (
-            "momentum=None, track_running_stats=False",
-            929,
-            "3 2 eval 2",
-            {"momentum": None, "track_running_stats": False},
-        ),
-    ],
-    "state": [
-        ("load_state_dict twice, training on", 931, "load 3 eval 2 load train 2 eval 2", {}),
-        ("load_state_dict with momentum=None", 932, "2 load 3 eval 2", {"momentum": None}),
-        ("load_state_dict, affine=False", 933, "load eval 2 train 3", {"affine": False}),
-        ("float32 module and input", 934, MODES, {"dtype": torch.float32}),
-        (
-            "float32, momentum=None, channels_last",
-            935,
-            "3 2 eval 2",
-            {"dtype": torch.float32, "momentum": None, "layout": "channels_last"},
-        ),
-    ],
-}
-"""topic -> (label, seed, script, options) of the hidden scenarios; options may also hold the
-keyword arguments of make_scenario (channels, spatial, far_affine, offset, ...)."""
-
-OPTION_SETS = (
-    {},
-    {"affine": False},
-    {"track_running_stats": False},
-    {"affine": False, "track_running_stats": False},
-    {"momentum": None, "eps": 1e-3},
-)
-"""Constructor options whose registered state (parameters, buffers, state_dict) is compared."""
-
 
 def scenarios(table: dict, topic: str) -> list[Scenario]:
     return [make_scenario(label, seed, script, **kw) for label, seed, script, kw in table[topic]]
-
-
-def cuda_scenarios() -> list[Scenario]:
-    """The module on CUDA (float64) against nn.BatchNorm2d on the CPU; [] without a GPU."""
-    if not torch.cuda.is_available():
-        return []
-    return [
-        make_scenario("on CUDA: training, eval, training", 941, MODES, device="cuda"),
-        make_scenario(
-            "on CUDA: momentum=None, load_state_dict",
-            942,
-            "3 load 2 eval 2",
-            device="cuda",
-            momentum=None,
-        ),
-    ]
 
 
 # driving a module through a scenario
@@ -257,44 +167,30 @@ def _read(value):
 
 @dataclass
 class Runner:
-    """Runs one module through a scenario and reads its state after each step.
-
-    make: the class called as ``make(channels, **options)``. fn_cls: the learner's Function
-    when ``make`` is the learner's module (calls are then watched and errors reported), None
-    for PyTorch's module and the known-wrong ones.
-    """
+    """Runs PyTorch's (or a known-wrong) module through a scenario, here, and reads its state
+    after each step. make: the class called as ``make(channels, **options)``."""
 
     make: Callable
-    fn_cls: type | None = None
     module: torch.nn.Module | None = None
 
-    def call(self, what: str, fn: Callable, *args, watch: bool = True):
-        if self.fn_cls is None:
-            return fn(*args)
-        return call_learner(what, fn, *args, watch=watch)
-
     def read(self, *names) -> dict:
-        return {n: _read(self.call(n, getattr, self.module, n, _MISSING)) for n in names}
+        return {n: _read(getattr(self.module, n, _MISSING)) for n in names}
 
     def start(self, s: Scenario) -> dict:
-        module = self.call(s.constructor(), lambda: self.make(s.channels, **s.options))
-        self.module = self.call(
-            f"{s.constructor()}.to({s.device!r}, {s.dtype})", module.to, s.device, s.dtype
-        )
+        self.module = self.make(s.channels, **s.options).to(s.device, s.dtype)
         if s.gamma is not None:
             with torch.no_grad():
-                for name, values in (("weight", s.gamma), ("bias", s.beta)):
-                    param = self.call(name, getattr, self.module, name)
-                    self.call(f"{name}.copy_(...)", param.copy_, torch.tensor(values))
+                self.module.weight.copy_(torch.tensor(s.gamma))
+                self.module.bias.copy_(torch.tensor(s.beta))
         return self.read("training", "weight", "bias", *BUFFERS)
 
     def step(self, s: Scenario, step: Step) -> dict:
         if step.action == "batch":
             return self._batch(s, step)
         if step.action == "load":
-            self.call("load_state_dict(state)", self.module.load_state_dict, dict(step.state))
+            self.module.load_state_dict(dict(step.state))
             return self.read("weight", "bias", *BUFFERS)
-        self.call(f"{step.action}()", getattr(self.module, step.action))
+        getattr(self.module, step.action)()
         return self.read("training", *BUFFERS)
 
     def _batch(self, s: Scenario, step: Step) -> dict:
@@ -304,13 +200,8 @@ class Runner:
         x.requires_grad_(True)
         for param in self.module.parameters():
             param.grad = None
-        y = self.call("forward(x)", self.module, x)
-        if not isinstance(y, torch.Tensor):
-            raise CheckFailure(f"forward returned {type(y).__name__}, not a tensor.")
-        if self.fn_cls is not None and _uses_batch_statistics(self.module):
-            _require_function(y, self.fn_cls)
-        dy = torch.tensor(step.dy, dtype=s.dtype, device=s.device)
-        self.call("y.backward(dy)", y.backward, dy, watch=False)
+        y = self.module(x)
+        y.backward(torch.tensor(step.dy, dtype=s.dtype, device=s.device))
         grads = {
             "y": _read(y),
             "x.grad": _read(x.grad),
@@ -320,30 +211,88 @@ class Runner:
         return {**grads, **self.read(*BUFFERS)}
 
 
-def _uses_batch_statistics(module) -> bool:
-    return bool(module.training) or not getattr(module, "track_running_stats", True)
-
-
-def _require_function(y: torch.Tensor, fn_cls) -> None:
-    """CheckFailure unless the graph of y contains a node of the learner's Function."""
-    queue, seen = [y.grad_fn], set()
-    while queue:
-        node = queue.pop()
-        if node is None or id(node) in seen or len(seen) > 50:
-            continue
-        seen.add(id(node))
-        if getattr(node, "_forward_cls", None) is fn_cls:
-            return
-        queue += [n for n, _ in node.next_functions]
-    raise CheckFailure(
-        f"in training mode the forward must normalize through your {fn_cls.__name__} "
-        f"({fn_cls.__name__}.apply(x, weight, bias, self.eps)); it was not in the graph of y."
+def value_of(described):
+    """A ``utils.autograd_call.describe`` answer as what the comparison reads: a Value, None,
+    a bool, _MISSING or an ``Other``."""
+    if described is None or type(described) is bool:
+        return described
+    if kind_of(described) == "missing":
+        return _MISSING
+    t = tensor_of(described)
+    if t is None:
+        return Other(kind_of(described))
+    return Value(
+        t,
+        TORCH_DTYPES[described["dtype"]],
+        described.get("parameter") is True,
+        described.get("requires_grad") is True,
     )
 
 
+def values_of(answer) -> dict:
+    """The named reads of a module call, each through ``value_of``."""
+    if type(answer) is not dict:
+        raise CheckFailure("the module could not be read.")
+    return {str(k): value_of(v) for k, v in answer.items()}
+
+
+def state_arrays(state: dict | None) -> dict | None:
+    """A step's state_dict as ndarrays (what crosses to the learner's code)."""
+    return None if state is None else {k: v.numpy() for k, v in state.items()}
+
+
+@dataclass
+class LearnerRunner:
+    """Runs the learner's module class ``make`` through a scenario, each step one call into the
+    learner's process (``utils.autograd_call``); fn_cls: the learner's Function, which the
+    forward must use in training mode."""
+
+    make: object
+    fn_cls: object
+    module: object = None
+
+    def start(self, s: Scenario) -> dict:
+        self.module, reads = _pair(
+            in_kernel(
+                "module_start",
+                self.make,
+                s.channels,
+                dict(s.options),
+                s.constructor(),
+                s.device,
+                str(s.dtype),
+                s.gamma,
+                s.beta,
+            )
+        )
+        return values_of(reads)
+
+    def step(self, s: Scenario, step: Step) -> dict:
+        answer = in_kernel(
+            "module_step",
+            self.module,
+            step.action,
+            self.fn_cls,
+            s.device,
+            str(s.dtype),
+            s.layout,
+            step.x,
+            step.dy,
+            state_arrays(step.state),
+        )
+        return values_of(answer)
+
+
+def _pair(answer) -> tuple:
+    if type(answer) is not tuple or len(answer) != 2:
+        raise CheckFailure("the module could not be built.")
+    return answer
+
+
 def trace(make: Callable, s: Scenario, fn_cls=None) -> Iterator[dict]:
-    """The values to compare after construction and after each step, lazily."""
-    runner = Runner(make, fn_cls)
+    """The values to compare after construction and after each step, lazily: PyTorch's and the
+    known-wrong modules here, the learner's (``fn_cls`` given) where the learner's code runs."""
+    runner = Runner(make) if fn_cls is None else LearnerRunner(make, fn_cls)
     yield runner.start(s)
     for step in s.steps:
         yield runner.step(s, step)
