@@ -64,7 +64,7 @@ LESSONS: dict[str, LessonPolicy] = {
         torch=True, numpy_only=True, checker=True, modules=("utils.variants", "utils.data")
     ),
     "08_why_batchnorm_works": LessonPolicy(
-        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+        torch=True, numpy_only=False, checker=True, modules=("utils.data", "utils.landscape")
     ),
     "09_batchnorm_in_pytorch": LessonPolicy(
         torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE

@@ -16,11 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.checks import why
-from utils.checks.why import (
+from utils.checks.hidden import why as hidden
+from utils.checks.hidden.why import (
     HIDDEN_ICS_CASES,
     HIDDEN_LANDSCAPE_CASES,
     HIDDEN_SCALE_CASES,
     HIDDEN_SHIFT_CASES,
+)
+from utils.checks.why import (
     VISIBLE_ICS_CASES,
     VISIBLE_LANDSCAPE_CASES,
     VISIBLE_SCALE_CASES,
@@ -225,7 +228,7 @@ def _losses_without_restoring(model, loss_fn, step_sizes):
 
 def test_check_output_changes_passes_a_correct_implementation(capsys):
     why.check_output_changes(_output_changes)
-    why.check_output_changes_hidden(_output_changes)
+    hidden.check_output_changes_hidden(_output_changes)
     assert "correct" in capsys.readouterr().out
 
 
@@ -283,12 +286,12 @@ def test_recording_in_forced_training_mode_fails_the_eval_case_and_is_named(rest
     forced = _shift_recorded_in(True, restore)
     why.check_input_shift(forced)  # every visible case starts in training mode: no difference
     with pytest.raises(CheckFailure, match="switched to training mode while recording") as info:
-        why.check_input_shift_hidden(forced)
+        hidden.check_input_shift_hidden(forced)
     assert "model in eval mode" in str(info.value)
 
 
 def test_recording_in_the_models_own_mode_passes_every_case():
-    why.check_input_shift_hidden(_shift_recorded_in(None, False))
+    hidden.check_input_shift_hidden(_shift_recorded_in(None, False))
 
 
 def test_case_labels_name_the_case():

@@ -24,6 +24,8 @@ CASES = [
     ("02_batchnorm_forward", "frank_calls_torch"),
     ("00_gradient_checking", "grace_one_sided_difference"),
     ("10_sync_batchnorm", "quinn_averages_the_ranks_variances"),
+    ("08_why_batchnorm_works", "ada_complete"),
+    ("08_why_batchnorm_works", "oscar_leaves_the_weights_moved"),
 ]
 
 
