@@ -110,7 +110,7 @@ def _assert_restored(report: dict, start: nn.Module, what: str) -> None:
     values = reported(report, "parameters", np.ndarray, listed=True)
     saved = [p.detach().numpy() for p in start.parameters()]
     if len(values) != len(saved):
-        raise CheckFailure(f"{what}: the report holds {len(values)} parameters, not {len(saved)}.")
+        raise CheckFailure(f"{what}: {len(values)} parameters reported, {len(saved)} expected.")
     changes = [_relative_change(v, s) for v, s in zip(values, saved, strict=True)]
     moved = max(changes, default=0.0)
     if moved > TIGHT:
@@ -128,4 +128,3 @@ def _relative_change(value: np.ndarray, saved: np.ndarray) -> float:
     if not np.all(np.isfinite(change)):
         return math.inf
     return float(change.max(initial=0.0)) / max(float(np.abs(saved).max(initial=0.0)), 1e-12)
-
