@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from utils.checks.why.along_gradient import LandscapeCase, _landscape_error
+from utils.checks.why.common import on_cases
 from utils.checks.why.covariate_shift import (
     IcsCase,
     ShiftCase,
@@ -17,7 +18,7 @@ from utils.checks.why.scale_invariance import (
     _gradient_norms_error,
     _output_changes_error,
 )
-from utils.diagnose import on_cases, report
+from utils.diagnose import report
 
 # --- part 1: scale invariance ---
 

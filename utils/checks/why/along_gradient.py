@@ -15,9 +15,10 @@ from utils.checks.why.common import (
     _assert_restored,
     _name,
     assert_close_scaled,
+    on_cases,
     run_on_case,
 )
-from utils.diagnose import on_cases, report
+from utils.diagnose import report
 from utils.landscape import bowl_matrix, landscape_model, regression_data, stale_gradients
 
 # --- part 2: the landscape along the gradient ---------------------------------------------------

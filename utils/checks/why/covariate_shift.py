@@ -15,10 +15,11 @@ from utils.checks.why.common import (
     _as_array,
     _assert_restored,
     assert_close_scaled,
+    on_cases,
     reported,
     run_on_case,
 )
-from utils.diagnose import CheckFailure, on_cases, report
+from utils.diagnose import CheckFailure, report
 from utils.landscape import additive_shift_data, deep_linear_data, ics_model, shift_model
 
 # --- part 3a: the shift of a layer's input distribution -----------------------------------------

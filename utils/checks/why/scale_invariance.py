@@ -10,8 +10,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from utils.checks.why.common import _as_array, _name, assert_close_scaled, run_on_case
-from utils.diagnose import CheckFailure, on_cases, report
+from utils.checks.why.common import _as_array, _name, assert_close_scaled, on_cases, run_on_case
+from utils.diagnose import CheckFailure, report
 from utils.landscape import SCALE_LAYERS, linear_only, scale_inputs
 
 # --- part 1: scale invariance -------------------------------------------------------------------
