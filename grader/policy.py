@@ -63,8 +63,9 @@ LESSONS: dict[str, LessonPolicy] = {
     "07_normalization_variants": LessonPolicy(
         torch=True, numpy_only=True, checker=True, modules=("utils.variants", "utils.data")
     ),
+    # utils.data: the learner-only experiments load the digits (a cell a learner edits is run)
     "08_why_batchnorm_works": LessonPolicy(
-        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+        torch=True, numpy_only=False, checker=True, modules=("utils.data", "utils.landscape")
     ),
     "09_batchnorm_in_pytorch": LessonPolicy(
         torch=True, numpy_only=False, checker=True, modules=("utils.autograd_call",)

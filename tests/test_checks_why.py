@@ -7,20 +7,29 @@ tests/test_lesson_08_why_batchnorm_works.py.
 
 from __future__ import annotations
 
+import socket
+import threading
 import warnings
 
+import nbformat
 import numpy as np
 import pytest
 import torch
+from harness import solution_path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grader import checker, kernel_side
+from utils import landscape
 from utils.checks import why
-from utils.checks.why import (
+from utils.checks.hidden import why as hidden
+from utils.checks.hidden.why import (
     HIDDEN_ICS_CASES,
     HIDDEN_LANDSCAPE_CASES,
     HIDDEN_SCALE_CASES,
     HIDDEN_SHIFT_CASES,
+)
+from utils.checks.why import (
     VISIBLE_ICS_CASES,
     VISIBLE_LANDSCAPE_CASES,
     VISIBLE_SCALE_CASES,
@@ -225,7 +234,7 @@ def _losses_without_restoring(model, loss_fn, step_sizes):
 
 def test_check_output_changes_passes_a_correct_implementation(capsys):
     why.check_output_changes(_output_changes)
-    why.check_output_changes_hidden(_output_changes)
+    hidden.check_output_changes_hidden(_output_changes)
     assert "correct" in capsys.readouterr().out
 
 
@@ -283,12 +292,12 @@ def test_recording_in_forced_training_mode_fails_the_eval_case_and_is_named(rest
     forced = _shift_recorded_in(True, restore)
     why.check_input_shift(forced)  # every visible case starts in training mode: no difference
     with pytest.raises(CheckFailure, match="switched to training mode while recording") as info:
-        why.check_input_shift_hidden(forced)
+        hidden.check_input_shift_hidden(forced)
     assert "model in eval mode" in str(info.value)
 
 
 def test_recording_in_the_models_own_mode_passes_every_case():
-    why.check_input_shift_hidden(_shift_recorded_in(None, False))
+    hidden.check_input_shift_hidden(_shift_recorded_in(None, False))
 
 
 def test_case_labels_name_the_case():
@@ -298,8 +307,10 @@ def test_case_labels_name_the_case():
 
 
 def test_a_harmless_warning_of_the_learner_never_reaches_the_test_cell():
+    # A Python warning, not torch's "float() of a tensor that requires grad": torch warns that
+    # one once per process, so whether it fires here would depend on the tests run before.
     def noisy_output_changes(layer, weight, x, alphas):
-        weight = weight.clone().requires_grad_(True)
+        warnings.warn("a harmless warning of the learner's code", UserWarning, stacklevel=1)
         f0 = layer(x, weight)
         return [float((layer(x, a * weight) - f0).norm() / f0.norm()) for a in alphas]
 
@@ -310,3 +321,99 @@ def test_a_harmless_warning_of_the_learner_never_reaches_the_test_cell():
         caught.clear()
         why.check_output_changes(noisy_output_changes)
     assert not caught
+
+
+# --- graded: the checks in the checker, the learner's functions in a kernel ---------------------
+
+EXERCISES = {
+    "output_changes": ("check_output_changes", "check_output_changes_hidden"),
+    "weight_gradient_norms": ("check_weight_gradient_norms", "check_weight_gradient_norms_hidden"),
+    "losses_along_gradient": ("check_losses_along_gradient", "check_losses_along_gradient_hidden"),
+    "gradient_changes": ("check_gradient_changes", "check_gradient_changes_hidden"),
+    "input_shift": ("check_input_shift", "check_input_shift_hidden"),
+    "gradient_ics": ("check_gradient_ics", "check_gradient_ics_hidden"),
+}
+
+
+def _solutions() -> dict:
+    """The solution notebook's six measurements, defined in a namespace of their own."""
+    namespace = {"np": np, "torch": torch}
+    for cell in nbformat.read(solution_path("08_why_batchnorm_works"), as_version=4).cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") in EXERCISES:
+            exec(cell.source, namespace)
+    return {name: namespace[name] for name in EXERCISES}
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """A kernel-side server in a thread whose namespace (a dict) holds what the lesson's set-up
+    cell gives every kernel, ``run_on_case``; yields (run a test cell's source, namespace)."""
+    namespace: dict = {"run_on_case": landscape.run_on_case}
+
+    def look_up(name):
+        if name not in namespace:
+            raise NameError(f"name {name!r} is not defined")
+        return namespace[name]
+
+    monkeypatch.setattr(kernel_side, "_lookup", look_up)
+    ours, theirs = socket.socketpair()
+    server = kernel_side.Server(theirs)
+    link = checker.KernelLink(ours)
+
+    def serve_forever():
+        while True:
+            server.serve_until_done()
+
+    threading.Thread(target=serve_forever, daemon=True).start()
+    trusted = {**vars(why), **vars(hidden)}
+    yield (lambda source: checker.run_cell(link, source, trusted, 60.0)), namespace
+    link.close()
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_the_solution_passes_every_check_with_its_function_in_the_kernel(kernel, name):
+    run, namespace = kernel
+    namespace[name] = _solutions()[name]
+    verdict = run("\n".join(f"{check}({name})" for check in EXERCISES[name]))
+    assert verdict.passed, verdict.message
+    assert verdict.printed.count("correct") == 2
+
+
+def test_a_measurement_in_the_kernel_that_leaves_the_weights_moved_fails(kernel):
+    run, namespace = kernel
+    namespace["losses_along_gradient"] = _losses_without_restoring
+    verdict = run("check_losses_along_gradient(losses_along_gradient)")
+    assert not verdict.passed and "left the parameters moved" in verdict.message
+
+
+def test_a_kernel_change_of_the_weight_in_place_and_a_leftover_hook_are_seen(kernel):
+    def output_changes(layer, weight, x, alphas):
+        weight.mul_(2.0)
+        return [0.0] * len(alphas)
+
+    def input_shift(model, layer, x, update):
+        layer.register_forward_pre_hook(lambda m, i: None)
+        update()
+        return 0.0, 0.0
+
+    run, namespace = kernel
+    namespace.update(output_changes=output_changes, input_shift=input_shift)
+    assert "changed weight in place" in run("check_output_changes(output_changes)").message
+    assert "left a hook registered" in run("check_input_shift(input_shift)").message
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "a string",
+        {"result": [0.0] * 5, "training": True, "ids_before": [1], "ids_after": [1]},
+        {"result": [0.0] * 5, "training": "yes"},
+    ],  # fmt: skip
+    ids=["not a dict", "no parameters", "a mode that is not a bool"],
+)
+def test_a_malformed_report_from_the_kernel_fails_the_check(kernel, report):
+    run, namespace = kernel
+    namespace["run_on_case"] = lambda fn, problem, case: report
+    namespace["losses_along_gradient"] = _solutions()["losses_along_gradient"]
+    verdict = run("check_losses_along_gradient(losses_along_gradient)")
+    assert not verdict.passed and "malformed" in verdict.message, verdict.message

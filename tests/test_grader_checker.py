@@ -26,6 +26,8 @@ CASES = [
     ("10_sync_batchnorm", "quinn_averages_the_ranks_variances"),
     ("09_batchnorm_in_pytorch", "ada_complete"),
     ("09_batchnorm_in_pytorch", "pat_fold_forgets_the_running_mean"),
+    ("08_why_batchnorm_works", "ada_complete"),
+    ("08_why_batchnorm_works", "oscar_leaves_the_weights_moved"),
 ]
 
 

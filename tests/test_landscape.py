@@ -14,9 +14,13 @@ from torch import nn
 from utils.data import DigitsSplit
 from utils.landscape import (
     NORMS,
+    SCALE_LAYERS,
     NoisyBatchNorm1d,
     batch_loss,
     gradient_norm,
+    hook_count,
+    ics_model,
+    landscape_model,
     linear_bn,
     linear_layers,
     linear_only,
@@ -26,8 +30,11 @@ from utils.landscape import (
     plot_scale_law,
     resample_noise,
     restore_running_statistics,
+    run_on_case,
     running_statistics,
+    scale_inputs,
     sgd_step,
+    shift_model,
     train,
 )
 
@@ -134,7 +141,7 @@ def test_train_probes_the_announced_steps_and_steps_once_each():
     seen = []
 
     def probe(model, loss_fn, update):
-        seen.append(float(loss_fn()))
+        seen.append(loss_fn().item())
         update()
         return len(seen)
 
@@ -187,7 +194,7 @@ def test_running_statistics_round_trip():
 
 def test_make_mlp_init_scale_sets_the_weight_std():
     weights = [make_mlp((400, 300, 2), "none", seed=0, init_scale=s)[0].weight for s in (1.0, 2.0)]
-    assert float(weights[0].std()) == pytest.approx(1.0 / 20.0, rel=0.02)
+    assert weights[0].std().item() == pytest.approx(1.0 / 20.0, rel=0.02)
     assert torch.allclose(weights[1], 2.0 * weights[0])
 
 
@@ -217,3 +224,73 @@ def test_plots_draw_bands_and_the_reference_line():
     np.testing.assert_allclose(dotted.get_ydata(), 2.0 / alphas)
     assert len(ax.collections) == 1
     plt.close(fig)
+
+
+# --- the checks' cases, built from plain data ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", ["quadratic", "saddle", "least squares", "mlp", "mlp with BatchNorm"]
+)
+def test_a_landscape_case_rebuilds_identically_and_its_loss_needs_no_argument(kind):
+    (first, loss), (second, _) = landscape_model(kind, 4, 3), landscape_model(kind, 4, 3)
+    for p, q in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(p, q) and p.dtype == torch.float64
+    assert loss().ndim == 0
+
+
+def test_the_shift_and_ics_cases_hand_over_their_module_in_the_mode_asked():
+    model, layer, x, update = shift_model("bn", 3, seed=7, n=10, eval_mode=True)
+    assert not model.training and layer is model[3] and x.shape == (10, 6)
+    before = [p.detach().clone() for p in model.parameters()]
+    update()
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    deep, loss_fn = ics_model("deep linear", seed=0)
+    assert [m.weight.shape for m in deep] == [(5, 4), (3, 5), (2, 3)] and loss_fn().ndim == 0
+
+
+def test_run_on_case_reports_plain_data_of_what_the_call_left():
+    def careless(model, loss_fn, step_sizes):
+        model.eval()
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)
+        return torch.tensor(step_sizes)
+
+    seen = run_on_case(
+        careless, "landscape", {"kind": "mlp", "dim": 3, "step_sizes": (0.1,), "seed": 0}
+    )
+    fresh, _ = landscape_model("mlp", 3, 0)
+    assert seen["training"] is False and seen["ids_before"] == seen["ids_after"]
+    assert all(isinstance(v, np.ndarray) for v in seen["parameters"])
+    moved = seen["parameters"][0] - next(fresh.parameters()).detach().numpy()
+    np.testing.assert_allclose(moved, 1.0)
+
+
+def test_run_on_case_counts_the_updates_and_hooks_and_reports_an_error():
+    def hooked(model, layer, x, update):
+        layer.register_forward_pre_hook(lambda m, i: None)
+        with torch.no_grad():
+            update()
+        raise ValueError("boom")
+
+    seen = run_on_case(hooked, "shift", {"kind": "additive", "layer": 1, "seed": 0})
+    assert seen["error"] == "ValueError: boom" and seen["result"] is None
+    assert seen["hooks_during"] == [1] and seen["grad_during"] == [False]
+    assert seen["hooks_after"] == 1 and seen["training_after"] is True
+
+
+def test_run_on_case_hands_the_scale_layers_fresh_inputs_and_reports_them_after():
+    def doubles(layer, weight, x, alphas, upstream):
+        weight.mul_(2.0)
+        return [float(layer(x, weight).norm())] * len(alphas)
+
+    case = {"layer_name": "Linear without BatchNorm", "n": 4, "d_in": 3, "d_out": 2,
+            "alphas": (1.0, 2.0), "seed": 5, "upstream": True}  # fmt: skip
+    seen = run_on_case(doubles, "scale", case)
+    weight, x, _ = scale_inputs(5, 4, 3, 2)
+    np.testing.assert_array_equal(seen["weight"], 2 * weight.numpy())
+    np.testing.assert_array_equal(seen["x"], x.numpy())
+    assert SCALE_LAYERS["Linear without BatchNorm"] is linear_only
+    assert hook_count(make_mlp((3, 2, 2), "bn")) == 0
+    with pytest.raises(ValueError, match="unknown problem"):
+        run_on_case(doubles, "elsewhere", {})

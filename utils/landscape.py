@@ -9,8 +9,10 @@ learner's measurements can use autograd freely.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -230,7 +232,7 @@ def train(
         run.losses.append(losses[0])
         if not np.isfinite(losses[0]):
             break
-    run.test_accuracy = accuracy(model, data.x_test, data.y_test)
+    run.test_accuracy = eval_accuracy(model, data.x_test, data.y_test)
     return run
 
 
@@ -252,7 +254,7 @@ def _probe_leaving_statistics(model: nn.Module, probe: Callable, loss_fn, update
     return recorded
 
 
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def eval_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of rows of x whose argmax logit is y, with ``model`` in evaluation mode
     (it is put back in training mode afterwards)."""
     model.eval()
@@ -260,6 +262,286 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         predictions = model(torch.tensor(x)).argmax(dim=1).numpy()
     model.train()
     return float(np.mean(predictions == y))
+
+
+# --- the checks' cases, built from plain data ---------------------------------------------------
+# The lesson's checks hand the learner's measurements the layers, models and closures below. When
+# a notebook is graded the checks run in the grader's checker and the learner's functions in the
+# kernel, and only plain data crosses between them: so a case is built from its description
+# (kind, sizes, seed) on the side that calls the learner, by ``run_on_case``, which reports back
+# as plain data what the call returned and what it left behind. The check builds the same case
+# again for its references and decides everything from that report.
+
+
+def _tensor(array) -> torch.Tensor:
+    return torch.tensor(np.array(array, dtype=np.float64))
+
+
+def _relu_after_bn(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.relu(linear_bn(x, weight) + 0.3)
+
+
+def _tanh_then_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # x enters through tanh: scaling x is no longer the same as scaling the weight
+    return linear_only(torch.tanh(x), weight)
+
+
+SCALE_LAYERS: dict[str, Callable] = {
+    "Linear -> BatchNorm (eps=0)": partial(linear_bn, eps=0.0),
+    "Linear without BatchNorm": linear_only,
+    "Linear -> BatchNorm (eps=1e-5)": partial(linear_bn, eps=1e-5),
+    "Linear -> BatchNorm (eps=0) -> ReLU": _relu_after_bn,
+    "Linear -> BatchNorm (eps=0.1)": partial(linear_bn, eps=0.1),
+    "tanh -> Linear without BatchNorm": _tanh_then_linear,
+}
+"""The layers ``layer(x, weight)`` of the scale cases, by name."""
+
+
+def scale_inputs(
+    seed: int, n: int, d_in: int, d_out: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fresh float64 (weight (d_out, d_in), x (n, d_in), upstream (n, d_out)) of a scale case."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((d_out, d_in)) / math.sqrt(d_in)
+    x = 0.5 + rng.standard_normal((n, d_in)) * rng.uniform(0.5, 2.0, d_in)
+    upstream = rng.standard_normal((n, d_out))
+    return _tensor(weight), _tensor(x), _tensor(upstream)
+
+
+class QuadraticBowl(nn.Module):
+    """A model whose forward returns the loss ``0.5 * w^T A w`` of its one parameter w (D,)."""
+
+    def __init__(self, w: np.ndarray, a: np.ndarray):
+        super().__init__()
+        self.w = nn.Parameter(_tensor(w))
+        self.register_buffer("a", _tensor(a))
+
+    def forward(self) -> torch.Tensor:
+        return 0.5 * self.w @ self.a @ self.w
+
+
+def bowl_matrix(kind: str, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """A (dim, dim) symmetric matrix with eigenvalues in [0.5, 3]; for kind "saddle" the first
+    dim // 2 of them are negated."""
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    eigen = rng.uniform(0.5, 3.0, dim)
+    if kind == "saddle":
+        eigen[: dim // 2] *= -1
+    return q @ np.diag(eigen) @ q.T
+
+
+def regression_data(dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(x (12, dim), y (12,)): a noisy linear target."""
+    x = rng.standard_normal((12, dim)) + 0.5
+    return x, x @ rng.standard_normal(dim) + rng.standard_normal(12)
+
+
+def landscape_model(kind: str, dim: int, seed: int) -> tuple[nn.Module, Callable]:
+    """A fresh (model, loss_fn) of a landscape case, the same for the same arguments.
+
+    kind: "quadratic" (QuadraticBowl, A positive definite), "saddle" (A indefinite), "least
+    squares" (nn.Linear(dim, 1) with a bias, mean squared error), "mlp" or "mlp with BatchNorm"
+    (cross-entropy of a (dim, 7, 6, 3) make_mlp on a random batch of 10, training mode)."""
+    rng = np.random.default_rng(seed)
+    if kind in ("quadratic", "saddle"):
+        a = bowl_matrix(kind, dim, rng)
+        model = QuadraticBowl(rng.standard_normal(dim), a)
+        return model, model
+    if kind == "least squares":
+        x, y = regression_data(dim, rng)
+        model = nn.Linear(dim, 1).double()
+        with torch.no_grad():
+            model.weight.copy_(_tensor(rng.standard_normal((1, dim))))
+            model.bias.copy_(_tensor(rng.standard_normal(1)))
+        xt, yt = _tensor(x), _tensor(y)
+        return model, lambda: F.mse_loss(model(xt).squeeze(1), yt)
+    model = make_mlp((dim, 7, 6, 3), "bn" if kind == "mlp with BatchNorm" else "none", seed=seed)
+    x = _tensor(rng.standard_normal((10, dim)))
+    return model, batch_loss(model, x, torch.tensor(rng.integers(0, 3, 10)))
+
+
+def additive_shift_data(n: int, rng: np.random.Generator):
+    """(w (5, 4), b (5,), dw, db, x (n, 4)) of the additive shift case: the first Linear of a
+    Linear -> ReLU -> Linear network, the update added to it, and the probe batch."""
+    w, b = rng.standard_normal((5, 4)), rng.standard_normal(5)
+    dw, db = 0.3 * rng.standard_normal((5, 4)), 0.5 * rng.standard_normal(5)
+    x = rng.standard_normal((n, 4)) * 1.5 + 0.2
+    return w, b, dw, db, x
+
+
+def shift_model(
+    kind: str, layer: int, seed: int, n: int = 12, eval_mode: bool = False
+) -> tuple[nn.Sequential, nn.Module, torch.Tensor, Callable[[], None]]:
+    """A fresh (model, model[layer], probe batch x (n, D), update) of a shift case.
+
+    kind "additive": a Linear -> ReLU -> Linear network whose ``update()`` adds a fixed
+    (delta W, delta b) to the first Linear; otherwise a (6, 8, 8, 4) ``make_mlp`` of that norm
+    whose ``update()`` is one SGD step (lr 0.5) on a batch of 16, then new noise.
+    ``eval_mode``: the model is handed over in evaluation mode."""
+    rng = np.random.default_rng(seed)
+    if kind == "additive":
+        w, b, dw, db, x = additive_shift_data(n, rng)
+        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+        with torch.no_grad():
+            model[0].weight.copy_(_tensor(w))
+            model[0].bias.copy_(_tensor(b))
+
+        def update():
+            with torch.no_grad():
+                model[0].weight += _tensor(dw)
+                model[0].bias += _tensor(db)
+
+        return model.train(not eval_mode), model[layer], _tensor(x), update
+    model = make_mlp((6, 8, 8, 4), kind, seed=seed).train(not eval_mode)
+    noise = np.random.default_rng(seed + 100)
+    resample_noise(model, noise)
+    x = _tensor(rng.standard_normal((n, 6)) + 0.3)
+    xb = _tensor(rng.standard_normal((16, 6)))
+    loss_fn = batch_loss(model, xb, torch.tensor(rng.integers(0, 4, 16)))
+
+    def update():
+        sgd_step(model, loss_fn, 0.5)
+        resample_noise(model, noise)
+
+    return model, model[layer], x, update
+
+
+def deep_linear_data(rng: np.random.Generator):
+    """(weights [(5, 4), (3, 5), (2, 3)], x (4, 9), y (2, 9)) of the deep linear case; the
+    samples are columns."""
+    dims = (4, 5, 3, 2)
+    weights = [
+        rng.standard_normal((o, i)) / math.sqrt(i) for i, o in zip(dims[:-1], dims[1:], strict=True)
+    ]
+    return weights, rng.standard_normal((4, 9)), rng.standard_normal((2, 9))
+
+
+def ics_model(kind: str, seed: int) -> tuple[nn.Sequential, Callable]:
+    """A fresh (model, loss_fn) of a covariate-shift case: kind "deep linear" (three bias-free
+    Linear layers, loss 0.5 * mean over samples of ||W3 W2 W1 x - y||^2), "mlp" or "mlp with
+    BatchNorm" (a (5, 6, 6, 6, 3) make_mlp, cross-entropy on a batch of 10)."""
+    rng = np.random.default_rng(seed)
+    if kind == "deep linear":
+        weights, x, y = deep_linear_data(rng)
+        model = nn.Sequential(*(nn.Linear(1, 1, bias=False) for _ in weights)).double()
+        for module, w in zip(model, weights, strict=True):
+            module.weight = nn.Parameter(_tensor(w))
+        xt, yt = _tensor(x.T), _tensor(y.T)
+        return model, lambda: 0.5 * ((model(xt) - yt) ** 2).sum(dim=1).mean()
+    model = make_mlp((5, 6, 6, 6, 3), "bn" if kind == "mlp with BatchNorm" else "none", seed=seed)
+    x = _tensor(rng.standard_normal((10, 5)))
+    return model, batch_loss(model, x, torch.tensor(rng.integers(0, 3, 10)))
+
+
+def stale_gradients(model: nn.Module, seed: int) -> None:
+    """Leave a stale gradient in every ``.grad``, as a training loop does between steps."""
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+
+
+def hook_count(model: nn.Module) -> int:
+    """Forward hooks and forward pre-hooks registered on the modules of ``model``."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+REPORTED_ERROR = 2000
+"""Characters of a learner's error message that ``run_on_case`` reports."""
+
+
+def run_on_case(fn: Callable, problem: str, case: dict) -> dict:
+    """Build the case ``case`` describes and call the learner's measurement ``fn`` on it.
+
+    problem: "scale" (``fn(layer, weight, x, alphas[, upstream])``), "landscape" (``fn(model,
+    loss_fn, step_sizes)``), "shift" (``fn(model, layer, x, update)``) or "ics" (``fn(model,
+    loss_fn, layer, lr)``); case: the keyword arguments of that problem's run below, plain data.
+    Returns plain data (numbers, strings, arrays, lists and dicts of them): "result", what fn
+    returned, and what the call left behind (see each run). Python warnings of the learner's
+    code are silenced: one on stderr would cost a test cell its points."""
+    runs = {"scale": _scale_run, "landscape": _landscape_run, "shift": _shift_run, "ics": _ics_run}
+    if problem not in runs:
+        raise ValueError(f"unknown problem {problem!r}; one of {', '.join(runs)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs[problem](fn, **case)
+
+
+def _scale_run(
+    fn: Callable,
+    layer_name: str,
+    n: int,
+    d_in: int,
+    d_out: int,
+    alphas: Sequence[float],
+    seed: int,
+    upstream: bool = False,
+) -> dict:
+    """Also "weight" and "x": the tensors fn was given, as arrays after the call."""
+    weight, x, up = scale_inputs(seed, n, d_in, d_out)
+    args = [SCALE_LAYERS[layer_name], weight, x, list(alphas)] + ([up] if upstream else [])
+    result = fn(*args)
+    return {"result": result, "weight": _array(weight), "x": _array(x)}
+
+
+def _landscape_run(fn: Callable, kind: str, dim: int, step_sizes: Sequence[float], seed: int):
+    """The model starts with stale gradients; also what ``_parameters_after`` reports."""
+    model, loss_fn = landscape_model(kind, dim, seed)
+    stale_gradients(model, seed)
+    return _parameters_after(model, lambda: fn(model, loss_fn, list(step_sizes)))
+
+
+def _ics_run(fn: Callable, kind: str, layer: int, lr: float, seed: int) -> dict:
+    """As ``_landscape_run``; fn gets ``model[layer]``."""
+    model, loss_fn = ics_model(kind, seed)
+    stale_gradients(model, seed)
+    return _parameters_after(model, lambda: fn(model, loss_fn, model[layer], lr))
+
+
+def _parameters_after(model: nn.Module, call: Callable) -> dict:
+    """call()'s result, and after it: "training" (the model's mode), "ids_before" and
+    "ids_after" (the id of each parameter tensor before and after; the tensors before are held
+    meanwhile, so no id is reused) and "parameters" (their values, arrays)."""
+    before = list(model.parameters())
+    result = call()
+    after = list(model.parameters())
+    return {
+        "result": result,
+        "training": model.training,
+        "ids_before": [id(p) for p in before],
+        "ids_after": [id(p) for p in after],
+        "parameters": [_array(p) for p in after],
+    }
+
+
+def _shift_run(
+    fn: Callable, kind: str, layer: int, seed: int, n: int = 12, eval_mode: bool = False
+) -> dict:
+    """Also "error" (what fn raised, "" if nothing), "training_after" (the model's mode),
+    "hooks_after" (hook_count after the call), and for each call of
+    update(): "hooks_during" (hook_count) and "grad_during" (whether autograd was on)."""
+    model, module, x, update = shift_model(kind, layer, seed, n, eval_mode)
+    report = {"result": None, "error": ""}
+    hooks, grad = [], []
+
+    def counted_update():
+        hooks.append(hook_count(model))
+        grad.append(torch.is_grad_enabled())
+        update()
+
+    try:
+        report["result"] = fn(model, module, x, counted_update)
+    except Exception as error:  # the check names what went wrong, with what happened around it
+        report["error"] = f"{type(error).__name__}: {error}"[:REPORTED_ERROR]
+    return report | {
+        "training_after": model.training,
+        "hooks_after": hook_count(model),
+        "hooks_during": hooks,
+        "grad_during": grad,
+    }
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
-"""What lesson 08's checks share: tolerances, the networks and batches they measure on."""
+"""What lesson 08's checks share: the comparison, the call of the learner's measurement on a
+case (here or in the graded kernel) and the checks on what it left behind."""
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from utils import diagnose, landscape
 from utils.diagnose import TIGHT, CheckFailure, as_float_array, name_mistake
+from utils.guard import _checker_session
 
 
 def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -59,44 +62,69 @@ def merge_equal(mistakes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return merged
 
 
-def _quietly(fn: Callable, *args):
-    """``fn(*args)`` with Python warnings silenced: a harmless UserWarning of the learner's
-    code (e.g. float() of a tensor that requires grad) would write to stderr, and nbgrader
-    gives a test cell that writes to stderr no points."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args)
+def on_cases(cases, check: Callable) -> float:
+    """``utils.diagnose.on_cases`` with torch on one thread (then as it was): the cases are tiny
+    matrices, on which more threads only spin (measured in the grader's checker: 2-9 CPU-s of a
+    notebook's 11)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return diagnose.on_cases(cases, check)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _grad_prefill(model: nn.Module, seed: int) -> None:
-    """Leave a stale gradient in every ``.grad``, as a training loop does between steps."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+def run_on_case(fn: Callable, problem: str, case: dict) -> dict:
+    """What ``utils.landscape.run_on_case(fn, problem, case)`` reports: run here for the
+    learner's own function (JupyterLab, the tests), in the kernel when ``fn`` is the grader's
+    proxy of a kernel function (the copy of the runner that the kernel's set-up cell imported).
+
+    The report is checked for its form here; what it says is judged by the caller, never taken
+    as a verdict."""
+    session = _checker_session(fn)
+    runner = landscape.run_on_case if session is None else session.resolve("run_on_case")
+    report = runner(fn, problem, case)
+    if type(report) is not dict or not all(type(k) is str for k in report):
+        raise CheckFailure(f"the measurement's report is malformed ({type(report).__name__}).")
+    return report
 
 
-def _assert_restored(model: nn.Module, before: list, what: str) -> None:
-    """The parameters of ``model`` are the same objects with the same values as ``before``
-    (a list of (parameter, copy)), and the model is still in training mode (every case
-    starts in it): a measurement must leave the model where it found it."""
-    if not model.training:
+def reported(report: dict, key: str, kind: type, listed: bool = False):
+    """``report[key]`` if it is a ``kind`` (``listed``: a list of them), else a CheckFailure."""
+    value = report.get(key)
+    items = value if listed and type(value) is list else [value]
+    if (listed and type(value) is not list) or not all(
+        isinstance(v, kind) and (kind is bool or type(v) is not bool) for v in items
+    ):
+        raise CheckFailure(f"the measurement's report has a malformed {key!r}.")
+    return value
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", None) or "your function"
+
+
+def _assert_restored(report: dict, start: nn.Module, what: str) -> None:
+    """The model the learner's function was given (``report``, from ``run_on_case``) ends where
+    ``start`` (the same case, freshly built here) begins: in training mode (every case starts
+    in it), holding the same parameter tensors, with ``start``'s values."""
+    if reported(report, "training", bool) is not True:
         raise CheckFailure(
             f"{what} left the model in eval mode: measure in the mode the model is in "
             "(training mode here) and leave it there; calling model.eval() changes what "
             "BatchNorm computes."
         )
-    params = list(model.parameters())
-    if len(params) != len(before) or any(
-        p is not q for p, (q, _) in zip(params, before, strict=True)
-    ):
+    if reported(report, "ids_before", int, True) != reported(report, "ids_after", int, True):
         raise CheckFailure(
             f"{what} replaced the model's parameters by new tensors; an optimizer still holds "
             "the old ones. Change their values in place (p.copy_(...) under torch.no_grad())."
         )
-    moved = max(
-        float((p.detach() - saved).abs().max()) / max(float(saved.abs().max()), 1e-12)
-        for p, saved in before
-    )
+    values = reported(report, "parameters", np.ndarray, listed=True)
+    saved = [p.detach().numpy() for p in start.parameters()]
+    if len(values) != len(saved):
+        raise CheckFailure(f"{what}: {len(values)} parameters reported, {len(saved)} expected.")
+    changes = [_relative_change(v, s) for v, s in zip(values, saved, strict=True)]
+    moved = max(changes, default=0.0)
     if moved > TIGHT:
         raise CheckFailure(
             f"{what} left the parameters moved (relative change {moved:.1e}): the next "
@@ -105,9 +133,10 @@ def _assert_restored(model: nn.Module, before: list, what: str) -> None:
         )
 
 
-def _snapshot(model: nn.Module) -> list:
-    return [(p, p.detach().clone()) for p in model.parameters()]
-
-
-def _tensor(array) -> torch.Tensor:
-    return torch.tensor(np.array(array, dtype=np.float64))
+def _relative_change(value: np.ndarray, saved: np.ndarray) -> float:
+    if value.shape != saved.shape or not np.issubdtype(value.dtype, np.number):
+        return math.inf
+    change = np.abs(value.astype(np.float64) - saved)
+    if not np.all(np.isfinite(change)):
+        return math.inf
+    return float(change.max(initial=0.0)) / max(float(np.abs(saved).max(initial=0.0)), 1e-12)

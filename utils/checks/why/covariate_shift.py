@@ -3,9 +3,8 @@ gradient-based measure of internal covariate shift (3b)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
@@ -15,14 +14,13 @@ from torch import nn
 from utils.checks.why.common import (
     _as_array,
     _assert_restored,
-    _grad_prefill,
-    _quietly,
-    _snapshot,
-    _tensor,
     assert_close_scaled,
+    on_cases,
+    reported,
+    run_on_case,
 )
-from utils.diagnose import CheckFailure, on_cases, report
-from utils.landscape import batch_loss, make_mlp, resample_noise, sgd_step
+from utils.diagnose import CheckFailure, report
+from utils.landscape import additive_shift_data, deep_linear_data, ics_model, shift_model
 
 # --- part 3a: the shift of a layer's input distribution -----------------------------------------
 
@@ -46,45 +44,14 @@ class ShiftCase:
         mode = ", model in eval mode" if self.eval_mode else ""
         return f"{self.kind} network, input of module {self.layer}, probe batch of {self.n}{mode}"
 
-    def _additive(self, rng: np.random.Generator):
-        w, b = rng.standard_normal((5, 4)), rng.standard_normal(5)
-        dw, db = 0.3 * rng.standard_normal((5, 4)), 0.5 * rng.standard_normal(5)
-        x = rng.standard_normal((self.n, 4)) * 1.5 + 0.2
-        return w, b, dw, db, x
-
     def build(self) -> tuple[nn.Sequential, nn.Module, torch.Tensor, Callable[[], None]]:
         """A fresh (model, layer, x, update), the same for the same case."""
-        rng = np.random.default_rng(self.seed)
-        if self.kind == "additive":
-            w, b, dw, db, x = self._additive(rng)
-            model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)).double()
-            with torch.no_grad():
-                model[0].weight.copy_(_tensor(w))
-                model[0].bias.copy_(_tensor(b))
-
-            def update():
-                with torch.no_grad():
-                    model[0].weight += _tensor(dw)
-                    model[0].bias += _tensor(db)
-
-            return model.train(not self.eval_mode), model[self.layer], _tensor(x), update
-        model = make_mlp((6, 8, 8, 4), self.kind, seed=self.seed).train(not self.eval_mode)
-        noise = np.random.default_rng(self.seed + 100)
-        resample_noise(model, noise)
-        x = _tensor(rng.standard_normal((self.n, 6)) + 0.3)
-        xb = _tensor(rng.standard_normal((16, 6)))
-        loss_fn = batch_loss(model, xb, torch.tensor(rng.integers(0, 4, 16)))
-
-        def update():
-            sgd_step(model, loss_fn, 0.5)
-            resample_noise(model, noise)
-
-        return model, model[self.layer], x, update
+        return shift_model(self.kind, self.layer, self.seed, self.n, self.eval_mode)
 
     def closed_form(self) -> tuple[float, float] | None:
         if self.kind != "additive":
             return None
-        w, b, dw, db, x = self._additive(np.random.default_rng(self.seed))
+        w, b, dw, db, x = additive_shift_data(self.n, np.random.default_rng(self.seed))
         if self.layer == 0:
             return 0.0, 0.0  # the raw input does not depend on the weights
         pre = [x @ w.T + b, x @ (w + dw).T + b + db]
@@ -132,52 +99,47 @@ def input_shift_reference(
     )
 
 
-def _hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
 FORCED_TRAIN = (
     "the model was switched to training mode while recording; record in the model's current mode"
 )
 
 
+def _update_mistakes(seen: dict) -> list[str]:
+    """What was wrong around the calls of update(), from the report of ``run_on_case``."""
+    mistakes = []
+    if any(reported(seen, "hooks_during", int, listed=True)):
+        mistakes.append(
+            "a hook was still registered while update() ran: update() runs the model on "
+            "its training batch, so the hook recorded that batch too. Remove the hook "
+            "after the first recording and register it again for the second."
+        )
+    if not all(reported(seen, "grad_during", bool, listed=True)):
+        mistakes.append(
+            "update() was called inside torch.no_grad(): a training step needs "
+            "gradients. Record under no_grad, but call update() outside it."
+        )
+    return mistakes
+
+
 def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
-    model, layer, x, update = case.build()
-    calls, during = [], []
-    mode = model.training
-
-    def counted_update():
-        calls.append(1)
-        if _hook_count(model):
-            during.append(
-                "a hook was still registered while update() ran: update() runs the model on "
-                "its training batch, so the hook recorded that batch too. Remove the hook "
-                "after the first recording and register it again for the second."
-            )
-        if not torch.is_grad_enabled():
-            during.append(
-                "update() was called inside torch.no_grad(): a training step needs "
-                "gradients. Record under no_grad, but call update() outside it."
-            )
-        update()
-
-    try:
-        result = _quietly(fn, model, layer, x.clone(), counted_update)
-    except Exception as error:
-        if during and not _hook_count(model):
-            raise CheckFailure(
-                f"input_shift failed ({type(error).__name__}): {during[0]}"
-            ) from None
-        raise
-    if _hook_count(model):
+    seen = run_on_case(fn, "shift", asdict(case))
+    during = _update_mistakes(seen)
+    error = reported(seen, "error", str)
+    hooks_left = reported(seen, "hooks_after", int)
+    if error:
+        if during and not hooks_left:
+            raise CheckFailure(f"input_shift failed ({error.split(':')[0]}): {during[0]}")
+        raise CheckFailure(f"input_shift failed with {error}")
+    if hooks_left:
         raise CheckFailure(
             "input_shift left a hook registered on the model: it would record every later "
             "forward pass. Keep the handle and call handle.remove() (in a finally block)."
         )
     if during:
         raise CheckFailure(f"input_shift: {during[0]}")
-    if model.training != mode:
-        if model.training:
+    mode = reported(seen, "training_after", bool)
+    if mode != (not case.eval_mode):
+        if mode:
             raise CheckFailure(
                 f"input_shift left the model in training mode; it looks like {FORCED_TRAIN} "
                 "(eval here) and leave it in that mode."
@@ -186,11 +148,13 @@ def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
             "input_shift left the model in eval mode; leave it in the mode it was given in "
             "(record in that mode too)."
         )
-    if len(calls) != 1:
+    calls = len(reported(seen, "hooks_during", int, listed=True))
+    if calls != 1:
         raise CheckFailure(
-            f"input_shift called update() {len(calls)} times; call it exactly once, between "
+            f"input_shift called update() {calls} times; call it exactly once, between "
             "the two recordings (it is one training step)."
         )
+    result = seen.get("result")
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise CheckFailure("input_shift must return a tuple (mean_shift, std_shift).")
     got = _as_array(result, "(mean_shift, std_shift)", (2,))
@@ -226,28 +190,12 @@ def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
 
 
 VISIBLE_SHIFT_CASES = (ShiftCase("additive", 1, 0), ShiftCase("bn", 4, 1))
-HIDDEN_SHIFT_CASES = (
-    ShiftCase("additive", 0, 2),
-    ShiftCase("additive", 2, 3, n=3),
-    ShiftCase("none", 2, 4),
-    ShiftCase("noisy", 3, 5, n=2),
-    ShiftCase("bn", 1, 6, n=20),
-    ShiftCase("bn", 3, 7, n=10, eval_mode=True),
-)
 
 
 def check_input_shift(input_shift: Callable) -> None:
     """Visible check: a closed-form additive update, and one SGD step of a BatchNorm MLP."""
     err = on_cases(VISIBLE_SHIFT_CASES, partial(_input_shift_error, input_shift))
     report("input_shift (mean shift, std shift)", err)
-
-
-def check_input_shift_hidden(input_shift: Callable) -> None:
-    """Hidden check: the raw input, after a ReLU, no BatchNorm, noisy BatchNorm, N=2, and a
-    BatchNorm network handed over in eval mode."""
-    cases = HIDDEN_SHIFT_CASES
-    err = on_cases(cases, partial(_input_shift_error, input_shift))
-    report(f"input_shift on {len(cases)} hidden cases", err)
 
 
 # --- part 3b: Santurkar et al.'s gradient-based covariate shift ---------------------------------
@@ -267,35 +215,15 @@ class IcsCase:
     def label(self) -> str:
         return f"{self.kind}, module {self.layer}, lr={self.lr:g}"
 
-    def _linear(self, rng: np.random.Generator):
-        dims = (4, 5, 3, 2)
-        weights = [
-            rng.standard_normal((o, i)) / math.sqrt(i)
-            for i, o in zip(dims[:-1], dims[1:], strict=True)
-        ]
-        x, y = rng.standard_normal((4, 9)), rng.standard_normal((2, 9))  # samples as columns
-        return weights, x, y
-
     def build(self) -> tuple[nn.Sequential, Callable[[], torch.Tensor]]:
-        rng = np.random.default_rng(self.seed)
-        if self.kind == "deep linear":
-            weights, x, y = self._linear(rng)
-            model = nn.Sequential(*(nn.Linear(1, 1, bias=False) for _ in weights)).double()
-            for module, w in zip(model, weights, strict=True):
-                module.weight = nn.Parameter(_tensor(w))
-            xt, yt = _tensor(x.T), _tensor(y.T)
-            return model, lambda: 0.5 * ((model(xt) - yt) ** 2).sum(dim=1).mean()
-        norm = "bn" if self.kind == "mlp with BatchNorm" else "none"
-        model = make_mlp((5, 6, 6, 6, 3), norm, seed=self.seed)
-        x = _tensor(rng.standard_normal((10, 5)))
-        return model, batch_loss(model, x, torch.tensor(rng.integers(0, 3, 10)))
+        return ics_model(self.kind, self.seed)
 
     def closed_form(self) -> tuple[float, float, float] | None:
         """(||G - G'||, cos, ||G||) for the deep linear network: with P_k the product of the
         weights after layer k and Q_k that before it times X, dL/dW_k = P_k^T R Q_k^T / N."""
         if self.kind != "deep linear":
             return None
-        weights, x, y = self._linear(np.random.default_rng(self.seed))
+        weights, x, y = deep_linear_data(np.random.default_rng(self.seed))
 
         def grads(ws):
             n = x.shape[1]
@@ -346,11 +274,9 @@ def gradient_ics_reference(case: IcsCase, *, updated: str = "before", sign: floa
 
 
 def _gradient_ics_error(fn: Callable, case: IcsCase) -> float:
-    model, loss_fn = case.build()
-    _grad_prefill(model, case.seed)
-    before = _snapshot(model)
-    result = _quietly(fn, model, loss_fn, model[case.layer], case.lr)
-    _assert_restored(model, before, "gradient_ics")
+    seen = run_on_case(fn, "ics", asdict(case))
+    _assert_restored(seen, case.build()[0], "gradient_ics")
+    result = seen.get("result")
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise CheckFailure("gradient_ics must return a tuple (difference, cosine).")
     got = _as_array(result, "(difference, cosine)", (2,))
@@ -387,23 +313,9 @@ def _gradient_ics_error(fn: Callable, case: IcsCase) -> float:
 
 
 VISIBLE_ICS_CASES = (IcsCase("deep linear", 2, 0.3, 0), IcsCase("mlp with BatchNorm", 6, 0.5, 1))
-HIDDEN_ICS_CASES = (
-    IcsCase("deep linear", 0, 0.3, 2),
-    IcsCase("deep linear", 1, 1.0, 3),
-    IcsCase("mlp", 4, 0.2, 4),
-    IcsCase("mlp with BatchNorm", 3, 1.0, 5),
-    IcsCase("mlp with BatchNorm", 9, 0.1, 6),
-)
 
 
 def check_gradient_ics(gradient_ics: Callable) -> None:
     """Visible check: a deep linear network (closed form) and a BatchNorm MLP (autograd)."""
     err = on_cases(VISIBLE_ICS_CASES, partial(_gradient_ics_error, gradient_ics))
     report("gradient_ics (difference, cosine)", err)
-
-
-def check_gradient_ics_hidden(gradient_ics: Callable) -> None:
-    """Hidden check: the first layer (nothing before it), other layers and learning rates."""
-    cases = HIDDEN_ICS_CASES
-    err = on_cases(cases, partial(_gradient_ics_error, gradient_ics))
-    report(f"gradient_ics on {len(cases)} hidden cases", err)
