@@ -13,18 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.checks import networks
-from utils.checks.networks import (
+from utils.checks.hidden.networks import (
     HIDDEN_ACCURACY_CASES,
     HIDDEN_STEP_CASES,
+    check_accuracy_hidden,
+    check_build_mlp_hidden,
+    check_train_step_hidden,
+)
+from utils.checks.networks import (
     STEP_MISTAKES,
     VISIBLE_ACCURACY_CASES,
     VISIBLE_STEP_CASES,
     check_accuracy,
-    check_accuracy_hidden,
     check_build_mlp,
-    check_build_mlp_hidden,
     check_train_step,
-    check_train_step_hidden,
     layers_from_torch,
     numpy_state,
     torch_mlp,
