@@ -24,6 +24,8 @@ CASES = [
     ("02_batchnorm_forward", "frank_calls_torch"),
     ("00_gradient_checking", "grace_one_sided_difference"),
     ("10_sync_batchnorm", "quinn_averages_the_ranks_variances"),
+    ("05_batchnorm_in_networks", "ada_complete"),
+    ("05_batchnorm_in_networks", "leo_forgets_eval"),
 ]
 
 
