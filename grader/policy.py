@@ -55,7 +55,10 @@ LESSONS: dict[str, LessonPolicy] = {
     "03_batchnorm_backward": LessonPolicy(torch=True, numpy_only=True, checker=True),
     "04_running_statistics": LessonPolicy(torch=True, numpy_only=True, checker=True),
     "05_batchnorm_in_networks": LessonPolicy(
-        torch=True, numpy_only=True, checker=False, modules=EVERY_MODULE
+        torch=False,
+        numpy_only=True,
+        checker=True,
+        modules=("utils.data", "utils.nn", "utils.plots", "utils.training"),
     ),
     "06_spatial_batchnorm": LessonPolicy(
         torch=True, numpy_only=True, checker=True, modules=("utils.data",)

@@ -13,20 +13,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils.checks import networks
-from utils.checks.networks import (
+from utils.checks.hidden.networks import (
     HIDDEN_ACCURACY_CASES,
     HIDDEN_STEP_CASES,
+    check_accuracy_hidden,
+    check_build_mlp_hidden,
+    check_train_step_hidden,
+)
+from utils.checks.networks import (
     STEP_MISTAKES,
     VISIBLE_ACCURACY_CASES,
     VISIBLE_STEP_CASES,
     check_accuracy,
-    check_accuracy_hidden,
     check_build_mlp,
-    check_build_mlp_hidden,
     check_train_step,
-    check_train_step_hidden,
     layers_from_torch,
     numpy_state,
+    read_network,
     torch_mlp,
     torch_state,
 )
@@ -235,3 +238,74 @@ def test_a_failure_names_the_case():
 
     with pytest.raises(CheckFailure, match=r"^\[dims=\[6, 8, 4\].*training mode"):
         check_accuracy(train_mode_accuracy)
+
+
+# --- a network read back is hostile input --------------------------------------------------------
+
+
+class Described:
+    """A layer that describes itself as told (what a hostile kernel could send back)."""
+
+    def __init__(self, description):
+        self.description = description
+
+    def describe(self):
+        return self.description
+
+
+LINEAR = {"kind": "Linear", "training": True, "weight": np.ones((3, 2)), "bias": np.zeros(2)}
+BATCHNORM = {
+    "kind": "BatchNorm1d",
+    "training": False,
+    "eps": 1e-5,
+    "momentum": 0.1,
+    **{k: np.ones(2) for k in ("gamma", "beta", "running_mean", "running_var")},
+}
+
+
+def test_a_well_formed_description_is_read_as_float64_copies():
+    weight = np.arange(6).reshape(3, 2)
+    (read,) = read_network([Described({**LINEAR, "weight": weight})])
+    assert read["weight"].dtype == np.float64 and np.array_equal(read["weight"], weight)
+    read["weight"][0, 0] = 100
+    assert weight[0, 0] == 0
+    assert read_network([Described(BATCHNORM)])[0]["eps"] == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("description", "message"),
+    [
+        (["Linear"], "did not describe"),
+        ({**LINEAR, "kind": "Conv2d"}, "a Conv2d"),
+        ({**LINEAR, "kind": 3}, "unknown kind"),
+        ({**LINEAR, "training": "yes"}, "training flag"),
+        ({**LINEAR, "weight": [[1.0, 2.0]]}, "2-D float array"),
+        ({**LINEAR, "weight": np.ones(3)}, "2-D float array"),
+        ({**LINEAR, "weight": np.array([["a", "b"]])}, "2-D float array"),
+        ({**LINEAR, "bias": np.zeros(5)}, "bias of shape"),
+        ({**BATCHNORM, "beta": np.ones(3)}, "different lengths"),
+        ({**BATCHNORM, "eps": "1e-5"}, "eps that is not a number"),
+        ({**BATCHNORM, "momentum": True}, "momentum that is not a number"),
+        ({key: v for key, v in BATCHNORM.items() if key != "running_var"}, "running_var"),
+    ],
+)
+def test_a_malformed_description_fails_the_check(description, message):
+    with pytest.raises(CheckFailure, match=message):
+        read_network([Described(description)])
+
+
+def test_a_train_step_that_swaps_the_layers_fails_the_check():
+    def reshaping_step(layers, x, y, lr):
+        loss = train_step(layers, x, y, lr)
+        layers[0].weight.data = layers[0].weight.data[:, :1]
+        return loss
+
+    with pytest.raises(CheckFailure, match="other layers or other shapes"):
+        check_train_step(reshaping_step)
+
+
+def test_a_network_built_here_describes_the_torch_model():
+    model = torch_mlp((4, 3, 2), True, seed=3)
+    built = layers_from_torch(model)
+    assert [type(layer).__name__ for layer in built] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert np.array_equal(numpy_state(built).parameters, torch_state(model).parameters)

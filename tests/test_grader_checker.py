@@ -28,6 +28,8 @@ CASES = [
     ("09_batchnorm_in_pytorch", "pat_fold_forgets_the_running_mean"),
     ("08_why_batchnorm_works", "ada_complete"),
     ("08_why_batchnorm_works", "oscar_leaves_the_weights_moved"),
+    ("05_batchnorm_in_networks", "ada_complete"),
+    ("05_batchnorm_in_networks", "leo_forgets_eval"),
 ]
 
 

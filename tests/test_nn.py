@@ -182,3 +182,50 @@ def test_minibatches_depend_on_the_generator():
     other = minibatches(100, 10, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+# --- describe() and from_description(): a layer as plain data and back -----------------------
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is what the checker's channel carries as data (no objects)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or type(value) in (bool, int, float, str, np.ndarray)
+
+
+@given(bias=st.booleans(), training=st.booleans(), seed=seeds)
+def test_a_linear_rebuilt_from_its_description_is_the_same_layer(bias, training, seed):
+    layer = Linear(3, 4, np.random.default_rng(seed), bias=bias).train(training)
+    if bias:
+        layer.bias.data = _random(seed, 4)
+    described = layer.describe()
+    assert _plain(described) and described["kind"] == "Linear"
+    copy = Linear.from_description(described)
+    assert copy.training == training and (copy.bias is None) == (not bias)
+    x = _random(seed + 1, 5, 3)
+    assert np.array_equal(copy(x), layer(x))
+
+
+@given(training=st.booleans(), seed=seeds)
+def test_a_batchnorm_rebuilt_from_its_description_is_the_same_layer(training, seed):
+    layer = _bn_with_random_parameters(3, seed).train(training)
+    layer.eps, layer.momentum = 1e-3, 0.3
+    described = layer.describe()
+    assert _plain(described) and described["kind"] == "BatchNorm1d"
+    copy = BatchNorm1d.from_description(described)
+    x = _random(seed + 1, 5, 3)
+    assert np.array_equal(copy(x), layer(x))
+    assert np.array_equal(copy.running_var, layer.running_var)
+    assert (copy.eps, copy.momentum, copy.training) == (1e-3, 0.3, training)
+
+
+def test_a_description_is_a_copy_and_so_is_a_rebuilt_layer():
+    layer = _bn_with_random_parameters(2, 0)
+    described = layer.describe()
+    described["gamma"][0] = 100.0
+    assert layer.gamma.data[0] != 100.0
+    copy = BatchNorm1d.from_description(described)
+    described["running_mean"][0] = 100.0
+    assert copy.running_mean[0] != 100.0
+    assert ReLU.from_description(ReLU().eval().describe()).training is False

@@ -9,7 +9,11 @@ a training step. Every layer works on a batch x of shape (N, D), float64, and ha
   *overwrites* the ``grad`` of each of its parameters (no zeroing between steps);
 * ``parameters()``, a list of ``Parameter`` (``.data`` and ``.grad``, same shape);
 * ``train(mode=True)`` / ``eval()`` and ``training``, as in PyTorch; only BatchNorm1d behaves
-  differently in the two modes.
+  differently in the two modes;
+* ``describe()``, the layer as plain data (a dict of its kind, mode, settings and copies of its
+  arrays), and the class method ``from_description(description)``, which builds a layer from
+  such a dict. Lesson 05's checks read and build networks through these two, so the same check
+  works on layers in the notebook and on layers in a graded kernel it reaches by handle.
 
 Weights follow lesson 01's layout: ``y = x @ weight + bias`` with weight (D_in, D_out), the
 transpose of ``torch.nn.Linear.weight``.
@@ -50,6 +54,11 @@ class Layer:
 
     def parameters(self) -> list[Parameter]:
         return []
+
+    def describe(self) -> dict:
+        """``{"kind": class name, "training": bool}`` and, in a layer with state, its settings
+        and copies of its arrays (the keys ``from_description`` reads)."""
+        return {"kind": type(self).__name__, "training": self.training}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
@@ -98,6 +107,22 @@ class Linear(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
+    def describe(self) -> dict:
+        """Adds ``weight`` (in_features, out_features) and ``bias`` (out_features,) or None."""
+        bias = None if self.bias is None else self.bias.data.copy()
+        return {**super().describe(), "weight": self.weight.data.copy(), "bias": bias}
+
+    @classmethod
+    def from_description(cls, description: dict) -> Linear:
+        """The Linear that ``describe()`` described (its weight, bias and mode)."""
+        weight, bias = description["weight"], description["bias"]
+        d_in, d_out = np.shape(weight)
+        layer = cls(d_in, d_out, np.random.default_rng(0), bias=bias is not None)
+        layer.weight.data = np.array(weight, dtype=np.float64)
+        if bias is not None:
+            layer.bias.data = np.array(bias, dtype=np.float64)
+        return layer.train(description.get("training", True))
+
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
 
@@ -114,6 +139,11 @@ class ReLU(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return np.where(self._positive, dout, 0.0)
+
+    @classmethod
+    def from_description(cls, description: dict) -> ReLU:
+        """A ReLU in the mode ``describe()`` described."""
+        return cls().train(description.get("training", True))
 
     def __repr__(self) -> str:
         return "ReLU()"
@@ -165,6 +195,29 @@ class BatchNorm1d(Layer):
 
     def parameters(self) -> list[Parameter]:
         return [self.gamma, self.beta]
+
+    def describe(self) -> dict:
+        """Adds ``eps``, ``momentum`` and copies of ``gamma``, ``beta``, ``running_mean`` and
+        ``running_var``, each (num_features,)."""
+        return {
+            **super().describe(),
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "gamma": self.gamma.data.copy(),
+            "beta": self.beta.data.copy(),
+            "running_mean": np.array(self.running_mean),
+            "running_var": np.array(self.running_var),
+        }
+
+    @classmethod
+    def from_description(cls, description: dict) -> BatchNorm1d:
+        """The BatchNorm1d that ``describe()`` described (arrays, settings and mode)."""
+        layer = cls(len(description["gamma"]), description["eps"], description["momentum"])
+        layer.gamma.data = np.array(description["gamma"], dtype=np.float64)
+        layer.beta.data = np.array(description["beta"], dtype=np.float64)
+        layer.running_mean = np.array(description["running_mean"], dtype=np.float64)
+        layer.running_var = np.array(description["running_var"], dtype=np.float64)
+        return layer.train(description.get("training", True))
 
     def __repr__(self) -> str:
         return f"BatchNorm1d({self.num_features})"

@@ -16,57 +16,50 @@ The exercises, as the notebook states them (numpy, float64):
     argmax predictions over all samples.
 
 PyTorch is the oracle: the networks of the checks are built in ``torch.nn`` (float64) and
-copied into ``utils.nn`` layers; one step of ``train_step`` must leave exactly the parameters
-and running statistics that one SGD step of the torch model leaves. Known-wrong variants
-(the update's sign, eval mode during training, frozen parameters, train mode at test time,
-a mean of per-batch accuracies ...) are computed by the same torch model and name the mistake.
+copied into ``utils.nn`` layers where the learner's code runs (this process in the notebook, the
+graded kernel in grading: ``oracle``), and read back as plain data; one step of ``train_step``
+must leave exactly the parameters and running statistics that one SGD step of the torch model
+leaves. Known-wrong variants (the update's sign, eval mode during training, frozen parameters,
+train mode at test time, a mean of per-batch accuracies ...) are computed by the same torch
+model and name the mistake.
 
-The package holds one module per exercise: ``oracle`` (the torch oracle and the copy into
-``utils.nn``), ``build`` (``build_mlp``), ``training`` (``train_step``) and ``accuracy``; this
-module re-exports them.
+The package holds one module per exercise: ``oracle`` (the torch oracle, the copy into
+``utils.nn`` and the reading of a network), ``build`` (``build_mlp``), ``training``
+(``train_step``) and ``accuracy``; this module re-exports them. The hidden cases and checks are
+in ``utils.checks.hidden.networks``.
 """
 
 from __future__ import annotations
 
 from utils.checks.networks.accuracy import (
-    HIDDEN_ACCURACY_CASES,
     VISIBLE_ACCURACY_CASES,
     AccuracyCase,
     _accuracy_mistakes,
     check_accuracy,
-    check_accuracy_hidden,
 )
-from utils.checks.networks.build import (
-    HIDDEN_BUILD_CASES,
-    VISIBLE_BUILD_CASES,
-    BuildCase,
-    check_build_mlp,
-    check_build_mlp_hidden,
-)
+from utils.checks.networks.build import VISIBLE_BUILD_CASES, BuildCase, check_build_mlp
 from utils.checks.networks.oracle import (
     State,
+    layer_builders,
     layers_from_torch,
     numpy_state,
+    read_network,
+    torch_description,
     torch_mlp,
     torch_state,
 )
 from utils.checks.networks.training import (
-    HIDDEN_STEP_CASES,
     STEP_MISTAKES,
     VISIBLE_STEP_CASES,
     StepCase,
     _variant,
     check_train_step,
-    check_train_step_hidden,
     torch_sgd_step,
 )
 
 __all__ = [
     "AccuracyCase",
     "BuildCase",
-    "HIDDEN_ACCURACY_CASES",
-    "HIDDEN_BUILD_CASES",
-    "HIDDEN_STEP_CASES",
     "STEP_MISTAKES",
     "State",
     "StepCase",
@@ -76,13 +69,13 @@ __all__ = [
     "_accuracy_mistakes",
     "_variant",
     "check_accuracy",
-    "check_accuracy_hidden",
     "check_build_mlp",
-    "check_build_mlp_hidden",
     "check_train_step",
-    "check_train_step_hidden",
+    "layer_builders",
     "layers_from_torch",
     "numpy_state",
+    "read_network",
+    "torch_description",
     "torch_mlp",
     "torch_sgd_step",
     "torch_state",
