@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -152,6 +153,7 @@ def grade_submission(
     notebook a process grades).
     """
     started = time.monotonic()
+    one_thread_per_pool()
     notebook_path, template_db = Path(notebook_path), Path(template_db)
     private = tuple(str(p) for p in private)
     limits = Limits(timeout, memory_limit, private, size_limit, run_learner_only, warm)
@@ -162,6 +164,19 @@ def grade_submission(
     result.confinement = confine.describe()
     result.seconds = time.monotonic() - started
     return result
+
+
+def one_thread_per_pool() -> None:
+    """Size this grading process's own thread pools as its kernels' are: the checker computes
+    references with torch and numpy on tiny arrays, where a pool of one thread per core only
+    spins on the cores that the other workers' kernels need (measured: 2-9 CPU-s a notebook of
+    lessons 05 and 08). Set before torch or BLAS first load; torch's pool is resized if it
+    already has."""
+    for name, value in confine.GRADING_THREADS.items():
+        os.environ.setdefault(name, value)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,20 @@ def test_a_job_that_crashes_the_grader_costs_only_its_own_result(tmp_path, worke
     assert results["other"].student == "other" and not results["other"].error.startswith(
         "grading crashed"
     )
+
+
+def test_a_grading_process_runs_torch_and_blas_on_one_thread_each():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, torch\n"
+        "torch.set_num_threads(4)\n"
+        "from grader.worker import one_thread_per_pool\n"
+        "one_thread_per_pool()\n"
+        "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.split() == ["1", "1"], done.stderr
