@@ -355,3 +355,13 @@ def test_in_place_changes_to_tensor_arguments_are_written_back(kernel):
     namespace["scale"] = scale
     source = "t = torch.ones(3)\nscale(t)\nassert t.tolist() == [2, 2, 2]"
     assert run(link, source, torch=torch).passed
+
+
+def test_kernel_session_names_the_kernel_a_proxy_lives_in_and_nothing_else():
+    from grader.channel import Ref
+
+    session = object()
+    proxy = checker.Remote(session, Ref(1, "callable", "build_mlp", "function"))
+    assert checker.kernel_session(proxy) is session
+    assert checker.kernel_session(len) is None
+    assert checker.kernel_session(np.zeros(2)) is None

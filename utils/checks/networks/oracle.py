@@ -146,15 +146,10 @@ def layer_builders(learner_fn: Callable | None) -> dict[str, Callable]:
 
 def _kernel_session(value):
     """The checker's session with the graded kernel when ``value`` is a proxy of one of its
-    objects (``grader.checker.Remote``); None for anything of this process.
-
-    The checker has no public way yet for a check to name a kernel object that the learner did
-    not hand it, so this reads the proxy's session; a narrow ``grader.checker`` function (a
-    kernel name, resolved through a proxy) would replace these lines."""
+    objects (``grader.checker.kernel_session``); None for anything of this process (in the
+    learner's notebook the grader is not even imported)."""
     checker = sys.modules.get("grader.checker")
-    if checker is None or not isinstance(value, checker.Remote):
-        return None
-    return object.__getattribute__(value, "_session")
+    return None if checker is None else checker.kernel_session(value)
 
 
 def build_network(builders: dict[str, Callable], description: list[dict]) -> list:
