@@ -8,8 +8,11 @@ For every lesson (default: all of solutions/), the release filled with the instr
 each grader, each into a fresh course directory with its own gradebook:
 
 1. plain serial nbgrader: `nbgrader generate_assignment`, then `nbgrader autograde`;
-2. ours: `python -m grader grade` with its defaults (local workers = cores, kernels forked from
-   a warm zygote: grader.zygote);
+2. ours: `python -m grader grade --workers 1` (kernels forked from a warm zygote:
+   grader.zygote). One worker, so what each worker process pays once (imports, its zygote)
+   cancels between the two class sizes as it does over a large class: with the default of one
+   worker per core, 1 student starts one worker and 3 students start two, and the second
+   worker's start-up was counted as notebook cost;
 3. ours with every kernel started as a new process (`NORMLAB_WARM_KERNELS=0`; --no-cold skips
    it): what the warm kernels save.
 
@@ -87,9 +90,14 @@ def ours(folder: Path, course: Path, workers: int | None = None, extra_env=None)
     return graded(course) - len(errors)
 
 
+def one_worker(folder: Path, course: Path) -> int:
+    """``ours`` in one worker process (the table's runs)."""
+    return ours(folder, course, 1)
+
+
 def cold(folder: Path, course: Path) -> int:
-    """``ours`` with every kernel started as a new process (no warm zygote)."""
-    return ours(folder, course, None, COLD)
+    """``ours`` in one worker, every kernel started as a new process (no warm zygote)."""
+    return ours(folder, course, 1, COLD)
 
 
 def nbgrader(folder: Path, course: Path) -> int:
@@ -159,14 +167,14 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
         rows = []
-        graders = (ours, nbgrader) if args.no_cold else (ours, cold, nbgrader)
+        graders = (one_worker, nbgrader) if args.no_cold else (one_worker, cold, nbgrader)
         runs = [(lesson, g) for lesson in chosen for g in graders]
         cpu = {}
         for lesson, grader in tqdm(runs, desc="lessons x graders", unit="run"):
             sizes = [class_cpu(scratch, lesson, n, grader) for n in (small, large)]
             cpu[lesson, grader] = marginal(*sizes, small, large)
             if grader is nbgrader:
-                row = Row(lesson, cpu[lesson, ours], cpu[lesson, nbgrader])
+                row = Row(lesson, cpu[lesson, one_worker], cpu[lesson, nbgrader])
                 rows.append(Row(**{**row.__dict__, "cold": cpu.get((lesson, cold), row.cold)}))
                 tqdm.write(
                     f"{lesson}: ours {row.ours:.1f}, no warm kernels {rows[-1].cold:.1f}, "
