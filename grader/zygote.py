@@ -49,6 +49,8 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 
+from grader import confine
+
 PROVISIONER = "normlab-zygote"
 """The entry point name (group ``jupyter_client.kernel_provisioners``) of ``ZygoteProvisioner``."""
 LAUNCHER = ["-I", "-m", "grader.launcher"]
@@ -84,8 +86,6 @@ def _warm(torch: bool) -> None:
     """Set what the kernels read at import time, then import what they would import."""
     import importlib
 
-    from grader import confine
-
     scratch = tempfile.mkdtemp(prefix="normlab-zygote-")
     os.environ.update(confine.GRADING_THREADS)
     os.environ.update(confine.NO_PROCESS_POOLS)
@@ -99,13 +99,6 @@ def _warm(torch: bool) -> None:
     if torch and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     confine._fewer_malloc_arenas()
-
-
-def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
 
 
 class _Server:
@@ -130,7 +123,7 @@ class _Server:
                 os.close(fd)
 
     def serve(self) -> None:
-        threads = _threads()
+        threads = confine._thread_count()
         signal.signal(signal.SIGCHLD, self.reap)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker closes us; its children die
         while True:
@@ -155,8 +148,9 @@ class _Server:
         status_fd, *channel = fds
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
-            if threads != 1 or _threads() != 1:
-                raise RuntimeError(f"the zygote has {_threads()} threads; it forks only with one")
+            now = confine._thread_count()
+            if threads != 1 or now != 1:
+                raise RuntimeError(f"the zygote has {now} threads; it forks only with one")
             parent = os.getpid()
             pid = os.fork()
             if pid == 0:
