@@ -224,13 +224,6 @@ def call_in_kernel(name: str, args: tuple):
     raise ValueError("no kernel object among the arguments")
 
 
-def kernel_session(value) -> Session | None:
-    """The checker's session with the graded kernel that ``value`` lives in (a ``Remote``), or
-    None for an object of this process. How a check names a kernel object the learner did not
-    hand it: ``kernel_session(learner_fn).resolve(name)`` looks ``name`` up in that kernel."""
-    return object.__getattribute__(value, "_session") if isinstance(value, Remote) else None
-
-
 def _has_generator(value) -> bool:
     if isinstance(value, np.random.Generator):
         return True

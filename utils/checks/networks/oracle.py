@@ -12,7 +12,6 @@ before a check compares anything.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from utils import nn as layers_nn
 from utils.diagnose import CheckFailure
+from utils.guard import _checker_session
 from utils.reference import as_tensor, to_numpy
 
 KINDS = ("Linear", "BatchNorm1d", "ReLU")
@@ -146,10 +146,9 @@ def layer_builders(learner_fn: Callable | None) -> dict[str, Callable]:
 
 def _kernel_session(value):
     """The checker's session with the graded kernel when ``value`` is a proxy of one of its
-    objects (``grader.checker.kernel_session``); None for anything of this process (in the
-    learner's notebook the grader is not even imported)."""
-    checker = sys.modules.get("grader.checker")
-    return None if checker is None else checker.kernel_session(value)
+    objects (``utils.guard._checker_session``, as lesson 08's checks find it); None for anything
+    of this process."""
+    return _checker_session(value)
 
 
 def build_network(builders: dict[str, Callable], description: list[dict]) -> list:
