@@ -21,6 +21,9 @@ as a solution: it only calls PyTorch.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -221,3 +224,16 @@ def groupnorm_reference(x, gamma, beta, num_groups: int, eps: float = 1e-5) -> n
 def rmsnorm_reference(x, gamma, eps: float = 1e-6) -> np.ndarray:
     """``F.rms_norm(x, (D,), gamma, eps)``: x of any rank >= 2, gamma (D,)."""
     return normalize_reference("rms", x, gamma, None, eps)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread meanwhile (then as it was): a check's references are tiny matrices,
+    on which more threads only spin and fight over the cores (measured in the grader's checker:
+    2-9 CPU-s of a lesson-05 or lesson-08 notebook)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ from torch import nn
 from utils.checks.networks.oracle import (
     layer_builders,
     layers_from_torch,
-    one_torch_thread,
     read_network_like,
     state_of,
     torch_description,
@@ -22,7 +21,7 @@ from utils.checks.networks.oracle import (
 from utils.diagnose import TIGHT, CheckFailure, as_float_array, name_mistake, on_cases, report
 from utils.gradcheck import relative_error
 from utils.guard import call_without_torch
-from utils.reference import as_tensor, to_numpy
+from utils.reference import as_tensor, one_torch_thread, to_numpy
 
 # --- accuracy -----------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from utils.checks.networks.oracle import (
     _flat,
-    one_torch_thread,
     read_network,
     torch_description,
     torch_mlp,
@@ -18,6 +17,7 @@ from utils.checks.networks.oracle import (
 )
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.guard import call_without_torch
+from utils.reference import one_torch_thread
 
 # --- build_mlp ----------------------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ before a check compares anything.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,18 +74,6 @@ def _perturb(model: nn.Sequential, rng: np.random.Generator) -> None:
                 module.bias.copy_(as_tensor(rng.uniform(-0.5, 0.5, d)))
                 module.running_mean.copy_(as_tensor(rng.uniform(-1.0, 1.0, d)))
                 module.running_var.copy_(as_tensor(rng.uniform(0.5, 2.0, d)))
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """torch on one thread meanwhile: the oracle's matrices are tiny, and more threads only spin
-    and fight over the cores (in the grader's checker, several times the CPU of the check)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def torch_description(model: nn.Sequential) -> list[dict]:

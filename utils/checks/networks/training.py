@@ -15,7 +15,6 @@ from utils.checks.networks.oracle import (
     State,
     layer_builders,
     layers_from_torch,
-    one_torch_thread,
     read_network_like,
     state_of,
     torch_description,
@@ -24,7 +23,7 @@ from utils.checks.networks.oracle import (
 )
 from utils.diagnose import TIGHT, CheckFailure, assert_close, on_cases, report
 from utils.guard import call_without_torch
-from utils.reference import as_tensor
+from utils.reference import as_tensor, one_torch_thread
 
 # --- train_step ---------------------------------------------------------------------------------
 

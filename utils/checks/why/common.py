@@ -13,6 +13,7 @@ from torch import nn
 from utils import diagnose, landscape
 from utils.diagnose import TIGHT, CheckFailure, as_float_array, name_mistake
 from utils.guard import _checker_session
+from utils.reference import one_torch_thread
 
 
 def _as_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -66,12 +67,8 @@ def on_cases(cases, check: Callable) -> float:
     """``utils.diagnose.on_cases`` with torch on one thread (then as it was): the cases are tiny
     matrices, on which more threads only spin (measured in the grader's checker: 2-9 CPU-s of a
     notebook's 11)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return diagnose.on_cases(cases, check)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_on_case(fn: Callable, problem: str, case: dict) -> dict:
