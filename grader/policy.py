@@ -16,9 +16,9 @@ Fields of ``LessonPolicy``:
   False the operating system enforces it; where it is True the kernel's in-process guard
   reports a call, which fails the check (flagged, not a guarantee: docs/grading-safety.md).
 * ``checker``: test cells run in the trusted checker (``grader.checker``), which calls the
-  learner's functions over a plain-data channel and records each verdict. False keeps the
-  older path for a lesson not yet moved (test cells run in the kernel, scored from their
-  outputs, watched by the integrity probe); docs/grading-safety.md lists such lessons.
+  learner's functions over a plain-data channel and records each verdict. Every NormLab
+  lesson does. False keeps the older path for a course's own notebook that asks for it (test
+  cells run in the kernel, scored from their outputs, watched by the integrity probe).
 * ``modules``: the course modules (``utils.*``) the kernel may import: those the lesson's
   locked cells import, and what they import. None of them answers this lesson or an earlier
   one (``tests/test_grader_policy.py`` keeps that true).
@@ -76,10 +76,8 @@ LESSONS: dict[str, LessonPolicy] = {
     "10_sync_batchnorm": LessonPolicy(
         torch=False, numpy_only=True, checker=True, modules=("utils.sync",)
     ),
-    # Triton kernels take torch tensors (pointers into the kernel's own memory), which the
-    # checker's plain-data channel cannot carry: test cells run in the kernel.
     "11_fused_batchnorm_kernel": LessonPolicy(
-        torch=True, numpy_only=False, checker=False, modules=EVERY_MODULE
+        torch=True, numpy_only=False, checker=True, modules=("utils.autograd_call",)
     ),
 }
 

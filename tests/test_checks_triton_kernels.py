@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils import reference
+from utils import autograd_call, reference
+from utils.autograd_call import LearnerFailure
 from utils.checks import triton_kernels as tk
+from utils.checks.hidden.triton_kernels import hidden_cases
 from utils.diagnose import MATCH, CheckFailure
 from utils.gradcheck import relative_error
 
@@ -17,6 +19,7 @@ from utils.gradcheck import relative_error
 def test_interpreter_mode_follows_the_environment(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert tk.interpreted() and tk.kernel_device() == torch.device("cpu")
+    assert tk.interpreted is autograd_call.interpreted  # one definition, kernel-side
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert not tk.interpreted()
     monkeypatch.delenv("TRITON_INTERPRET")
@@ -25,7 +28,7 @@ def test_interpreter_mode_follows_the_environment(monkeypatch):
 
 def test_guarded_tensor_is_contiguous_and_surrounded_by_nan():
     a = np.arange(24.0).reshape(2, 3, 4)
-    t = tk.guarded(a)
+    t = autograd_call.guarded(a)
     assert t.is_contiguous() and np.array_equal(t.cpu().numpy(), a)
     storage = torch.as_tensor(t.untyped_storage(), dtype=torch.uint8)  # the whole buffer
     whole = storage.view(torch.float64)
@@ -35,7 +38,7 @@ def test_guarded_tensor_is_contiguous_and_surrounded_by_nan():
 
 
 def test_cases_cover_the_edges_the_lesson_promises():
-    cases = tk.visible_cases() + tk.hidden_cases()
+    cases = tk.visible_cases() + hidden_cases()
     shapes = [c.x.shape for c in cases]
     per_channel = [c.x.size // c.x.shape[1] for c in cases]
     assert any(s[0] == 2 for s in shapes) and any(s[1] == 1 for s in shapes)
@@ -49,7 +52,7 @@ def test_cases_cover_the_edges_the_lesson_promises():
 
 
 def test_hidden_cases_are_seeded():
-    a, b = tk.hidden_cases(), tk.hidden_cases()
+    a, b = hidden_cases(), hidden_cases()
     assert all(np.array_equal(x.x, y.x) for x, y in zip(a, b, strict=True))
 
 
@@ -106,36 +109,64 @@ def test_masked_lanes_variant_is_what_an_unmasked_second_pass_computes():
     assert relative_error(wrong[key], 1 / np.sqrt(var + case.eps)) < 1e-14
 
 
-def test_run_learner_refuses_torch_reductions_and_normalization():
+def test_the_kernel_side_watch_refuses_torch_reductions_and_normalization():
     x = torch.randn(4, 3)
-    with pytest.raises(CheckFailure, match="calls torch's sum"):
-        tk.run_learner("f", lambda t: t.sum(0), x)
-    with pytest.raises(CheckFailure, match="calls torch's batch_norm"):
-        tk.run_learner(
-            "f", lambda t: torch.nn.functional.batch_norm(t, None, None, training=True), x
-        )
-    assert torch.equal(tk.run_learner("f", lambda t: t * 2 + 1, x), x * 2 + 1)
+    watched = autograd_call.kernels_watched
+    with pytest.raises(LearnerFailure, match="calls torch's sum"):
+        watched("f", lambda t: t.sum(0), x)
+    with pytest.raises(LearnerFailure, match="calls torch's batch_norm"):
+        watched("f", lambda t: torch.nn.functional.batch_norm(t, None, None, training=True), x)
+    assert torch.equal(watched("f", lambda t: t * 2 + 1, x), x * 2 + 1)
 
 
-def test_run_learner_names_an_unfilled_exercise():
+def test_the_kernel_side_watch_names_an_unfilled_exercise():
     def stub(x):
         raise NotImplementedError()
 
-    with pytest.raises(CheckFailure, match="is the exercise filled in"):
-        tk.run_learner("channel_statistics", stub, torch.zeros(1))
+    with pytest.raises(LearnerFailure, match="is the exercise filled in"):
+        autograd_call.kernels_watched("channel_statistics", stub, torch.zeros(1))
+
+
+def test_a_launch_answers_plain_data_and_says_which_input_was_written():
+    def launcher(x, mean, eps, block):
+        x[0, 0] = 5.0  # writes its input
+        return x.sum_to_size(1, x.shape[1]).reshape(-1) * 0 + eps, torch.ones(2)
+
+    x = np.arange(6.0).reshape(3, 2)
+    answer = autograd_call.kernels_launch(
+        launcher, "launcher", [x, np.zeros(2), 1e-5], "torch.float64", 16
+    )
+    assert answer["changed"] == [0]
+    assert answer["out"]["kind"] == "tuple" and len(answer["out"]["items"]) == 2
+    first = answer["out"]["items"][0]
+    assert type(first["data"]) is np.ndarray and first["dtype"] == "torch.float64"
+    assert x[0, 0] == 0.0  # the caller's array is never the kernel's tensor
+    with pytest.raises(ValueError, match="ndarray or a number"):
+        autograd_call.kernels_launch(launcher, "launcher", [object()], "torch.float64", 16)
+
+
+def _described(t):
+    return autograd_call.describe(t)
 
 
 def test_nan_in_a_result_is_reported_as_a_read_past_the_end():
     with pytest.raises(CheckFailure, match="read past the end"):
         tk._as_array(
-            "y", torch.tensor([1.0, float("nan")], dtype=torch.float64), (2,), (torch.float64,)
+            "y",
+            _described(torch.tensor([1.0, float("nan")], dtype=torch.float64)),
+            (2,),
+            (torch.float64,),
         )
 
 
 def test_results_must_be_tensors_of_the_right_shape_and_dtype():
     with pytest.raises(CheckFailure, match="None"):
-        tk._as_array("mean", None, (3,), (torch.float64,))
+        tk._as_array("mean", _described(None), (3,), (torch.float64,))
     with pytest.raises(CheckFailure, match="shape"):
-        tk._as_array("mean", torch.zeros(4, dtype=torch.float64), (3,), (torch.float64,))
+        tk._as_array(
+            "mean", _described(torch.zeros(4, dtype=torch.float64)), (3,), (torch.float64,)
+        )
     with pytest.raises(CheckFailure, match="dtype"):
-        tk._as_array("mean", torch.zeros(3), (3,), (torch.float64,))
+        tk._as_array("mean", _described(torch.zeros(3)), (3,), (torch.float64,))
+    with pytest.raises(CheckFailure, match="expected a tensor"):
+        tk._as_array("mean", {"kind": "tensor", "data": "forged"}, (3,), (torch.float64,))

@@ -1,7 +1,9 @@
-"""Lesson 09's calls into the learner's PyTorch code: plain data in, plain data out.
+"""Lessons 09 and 11's calls into the learner's PyTorch code: plain data in, plain data out.
 
-The lesson's checks hand the learner's ``BatchNormFunction`` and ``BatchNorm2d`` torch tensors
-and read autograd's answers (gradients, the graph's nodes, parameters and buffers). None of that
+Lesson 09's checks hand the learner's ``BatchNormFunction`` and ``BatchNorm2d`` torch tensors
+and read autograd's answers (gradients, the graph's nodes, parameters and buffers); lesson 11's
+hand the learner's Triton launchers tensors that sit in a band of NaN, and its
+``TritonBatchNorm`` tensors on the device the kernels run on. None of that
 crosses the grader's channel, so each such step is one function here, in the process that holds
 the learner's code: it builds the tensors from ndarrays, calls the learner's code, and returns
 ndarrays, numbers, strings and dicts/lists of those (``describe``), or the learner's module
@@ -14,14 +16,17 @@ checker's proxy of a kernel object (``grader.checker.call_in_kernel``, answered 
 
 While the learner's code runs, a profiler refuses PyTorch's own normalization (any ``*_norm``
 kernel of torch, whatever the spelling) and, where the gradient must be written by hand, the
-autograd engine. In grading it runs in the learner's process: a learner can get around it, so a
-refusal costs points but its silence proves nothing (docs/grading-safety.md).
+autograd engine; lesson 11's calls refuse PyTorch's reductions too (a ``TorchFunctionMode``:
+the sums belong in the kernels). In grading these run in the learner's process: a learner can
+get around them, so a refusal costs points but their silence proves nothing
+(docs/grading-safety.md).
 
 Errors of the learner's code come back as ``LearnerFailure`` naming what was called.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -421,6 +426,143 @@ def module_eval_output(module, x, device, dtype) -> dict:
         return describe(watched("forward(x)", module, xt))
 
 
+# --- lesson 11: Triton launchers and the Function built on them ---------------------------------
+
+
+def interpreted() -> bool:
+    """True when Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``), on the CPU."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def kernel_device() -> torch.device:
+    """The CPU under the interpreter, else the GPU (compiled kernels need CUDA tensors)."""
+    if interpreted() or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+REDUCTIONS = frozenset(
+    {"sum", "mean", "var", "std", "var_mean", "std_mean", "nansum", "nanmean", "backward", "grad"}
+)
+"""torch functions lesson 11's learner code may not call: its reductions belong in the
+kernels, and its backward is the kernels, not autograd."""
+
+
+class _RefuseReductions(torch.overrides.TorchFunctionMode):
+    """Records the first forbidden torch call (``REDUCTIONS``, or a normalization) and lets
+    every call through; the call fails afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: str | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if self.seen is None and (name in REDUCTIONS or name.endswith("_norm")):
+            self.seen = name
+        return func(*args, **(kwargs or {}))
+
+
+def kernels_watched(what: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, lesson 11's learner code, with warnings silenced (``watched``),
+    refusing PyTorch's reductions and normalizations (``REDUCTIONS``): LearnerFailure."""
+    mode = _RefuseReductions()
+    with mode:
+        result = watched(what, fn, *args, watch=False, **kwargs)
+    if mode.seen is not None:
+        raise LearnerFailure(
+            f"{what} calls torch's {mode.seen}: in this lesson every sum over N, H, W is done "
+            "inside a Triton kernel (tl.sum over blocks), and the backward is your kernels, "
+            "not autograd. No points for this check."
+        )
+    return result
+
+
+def guarded(array: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A contiguous tensor on ``kernel_device()`` holding ``array``, in the middle of a buffer of
+    NaN at least one tensor long on each side: a kernel that reads past either end reads NaN."""
+    size = array.size
+    pad = size + 4096
+    buffer = torch.full((2 * pad + size,), float("nan"), dtype=dtype, device=kernel_device())
+    view = buffer[pad : pad + size].view(array.shape)
+    view.copy_(torch.as_tensor(np.ascontiguousarray(array)))
+    return view
+
+
+def kernels_launch(fn, what: str, args: list, dtype: str, block: int) -> dict:
+    """``fn(*args, block=block)``, a learner's launcher, watched (``kernels_watched``): every
+    ndarray of ``args`` as a ``guarded`` tensor of ``dtype``, every number as a float. "out":
+    what it returned, described; "changed": the positions of the tensors it wrote to."""
+    tensors = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            tensors.append(guarded(a, _dtype(dtype)))
+        elif isinstance(a, int | float | np.floating) and type(a) is not bool:
+            tensors.append(float(a))
+        else:
+            raise ValueError(f"a launcher argument is an ndarray or a number, not {type(a)}")
+    before = {i: t.clone() for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)}
+    result = kernels_watched(what, fn, *tensors, block=int(block))
+    changed = [i for i, t in before.items() if not torch.equal(tensors[i], t)]
+    return {"out": describe(result), "changed": changed}
+
+
+def _kernel_inputs(x, layout, gamma, beta, dtype, requires_grad) -> list[torch.Tensor]:
+    device, dt = kernel_device(), _dtype(dtype)
+    xt = torch.tensor(np.ascontiguousarray(x), dtype=dt, device=device)
+    if layout == "channels_last" and xt.dim() == 4:
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    params = [torch.tensor(np.asarray(a), dtype=dt, device=device) for a in (gamma, beta)]
+    return [t.requires_grad_(bool(requires_grad)) for t in (xt, *params)]
+
+
+def kernels_apply(fn_cls, x, layout, gamma, beta, eps, dtype, dy, engine) -> dict:
+    """``fn_cls.apply(x, gamma, beta, eps)`` on tensors of ``dtype`` on the kernels' device (x
+    channels-last when ``layout`` says so), watched: "y". With an upstream gradient ``dy`` the
+    inputs require grad: "own_node" (y's node is fn_cls's), "node", "grads" (the Function's
+    backward node called on dy, watched); engine: also "engine", the gradients of a second
+    forward through torch.autograd.grad (or "engine_error")."""
+    name = _name(fn_cls)
+    inputs = _kernel_inputs(x, layout, gamma, beta, dtype, dy is not None)
+    what = f"{name}.apply(x, gamma, beta, eps)"
+    y = kernels_watched(what, fn_cls.apply, *inputs, float(eps))
+    out = {"y": describe(y), "own_node": True, "node": ""}
+    if dy is None or not isinstance(y, torch.Tensor):
+        return out
+    out["own_node"] = getattr(y.grad_fn, "_forward_cls", None) is fn_cls
+    out["node"] = type(y.grad_fn).__name__[:100]
+    if not out["own_node"]:
+        return out
+    dyt = torch.tensor(np.ascontiguousarray(dy), dtype=_dtype(dtype), device=inputs[0].device)
+    grads = kernels_watched(f"{name}.backward(ctx, dy)", y.grad_fn.apply, dyt.clone())
+    out["grads"] = describe(grads)
+    if engine:
+        inputs = _kernel_inputs(x, layout, gamma, beta, dtype, True)
+        y = kernels_watched(what, fn_cls.apply, *inputs, float(eps))
+        try:
+            what = "torch.autograd.grad through your Function"
+            got = watched(what, torch.autograd.grad, y, inputs, dyt, watch=False)
+            out["engine"] = [describe(g) for g in got]
+        except LearnerFailure as failure:
+            out["engine_error"] = str(failure)
+    return out
+
+
+def kernels_outputs(fn_cls, points: list, layout: str, eps: float, dtype: str) -> list:
+    """The output of ``fn_cls.apply`` (float64 ndarray) at each (x, gamma, beta) of ``points``,
+    without autograd, watched: what a finite difference of the learner's forward needs."""
+    out = []
+    with torch.no_grad():
+        for x, gamma, beta in points:
+            inputs = _kernel_inputs(x, layout, gamma, beta, dtype, False)
+            what = f"{_name(fn_cls)}.apply on a perturbed input"
+            y = kernels_watched(what, fn_cls.apply, *inputs, float(eps))
+            if not isinstance(y, torch.Tensor):
+                raise LearnerFailure(f"{_name(fn_cls)}.forward returned {type(y).__name__}.")
+            out.append(y.detach().cpu().double().numpy())
+    return out
+
+
 CALLS: dict[str, Callable] = {
     f.__name__: f
     for f in (
@@ -434,6 +576,9 @@ CALLS: dict[str, Callable] = {
         module_double,
         module_listed,
         module_eval_output,
+        kernels_launch,
+        kernels_apply,
+        kernels_outputs,
     )
 }
 """What a check may ask of the learner's code; grading's kernel answers these and no other."""

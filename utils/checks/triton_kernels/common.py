@@ -1,18 +1,16 @@
-"""What lesson 11's checks share: tolerances, where the kernels run (GPU or Triton's
-interpreter), the cases, tensors in a NaN guard band, and the watch on the learner's code."""
+"""What lesson 11's checks share: tolerances, the cases, the calls into the learner's code
+(``utils.autograd_call``: here, or in the graded kernel) and what their answers become."""
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from utils.cases import LARGE_OFFSET, make_case
-from utils.checks.torch_module import call_learner
+from utils.checks.torch_module.common import in_kernel, kind_of, tensor_of
 from utils.diagnose import TIGHT, CheckFailure
 
 FLOAT32 = 1e-4
@@ -33,28 +31,6 @@ FLOAT32_OFFSET = 1e3
 
 WORDS = dict(m="N*H*W", dout="dy", axes="dim=(0, 2, 3)", over=" over N, H, W")
 """This lesson's words in the shared mistake descriptions."""
-
-FORBIDDEN = frozenset(
-    {"sum", "mean", "var", "std", "var_mean", "std_mean", "nansum", "nanmean", "backward", "grad"}
-)
-"""torch functions the learner's code may not call: its reductions belong in the kernels, and
-its backward is the kernels, not autograd."""
-
-
-# --- where the kernels run --------------------------------------------------------------------
-
-
-def interpreted() -> bool:
-    """True when Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``), on the CPU."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def kernel_device() -> torch.device:
-    """The CPU under the interpreter, else the GPU (compiled kernels need CUDA tensors)."""
-    if interpreted() or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
 
 # --- cases --------------------------------------------------------------------------------------
 
@@ -94,25 +70,6 @@ def visible_cases() -> list[KernelCase]:
     return [kernel_case(VISIBLE_SHAPE, 2015, f"x of shape {VISIBLE_SHAPE}", 16)]
 
 
-def hidden_cases(seed: int = 11_011) -> list[KernelCase]:
-    """Odd sizes, a batch of 2, one channel, 2-D x, far gamma/beta, a large mean offset, a
-    near-constant channel, a non-default eps, and blocks that loop, that do not divide N*H*W,
-    and that exceed it."""
-    return [
-        kernel_case((3, 4, 5, 7), seed, "x of shape (3, 4, 5, 7)", 16),
-        kernel_case((2, 1, 1, 1), seed + 1, "a batch of 2, one channel, 1x1", 4),
-        kernel_case((7, 3), seed + 2, "2-D x (7, 3)", 4),
-        kernel_case(
-            (4, 2, 3, 3), seed + 3, "gamma and beta far from 1 and 0", 1024, far_affine=True
-        ),
-        kernel_case(
-            (4, 2, 3, 3), seed + 4, f"large mean offset ({LARGE_OFFSET:g})", 16, offset=LARGE_OFFSET
-        ),
-        kernel_case((4, 2, 3, 3), seed + 5, "a near-constant channel", 16, near_constant=True),
-        kernel_case((4, 2, 3, 3), seed + 6, "eps=1e-3 passed as an argument", 32, eps=1e-3),
-    ]
-
-
 def float32_case(seed: int = 11_111) -> KernelCase:
     """float32 x whose channels have mean ~1e3 and spread ~1: where E[x^2] - E[x]^2 fails."""
     return kernel_case(
@@ -125,18 +82,7 @@ def float32_case(seed: int = 11_111) -> KernelCase:
     )
 
 
-# --- tensors in a NaN guard band ------------------------------------------------------------------
-
-
-def guarded(array: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """A contiguous tensor holding ``array``, in the middle of a buffer of NaN at least one
-    tensor long on each side: a kernel that reads past either end reads NaN."""
-    size = array.size
-    pad = size + 4096
-    buffer = torch.full((2 * pad + size,), float("nan"), dtype=dtype, device=kernel_device())
-    view = buffer[pad : pad + size].view(array.shape)
-    view.copy_(torch.as_tensor(np.ascontiguousarray(array)))
-    return view
+# --- arrays -------------------------------------------------------------------------------------
 
 
 def _channels(x: np.ndarray) -> np.ndarray:
@@ -158,52 +104,42 @@ def _channels_last_index(v: np.ndarray, shape) -> np.ndarray:
     return v[np.arange(math.prod(shape)) % shape[1]].reshape(shape)
 
 
-# --- the learner's code under watch -------------------------------------------------------------
+# --- the learner's code, where it lives (utils.autograd_call) -------------------------------------
 
 
-class _RefuseReductions(torch.overrides.TorchFunctionMode):
-    """Records the first forbidden torch call (``FORBIDDEN``, or a normalization) and lets
-    every call through; the check fails afterwards."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: str | None = None
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if self.seen is None and (name in FORBIDDEN or name.endswith("_norm")):
-            self.seen = name
-        return func(*args, **(kwargs or {}))
+def launch(fn, what: str, args: list, dtype: torch.dtype, block: int) -> dict:
+    """A learner's launcher on ``args`` (ndarrays become tensors of ``dtype`` in a NaN guard
+    band, numbers stay numbers), with ``block``: ``utils.autograd_call.kernels_launch``'s answer,
+    its form checked ("out": the result described, "changed": positions of inputs written)."""
+    answer = in_kernel("kernels_launch", fn, what, list(args), str(dtype), int(block))
+    if type(answer) is not dict or type(answer.get("changed")) is not list:
+        raise CheckFailure(f"{what} could not be run.")
+    return answer
 
 
-def run_learner(what: str, fn: Callable, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with warnings silenced (``call_learner``), refusing PyTorch's
-    reductions and normalizations (``FORBIDDEN``)."""
-    mode = _RefuseReductions()
-    with mode:
-        result = call_learner(what, fn, *args, watch=False, **kwargs)
-    if mode.seen is not None:
-        raise CheckFailure(
-            f"{what} calls torch's {mode.seen}: in this lesson every sum over N, H, W is done "
-            "inside a Triton kernel (tl.sum over blocks), and the backward is your kernels, "
-            "not autograd. No points for this check."
-        )
-    return result
+def items_of(described, count: int, message: str) -> list:
+    """The ``count`` items of a tuple the learner's code returned (described), else
+    CheckFailure(message)."""
+    items = described.get("items") if type(described) is dict else None
+    if kind_of(described) != "tuple" or type(items) is not list or len(items) != count:
+        raise CheckFailure(message)
+    return items
 
 
 def _as_array(name: str, got, shape, dtypes) -> np.ndarray:
-    """The learner's tensor as float64 numpy, after its type, shape, dtype and finiteness."""
-    if not isinstance(got, torch.Tensor):
-        kind = "None" if got is None else type(got).__name__
-        raise CheckFailure(f"{name} is {kind}; expected a tensor of shape {tuple(shape)}.")
-    if tuple(got.shape) != tuple(shape):
-        raise CheckFailure(f"{name} has shape {tuple(got.shape)}, expected {tuple(shape)}.")
-    if got.dtype not in dtypes:
+    """The learner's tensor (a ``utils.autograd_call.describe`` answer) as float64 numpy, after
+    its type, shape, dtype and finiteness."""
+    t = tensor_of(got)
+    if t is None:
+        raise CheckFailure(f"{name} is {kind_of(got)}; expected a tensor of shape {tuple(shape)}.")
+    if tuple(t.shape) != tuple(shape):
+        raise CheckFailure(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}.")
+    if t.dtype not in dtypes:
         raise CheckFailure(
-            f"{name} has dtype {got.dtype}, expected {' or '.join(map(str, dtypes))}: "
+            f"{name} has dtype {t.dtype}, expected {' or '.join(map(str, dtypes))}: "
             "accumulate and store in float64 when x is float64."
         )
-    arr = got.detach().cpu().double().numpy()
+    arr = t.double().numpy()
     if np.isnan(arr).any():
         raise CheckFailure(
             f"{name} contains NaN. Every input of this check is surrounded by NaN: your kernel "

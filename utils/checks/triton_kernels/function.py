@@ -1,5 +1,6 @@
 """Lesson 11's autograd.Function checks: forward and backward of the fused kernels against
-the float64 reference, finite differences and torch.autograd.gradcheck."""
+the float64 reference, and against centered differences of the learner's own forward along
+random directions (what torch.autograd.gradcheck's fast mode checks), all driven from here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 
 from utils import reference
-from utils.checks.torch_module import call_learner, require_own_backward
+from utils.checks.torch_module.common import in_kernel, kind_of
+from utils.checks.torch_module.function import require_own_backward
 from utils.checks.triton_kernels.common import (
     FLOAT32,
     FLOAT32_GRADIENTS,
@@ -18,10 +20,8 @@ from utils.checks.triton_kernels.common import (
     _per_channel,
     _tolerance,
     float32_case,
-    hidden_cases,
+    items_of,
     kernel_case,
-    kernel_device,
-    run_learner,
     visible_cases,
 )
 from utils.checks.triton_kernels.kernels import (
@@ -34,37 +34,39 @@ from utils.checks.triton_kernels.kernels import (
 )
 from utils.diagnose import FINITE_DIFFERENCE, TIGHT, CheckFailure, assert_close, on_cases, report
 
-# --- the autograd.Function ---------------------------------------------------------------------
+# --- the autograd.Function, where it lives (utils.autograd_call.kernels_apply) -----------------
 
 
-def _inputs(case: KernelCase, requires_grad: bool, layout: str = "contiguous"):
-    device = kernel_device()
-    x = torch.tensor(case.x, dtype=case.dtype, device=device)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    params = [torch.tensor(a, dtype=case.dtype, device=device) for a in (case.gamma, case.beta)]
-    return [t.requires_grad_(requires_grad) for t in (x, *params)]
+def _name_of(fn_cls) -> str:
+    name = getattr(fn_cls, "__name__", None)
+    return name[:100] if type(name) is str else "your Function"
 
 
-def _apply(fn_cls, inputs, eps) -> torch.Tensor:
-    name = fn_cls.__name__
-    y = run_learner(f"{name}.apply(x, gamma, beta, eps)", fn_cls.apply, *inputs, eps)
-    if not isinstance(y, torch.Tensor):
-        raise CheckFailure(f"{name}.forward returned {type(y).__name__}, not a tensor.")
-    if (
-        any(t.requires_grad for t in inputs)
-        and getattr(y.grad_fn, "_forward_cls", None) is not fn_cls
-    ):
+def _applied(fn_cls, case: KernelCase, layout: str, dy=None, engine=False) -> dict:
+    """``fn_cls.apply`` on ``case`` in its dtype (x laid out as ``layout``): the kernel's answer
+    after its form is checked; with ``dy``, the backward's too (``kernels_apply``)."""
+    name = _name_of(fn_cls)
+    args = (case.x, layout, case.gamma, case.beta, case.eps, str(case.dtype), dy, engine)
+    answer = in_kernel("kernels_apply", fn_cls, *args)
+    if type(answer) is not dict:
+        raise CheckFailure(f"{name}.apply could not be run.")
+    if kind_of(answer.get("y")) != "tensor":
+        raise CheckFailure(f"{name}.forward returned {kind_of(answer.get('y'))}, not a tensor.")
+    if answer.get("own_node") is not True:
         raise CheckFailure(
             f"the output of {name}.apply was not made by {name}: do not override apply."
         )
-    return y
+    return answer
 
 
-def _expected_output(case: KernelCase, inputs) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+def _numpy_dtype(case: KernelCase) -> type:
+    return np.float64 if case.dtype == torch.float64 else np.float32
+
+
+def _expected_output(case: KernelCase) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """y and (dx, dgamma, dbeta) of PyTorch: float64, or F.batch_norm in float32 for a float32
     case (what a float32 model gets from PyTorch)."""
-    arrays = [t.detach().cpu().numpy() for t in inputs]
+    arrays = [a.astype(_numpy_dtype(case)) for a in (case.x, case.gamma, case.beta)]
     dy = case.dy.astype(arrays[0].dtype)
     y = reference.batchnorm_forward_reference(*arrays, case.eps)
     grads = reference.batchnorm_gradients_reference(*arrays, dy, case.eps)
@@ -94,34 +96,53 @@ def function_forward_mistakes(case: KernelCase) -> dict[str, np.ndarray]:
 
 
 def _function_forward_one(fn_cls, case: KernelCase, layout: str = "contiguous") -> float:
-    inputs = _inputs(case, False, layout)
-    y = _apply(fn_cls, inputs, case.eps)
-    got = _as_array("y", y, case.x.shape, (case.dtype,))
-    expected = _expected_output(case, inputs)[0]
+    answer = _applied(fn_cls, case, layout)
+    got = _as_array("y", answer["y"], case.x.shape, (case.dtype,))
+    expected = _expected_output(case)[0]
     return assert_close("y", got, expected, function_forward_mistakes(case), _tolerance(case))
 
 
-def _directional_differences(fn_cls, case: KernelCase, grads, h: float = 1e-5) -> float:
-    """For x, gamma and beta in turn: the centered difference of sum(dy * fn_cls.apply(...))
-    along a random direction u against <gradient, u>; returns the largest relative error."""
-    rng = np.random.default_rng(7)
-    dy = torch.tensor(case.dy, dtype=case.dtype)
-    base = [t.detach() for t in _inputs(case, False)]
+FD_STEP = 1e-5
+"""The step of the directional centered differences (float64 inputs of size ~1)."""
+DIRECTIONS = 2
+"""Random directions per input (x, gamma, beta): a wrong gradient is seen along any of them
+with probability one; two make a near-orthogonal draw harmless."""
+
+
+def _directional_differences(
+    fn_cls, case: KernelCase, grads, seed: int = 7, h: float = FD_STEP
+) -> float:
+    """For x, gamma and beta in turn, along ``DIRECTIONS`` random directions u: the centered
+    difference of sum(dy * fn_cls.apply(...)) against <gradient, u>, every perturbed forward
+    in one call of the learner's code; returns the largest relative error."""
+    rng = np.random.default_rng(seed)
+    base = (case.x, case.gamma, case.beta)
+    steps, points = [], []
+    for k, a in enumerate(base):
+        for _ in range(DIRECTIONS):
+            u = rng.normal(size=a.shape)
+            steps.append((k, u))
+            for sign in (1.0, -1.0):
+                points.append(tuple(b + sign * h * u if i == k else b for i, b in enumerate(base)))
+    name = _name_of(fn_cls)
+    args = (points, "contiguous", case.eps, str(case.dtype))
+    outputs = in_kernel("kernels_outputs", fn_cls, *args)
+    if type(outputs) is not list or len(outputs) != len(points):
+        raise CheckFailure(f"{name}.apply gave no outputs for perturbed inputs.")
+    losses = []
+    for y in outputs:
+        if not isinstance(y, np.ndarray) or y.shape != case.dy.shape:
+            raise CheckFailure(f"{name}.apply on a perturbed input gave a malformed output.")
+        losses.append(float(np.sum(case.dy * y.astype(np.float64))))
     worst = 0.0
-    for k, name in enumerate(("dx", "dgamma", "dbeta")):
-        u = torch.tensor(rng.normal(size=base[k].shape), dtype=case.dtype, device=base[k].device)
-
-        def loss(step: float, k=k, u=u) -> float:
-            moved = [t + step * u if i == k else t for i, t in enumerate(base)]
-            y = run_learner(f"{fn_cls.__name__}.apply", fn_cls.apply, *moved, case.eps)
-            return float((y.detach().cpu() * dy).sum())
-
-        numeric = (loss(h) - loss(-h)) / (2 * h)
-        analytic = float((torch.as_tensor(grads[k]) * u.cpu()).sum())
+    for j, (k, u) in enumerate(steps):
+        numeric = (losses[2 * j] - losses[2 * j + 1]) / (2 * h)
+        analytic = float(np.sum(grads[k] * u))
         err = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-12)
         if not err <= FINITE_DIFFERENCE:
+            key = ("dx", "dgamma", "dbeta")[k]
             raise CheckFailure(
-                f"{name}: relative error {err:.1e} against a centered difference of your own "
+                f"{key}: relative error {err:.1e} against a centered difference of your own "
                 f"forward along a random direction (must be below {FINITE_DIFFERENCE:.0e}): "
                 "forward and backward disagree."
             )
@@ -129,22 +150,19 @@ def _directional_differences(fn_cls, case: KernelCase, grads, h: float = 1e-5) -
     return worst
 
 
-def _function_backward_one(fn_cls, case: KernelCase, layout="contiguous", differences=False):
-    """dx, dgamma, dbeta of the learner's backward (called as autograd calls it) against
-    PyTorch's autograd; with ``differences``, against its own forward too."""
-    name = fn_cls.__name__
-    inputs = _inputs(case, True, layout)
-    y = _apply(fn_cls, inputs, case.eps)
-    dy = torch.tensor(case.dy, dtype=case.dtype, device=inputs[0].device)
-    grads = run_learner(f"{name}.backward(ctx, dy)", y.grad_fn.apply, dy)
-    if not isinstance(grads, tuple) or len(grads) != 4:
-        raise CheckFailure(
-            f"{name}.backward must return 4 values, one per input of forward "
-            "(dx, dgamma, dbeta, None for eps)."
-        )
+def _backward_values(fn_cls, answer: dict, case: KernelCase, tol: float) -> tuple[list, float]:
+    """dx, dgamma, dbeta of the learner's backward (called as autograd calls it, watched)
+    against PyTorch's autograd: the arrays and the largest error."""
+    name = _name_of(fn_cls)
+    grads = items_of(
+        answer.get("grads"),
+        4,
+        f"{name}.backward must return 4 values, one per input of forward "
+        "(dx, dgamma, dbeta, None for eps).",
+    )
     if grads[3] is not None:
         raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
-    expected = _expected_output(case, inputs)[1]
+    expected = _expected_output(case)[1]
     mean, inv_std = _statistics_reference(case)
     grad_sums = _gradients(case)
     sums = reduction_mistakes(case, mean, inv_std)
@@ -155,54 +173,56 @@ def _function_backward_one(fn_cls, case: KernelCase, layout="contiguous", differ
         "dgamma": sums["sum_dy_xhat"],
         "dbeta": sums["sum_dy"],
     }
-    tol = TIGHT if case.dtype == torch.float64 else FLOAT32_GRADIENTS
+    shapes = (case.x.shape, case.gamma.shape, case.beta.shape)
     arrays, worst = [], 0.0
-    for key, got, like, exp in zip(
-        ("dx", "dgamma", "dbeta"), grads, inputs, expected, strict=False
+    for key, got, shape, exp in zip(
+        ("dx", "dgamma", "dbeta"), grads[:3], shapes, expected, strict=True
     ):
-        arrays.append(_as_array(key, got, like.shape, (case.dtype,)))
+        arrays.append(_as_array(key, got, shape, (case.dtype,)))
         worst = max(worst, assert_close(key, arrays[-1], exp, wrong[key], tol))
+    return arrays, worst
+
+
+def _function_backward_one(fn_cls, case: KernelCase, layout="contiguous", differences=False):
+    """dx, dgamma, dbeta of the learner's backward against PyTorch's autograd; with
+    ``differences``, against its own forward too."""
+    answer = _applied(fn_cls, case, layout, case.dy)
+    tol = TIGHT if case.dtype == torch.float64 else FLOAT32_GRADIENTS
+    arrays, worst = _backward_values(fn_cls, answer, case, tol)
     fd = _directional_differences(fn_cls, case, arrays) if differences else 0.0
     return worst, fd
 
 
 def _gradcheck(fn_cls) -> None:
-    """torch.autograd.gradcheck (fast mode: random projections) of fn_cls.apply in float64."""
+    """What torch.autograd.gradcheck's fast mode checks, driven from here: the gradients of
+    fn_cls.apply through torch.autograd.grad (float64, a random upstream gradient) against
+    centered differences of its forward along random directions."""
     case = kernel_case((3, 2, 2, 2), 99, "gradcheck", 4)
-    inputs = (*_inputs(case, True), case.eps)
-    ok = call_learner(
-        "gradcheck",
-        torch.autograd.gradcheck,
-        fn_cls.apply,
-        inputs,
-        fast_mode=True,
-        raise_exception=False,
-        watch=False,
-    )
-    if not ok:
-        raise CheckFailure(
-            "torch.autograd.gradcheck: your backward disagrees with finite differences of your "
-            "forward (float64)."
-        )
+    answer = _applied(fn_cls, case, "contiguous", case.dy, engine=True)
+    name = _name_of(fn_cls)
+    if type(answer.get("engine_error")) is str:
+        raise CheckFailure(answer["engine_error"][:2000])
+    engine = answer.get("engine")
+    if type(engine) is not list or len(engine) != 3:
+        raise CheckFailure(f"torch.autograd.grad through {name} gave no gradients.")
+    shapes = (case.x.shape, case.gamma.shape, case.beta.shape)
+    grads = [
+        _as_array(f"{key} through torch.autograd.grad", g, shape, (torch.float64,))
+        for key, g, shape in zip(("dx", "dgamma", "dbeta"), engine, shapes, strict=True)
+    ]
+    try:
+        _directional_differences(fn_cls, case, grads, seed=99)
+    except CheckFailure as failure:
+        raise CheckFailure(f"gradcheck (through torch.autograd.grad): {failure}") from None
 
 
 def check_function_forward(fn_cls) -> None:
     """Visible check: TritonBatchNorm.apply in float64 against the reference, and in float32
     against F.batch_norm."""
     err = on_cases(visible_cases(), lambda case: _function_forward_one(fn_cls, case))
-    report(f"{fn_cls.__name__}.apply, float64, vs F.batch_norm", err)
+    report(f"{_name_of(fn_cls)}.apply, float64, vs F.batch_norm", err)
     err = on_cases([float32_case()], lambda case: _function_forward_one(fn_cls, case))
-    report(f"{fn_cls.__name__}.apply, float32, vs F.batch_norm in float32", err, FLOAT32)
-
-
-def check_function_forward_hidden(fn_cls) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _function_forward_one(fn_cls, case))
-    last = replace(cases[3], label="channels-last x (not contiguous)")
-    err = max(
-        err, on_cases([last], lambda case: _function_forward_one(fn_cls, case, "channels_last"))
-    )
-    report(f"{fn_cls.__name__}.apply, {len(cases) + 1} hidden cases", err)
+    report(f"{_name_of(fn_cls)}.apply, float32, vs F.batch_norm in float32", err, FLOAT32)
 
 
 def check_function_backward(fn_cls) -> None:
@@ -214,29 +234,18 @@ def check_function_backward(fn_cls) -> None:
         visible_cases(),
         lambda c: results.append(_function_backward_one(fn_cls, c, differences=True)) or 0.0,
     )
-    report(f"{fn_cls.__name__}.backward vs PyTorch autograd", results[0][0])
+    report(f"{_name_of(fn_cls)}.backward vs PyTorch autograd", results[0][0])
     report(
-        f"{fn_cls.__name__}.backward vs centered differences of your forward",
+        f"{_name_of(fn_cls)}.backward vs centered differences of your forward",
         results[0][1],
         FINITE_DIFFERENCE,
     )
     err = on_cases([float32_case()], lambda c: _function_backward_one(fn_cls, c)[0])
     report(
-        f"{fn_cls.__name__}.backward, float32, vs F.batch_norm in float32", err, FLOAT32_GRADIENTS
+        f"{_name_of(fn_cls)}.backward, float32, vs F.batch_norm in float32", err, FLOAT32_GRADIENTS
     )
     _gradcheck(fn_cls)
-    print(f"torch.autograd.gradcheck({fn_cls.__name__}.apply, float64, fast mode): passed")
-
-
-def check_function_backward_hidden(fn_cls) -> None:
-    require_own_backward(fn_cls)
-    cases = hidden_cases()
-    chosen = [cases[0], cases[2], cases[4]]
-    err = on_cases(
-        chosen, lambda c: _function_backward_one(fn_cls, c, differences=c is cases[2])[0]
+    print(
+        f"gradcheck of {_name_of(fn_cls)}.apply through torch.autograd.grad, float64, centered "
+        "differences along random directions (as gradcheck's fast mode): passed"
     )
-    last = replace(cases[3], label="channels-last x (not contiguous)")
-    err = max(
-        err, on_cases([last], lambda c: _function_backward_one(fn_cls, c, "channels_last")[0])
-    )
-    report(f"{fn_cls.__name__}.backward, {len(chosen) + 1} hidden cases", err)

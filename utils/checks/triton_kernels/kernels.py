@@ -8,7 +8,6 @@ import torch
 
 from utils import reference
 from utils.checks.triton_kernels.common import (
-    FLOAT32,
     MAX_DIFFERENCED,
     VISIBLE_SHAPE,
     WORDS,
@@ -19,10 +18,8 @@ from utils.checks.triton_kernels.common import (
     _per_channel,
     _statistics_dtypes,
     _tolerance,
-    float32_case,
-    guarded,
-    hidden_cases,
-    run_learner,
+    items_of,
+    launch,
     visible_cases,
 )
 from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, on_cases, report
@@ -128,12 +125,12 @@ def _statistics_reference(case: KernelCase) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _statistics_one(fn, case: KernelCase) -> float:
-    x = guarded(case.x, case.dtype)
-    before = x.clone()
-    got = run_learner("channel_statistics(x, eps, block)", fn, x, case.eps, block=case.block)
-    if not (isinstance(got, tuple) and len(got) == 2):
-        raise CheckFailure("channel_statistics must return two tensors: (mean, inv_std).")
-    if not torch.equal(x, before):
+    what = "channel_statistics(x, eps, block)"
+    answer = launch(fn, what, [case.x, case.eps], case.dtype, case.block)
+    got = items_of(
+        answer.get("out"), 2, "channel_statistics must return two tensors: (mean, inv_std)."
+    )
+    if 0 in answer["changed"]:
         raise CheckFailure("channel_statistics changed its input x; the kernel only reads it.")
     c = case.x.shape[1]
     mean, inv_std = (
@@ -159,21 +156,12 @@ def check_channel_statistics(fn) -> None:
     report(f"channel_statistics, x of shape {VISIBLE_SHAPE}, block=16", err)
 
 
-def check_channel_statistics_hidden(fn) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _statistics_one(fn, case))
-    report(f"channel_statistics, {len(cases)} hidden float64 cases", err)
-    err = on_cases([float32_case()], lambda case: _statistics_one(fn, case))
-    report("channel_statistics, float32 with a large mean", err, FLOAT32)
-
-
 def _normalize_one(fn, case: KernelCase) -> float:
     mean, inv_std = _statistics_reference(case)
-    args = [guarded(a, case.dtype) for a in (case.x, mean, inv_std, case.gamma, case.beta)]
-    y = run_learner(
-        "normalize_affine(x, mean, inv_std, gamma, beta, block)", fn, *args, block=case.block
-    )
-    got = _as_array("y", y, case.x.shape, (case.dtype,))
+    what = "normalize_affine(x, mean, inv_std, gamma, beta, block)"
+    arrays = [case.x, mean, inv_std, case.gamma, case.beta]
+    answer = launch(fn, what, arrays, case.dtype, case.block)
+    got = _as_array("y", answer.get("out"), case.x.shape, (case.dtype,))
     expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     return assert_close(
         "y", got, expected, normalize_mistakes(case, mean, inv_std), _tolerance(case)
@@ -184,12 +172,6 @@ def check_normalize_affine(fn) -> None:
     """Visible check: y = gamma * (x - mean) * inv_std + beta against F.batch_norm, float64."""
     err = on_cases(visible_cases(), lambda case: _normalize_one(fn, case))
     report(f"normalize_affine, x of shape {VISIBLE_SHAPE}, block=16, vs F.batch_norm", err)
-
-
-def check_normalize_affine_hidden(fn) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _normalize_one(fn, case))
-    report(f"normalize_affine, {len(cases)} hidden cases, vs F.batch_norm", err)
 
 
 def _gradients(case: KernelCase) -> dict[str, np.ndarray]:
@@ -239,12 +221,11 @@ def _compare_gradient(key: str, got: np.ndarray, case: KernelCase, wrong) -> tup
 
 def _reductions_one(fn, case: KernelCase) -> tuple[float, float]:
     mean, inv_std = _statistics_reference(case)
-    args = [guarded(a) for a in (case.dy, case.x, mean, inv_std)]
-    got = run_learner(
-        "backward_reductions(dy, x, mean, inv_std, block)", fn, *args, block=case.block
+    what = "backward_reductions(dy, x, mean, inv_std, block)"
+    answer = launch(fn, what, [case.dy, case.x, mean, inv_std], torch.float64, case.block)
+    got = items_of(
+        answer.get("out"), 2, "backward_reductions must return two tensors: (sum_dy, sum_dy_xhat)."
     )
-    if not (isinstance(got, tuple) and len(got) == 2):
-        raise CheckFailure("backward_reductions must return two tensors: (sum_dy, sum_dy_xhat).")
     c, wrong = case.x.shape[1], reduction_mistakes(case, mean, inv_std)
     errors = [
         _compare_gradient(key, _as_array(key, t, (c,), (torch.float64,)), case, wrong[key])
@@ -257,14 +238,10 @@ def _elementwise_one(fn, case: KernelCase) -> tuple[float, float]:
     mean, inv_std = _statistics_reference(case)
     grads = _gradients(case)
     s_dy, s_dyx = grads["sum_dy"], grads["sum_dy_xhat"]
-    arrays = (case.dy, case.x, mean, inv_std, case.gamma, s_dy, s_dyx)
-    dx = run_learner(
-        "backward_elementwise(dy, x, mean, inv_std, gamma, sum_dy, sum_dy_xhat, block)",
-        fn,
-        *(guarded(a) for a in arrays),
-        block=case.block,
-    )
-    got = _as_array("dx", dx, case.x.shape, (torch.float64,))
+    arrays = [case.dy, case.x, mean, inv_std, case.gamma, s_dy, s_dyx]
+    what = "backward_elementwise(dy, x, mean, inv_std, gamma, sum_dy, sum_dy_xhat, block)"
+    answer = launch(fn, what, arrays, torch.float64, case.block)
+    got = _as_array("dx", answer.get("out"), case.x.shape, (torch.float64,))
     return _compare_gradient(
         "dx", got, case, elementwise_mistakes(case, mean, inv_std, s_dy, s_dyx)
     )
@@ -292,22 +269,8 @@ def check_backward_reductions(fn) -> None:
     )
 
 
-def check_backward_reductions_hidden(fn) -> None:
-    _report_gradients(
-        "backward_reductions, hidden cases",
-        _on_cases_pairs(hidden_cases(), lambda c: _reductions_one(fn, c)),
-    )
-
-
 def check_backward_elementwise(fn) -> None:
     """Visible check: dx from the two sums, float64."""
     _report_gradients(
         "backward_elementwise", _on_cases_pairs(visible_cases(), lambda c: _elementwise_one(fn, c))
-    )
-
-
-def check_backward_elementwise_hidden(fn) -> None:
-    _report_gradients(
-        "backward_elementwise, hidden cases",
-        _on_cases_pairs(hidden_cases(), lambda c: _elementwise_one(fn, c)),
     )
