@@ -137,6 +137,47 @@ def test_all_reduced_parameter_gradients_are_named():
         checks.check_sync_backward(reduced_backward, two_round_sync_batchnorm)
 
 
+def forward_frozen_in(argument: str):
+    """A forward right at the visible case, whose output stays put when ``argument`` ("x",
+    "gamma" or "beta") moves (x: the statistics are the case's, not the input's): the
+    backward agrees with autograd, but not with centered differences of this forward."""
+    c = checks.visible_case().case
+    mean, var = c.x.mean(axis=0), c.x.var(axis=0)
+
+    def forward(x, gamma, beta, all_reduce, eps=1e-5):
+        out, cache = two_round_sync_batchnorm(x, gamma, beta, all_reduce, eps)
+        frozen = {
+            "x": gamma * (x - mean) / np.sqrt(var + eps) + beta,
+            "gamma": out - (gamma - c.gamma) * cache["x_hat"],
+            "beta": out - (beta - c.beta),
+        }
+        return frozen[argument], cache
+
+    return forward
+
+
+@pytest.mark.parametrize("argument", ["x", "gamma", "beta"])
+def test_a_backward_that_disagrees_with_differences_of_the_forward_is_named(argument):
+    with pytest.raises(CheckFailure, match="ranks holding") as info:
+        checks.check_sync_backward(two_round_backward, forward_frozen_in(argument))
+    message = str(info.value)
+    assert f"d{argument} along random directions" in message
+    assert "centered differences of your forward" in message
+
+
+def test_the_differences_cost_a_few_forwards_whatever_the_size_of_x():
+    calls = []
+
+    def counted(x, gamma, beta, all_reduce, eps=1e-5):
+        calls.append(x.shape)
+        return two_round_sync_batchnorm(x, gamma, beta, all_reduce, eps)
+
+    checks.check_sync_backward(two_round_backward, counted)
+    world = len(checks.VISIBLE_SIZES)
+    # one checked forward, then two per direction of each of x, gamma and beta, on every rank
+    assert len(calls) == world * (1 + 2 * 3 * checks.DIRECTIONS)
+
+
 def test_torch_inside_a_rank_is_caught():
     def torch_forward(x, gamma, beta, all_reduce, eps=1e-5):
         torch.zeros(1)

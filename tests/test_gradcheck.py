@@ -1,8 +1,9 @@
-"""Unit tests of utils.gradcheck: relative_error and numerical_gradient.
+"""Unit tests of utils.gradcheck: relative_error, numerical_gradient and directional_differences.
 
-numerical_gradient is checked against gradients worked out by hand (no PyTorch, no second
-finite-difference code), relative_error against its definition on hand-made pairs and against
-the properties the lesson promises (symmetric, free of units, calm about expected zeros).
+numerical_gradient and directional_differences are checked against gradients worked out by
+hand (no PyTorch, no second finite-difference code), relative_error against its definition on
+hand-made pairs and against the properties the lesson promises (symmetric, free of units, calm
+about expected zeros).
 """
 
 import warnings
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from utils.gradcheck import numerical_gradient, relative_error
+from utils.gradcheck import directional_differences, numerical_gradient, relative_error
 
 FD_TOL = 1e-7  # centered differences with h=1e-5 on the smooth functions below land near 1e-10
 
@@ -206,3 +207,92 @@ def test_f_is_called_twice_per_entry():
     calls = []
     numerical_gradient(lambda z: calls.append(1) or np.sum(z), np.ones((2, 3)))
     assert len(calls) == 12
+
+
+# --- directional_differences ---------------------------------------------------------------
+
+
+def slopes(grad, directions):
+    """<grad, u> for each direction u."""
+    return np.array([np.sum(grad * u) for u in directions])
+
+
+@given(points(), st.data())
+def test_directional_differences_are_the_gradient_along_each_direction(x, data):
+    dout = data.draw(points(st.just(x.shape)))
+    directions = [data.draw(points(st.just(x.shape))) for _ in range(3)]
+    got = directional_differences(lambda z: np.sin(z) * 2.0, x, directions, dout)
+    assert got.shape == (3,)
+    assert close_to(got, slopes(2.0 * np.cos(x) * dout, directions))
+
+
+def test_directional_differences_of_a_linear_function_are_exact_up_to_roundoff():
+    rng = np.random.default_rng(0)
+    x, w, dout = rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=(4, 2))
+    directions = [rng.normal(size=(4, 3)) for _ in range(2)]
+    got = directional_differences(lambda z: z @ w, x, directions, dout, h=1e-3)
+    assert np.allclose(got, slopes(dout @ w.T, directions), rtol=0, atol=1e-9)
+
+
+def test_a_centered_difference_along_a_direction_is_the_slope_plus_h_squared_term():
+    # sum((x + h u)^3 - (x - h u)^3) / 2h = sum(3 x^2 u) + h^2 sum(u^3) exactly
+    x, u, h = np.array([-1.5, 0.0, 0.7, 2.0]), np.array([1.0, -2.0, 0.5, 3.0]), 1e-2
+    got = directional_differences(lambda z: z**3, x, [u], h=h)
+    assert np.allclose(got, [np.sum(3 * x**2 * u) + h**2 * np.sum(u**3)], rtol=0, atol=1e-10)
+
+
+def test_directional_differences_tell_a_wrong_gradient_from_the_right_one():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 4))
+    directions = [rng.normal(size=x.shape) for _ in range(2)]
+    got = directional_differences(lambda z: np.sum(z**2), x, directions)
+    wrong = 2 * x
+    wrong[0, 0] *= 1.01
+    assert relative_error(got, slopes(2 * x, directions)) < 1e-9
+    assert relative_error(got, slopes(wrong, directions)) > 1e-5
+
+
+def test_directional_differences_move_a_non_contiguous_x_in_place_and_restore_it():
+    base = np.linspace(-1.0, 1.0, 24).reshape(4, 6)
+    x = base[:, ::2]
+    seen = []
+
+    def f(z):
+        seen.append(z is x and not z.flags.c_contiguous)
+        return np.sum(z**2)
+
+    directions = [np.ones(x.shape), np.arange(12.0).reshape(x.shape)]
+    got = directional_differences(f, x, directions)
+    assert np.allclose(got, slopes(2 * x, directions), rtol=1e-9)
+    assert all(seen) and len(seen) == 4  # two calls of f per direction
+    assert np.array_equal(base, np.linspace(-1.0, 1.0, 24).reshape(4, 6))
+
+
+def test_directional_differences_restore_x_when_f_raises():
+    x = np.array([1.0, 2.0, 3.0])
+    calls = []
+
+    def fails_on_second_call(z):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return np.sum(z)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        directional_differences(fails_on_second_call, x, [np.array([0.3, -1.0, 2.0])])
+    assert np.array_equal(x, [1.0, 2.0, 3.0])
+
+
+def test_a_direction_shaped_unlike_x_is_refused():
+    with pytest.raises(ValueError, match="direction has shape"):
+        directional_differences(lambda z: np.sum(z), np.ones((2, 3)), [np.ones(6)])
+
+
+def test_directional_differences_refuse_what_numerical_gradient_refuses():
+    with pytest.raises(TypeError, match="float64"):
+        directional_differences(lambda z: np.sum(z), np.ones(3, dtype=np.float32), [np.ones(3)])
+    with pytest.raises(ValueError, match="h must be positive"):
+        directional_differences(lambda z: np.sum(z), np.ones(2), [np.ones(2)], h=0.0)
+    with pytest.raises(ValueError, match="dout has shape"):
+        directional_differences(lambda z: z.sum(axis=0), np.ones((3, 2)), [np.ones((3, 2))],
+                                np.ones((3, 2)))  # fmt: skip

@@ -8,8 +8,8 @@ concatenated batch:
 ``torch.var_mean`` for the moments, ``F.batch_norm(training=True)`` for the forward, autograd
 for dx and for the sum of the ranks' dgamma and dbeta, and autograd with dout zeroed outside
 a rank's shard for that rank's own contribution. Gradients are also compared with centered
-differences of the learner's own (simulated, global) forward. Failures name the case, and
-where they can, the mistake.
+differences of the learner's own (simulated, global) forward along a few seeded random
+directions (``DIRECTIONS``). Failures name the case, and where they can, the mistake.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from utils.diagnose import (
     on_cases,
 )
 from utils.diagnose import report as report_line
-from utils.gradcheck import numerical_gradient, relative_error
+from utils.gradcheck import directional_differences, relative_error
 from utils.guard import call_without_torch
 from utils.mistakes import describe
 from utils.sync import CollectiveError, run_ranks, split_batch
@@ -435,18 +435,52 @@ def _simulated_forward(forward: Callable, sc: SyncCase) -> Callable:
     return global_out
 
 
-def _finite_differences(forward: Callable, sc: SyncCase) -> tuple[np.ndarray, ...]:
-    """Centered differences of ``sum(global forward * dout)`` with respect to the global x,
-    gamma and beta; each lambda perturbs its own argument."""
+DIRECTIONS = 3
+"""Random directions per argument (x, gamma, beta) along which the backward is compared with
+centered differences of the learner's forward. Each difference costs two global forwards,
+every rank's forward with its all_reduce calls, which graded is a round trip per call: entry
+by entry that was 2 * (x.size + 2C) forwards per case, along directions it is 2 * 3 * 3."""
+
+DIRECTION_SEED = 10
+"""Seeds the directions, so that grading is deterministic."""
+
+ALONG_DIRECTIONS = tuple(f"{g} along random directions" for g in GRADIENTS)
+"""The gradients' names in a failure of the comparison with centered differences."""
+
+
+def _directions(sc: SyncCase) -> tuple[list[np.ndarray], ...]:
+    """DIRECTIONS standard normal arrays shaped like x, like gamma and like beta."""
+    rng = np.random.default_rng(DIRECTION_SEED)
+    c = sc.case
+    return tuple(
+        [rng.standard_normal(a.shape) for _ in range(DIRECTIONS)] for a in (c.x, c.gamma, c.beta)
+    )
+
+
+def _slopes(grads: tuple[np.ndarray, ...], directions: tuple[list[np.ndarray], ...]) -> tuple:
+    """<gradient, u> for each gradient and each of its directions u: one (k,) array each.
+    They are compared normwise over the k slopes, so a wrong gradient shows about its own
+    relative error, as entry by entry; one slope alone could be near zero by chance."""
+    return tuple(
+        np.array([np.vdot(g, u) for u in us]) for g, us in zip(grads, directions, strict=True)
+    )
+
+
+def _finite_differences(
+    forward: Callable, sc: SyncCase, directions: tuple[list[np.ndarray], ...]
+) -> tuple[np.ndarray, ...]:
+    """Centered differences of ``sum(global forward * dout)`` along ``directions`` (those of
+    x, of gamma, of beta): one (k,) array each. Each lambda moves its own argument."""
     c = sc.case
     f = _simulated_forward(forward, sc)
     x, gamma, beta = c.fresh().x, c.gamma.copy(), c.beta.copy()
     spread = np.sqrt(np.min(c.x.var(axis=channel_axes(c.x))) + c.eps)
     h_x = STEP_PER_SPREAD * min(1.0, spread)
+    u_x, u_gamma, u_beta = directions
     return (
-        numerical_gradient(lambda x_: f(x_, gamma, beta), x, c.dout, h_x),
-        numerical_gradient(lambda g_: f(x, g_, beta), gamma, c.dout),
-        numerical_gradient(lambda b_: f(x, gamma, b_), beta, c.dout),
+        directional_differences(lambda x_: f(x_, gamma, beta), x, u_x, c.dout, h_x),
+        directional_differences(lambda g_: f(x, g_, beta), gamma, u_gamma, c.dout),
+        directional_differences(lambda b_: f(x, gamma, b_), beta, u_beta, c.dout),
     )
 
 
@@ -481,8 +515,11 @@ def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tup
         sum(g[2] for g in grads),
     )
     errors.append(compare_gradients(GRADIENTS, total, expected, wrong))
-    numeric = call_without_torch(_finite_differences, forward, sc, name=_name(forward))
-    err_fd = compare_with_differences(GRADIENTS, total, numeric, f"your {_name(forward)}")
+    directions = _directions(sc)
+    numeric = call_without_torch(_finite_differences, forward, sc, directions, name=_name(forward))
+    err_fd = compare_with_differences(
+        ALONG_DIRECTIONS, _slopes(total, directions), numeric, f"your {_name(forward)}"
+    )
     return max(errors), err_fd
 
 
