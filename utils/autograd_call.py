@@ -269,15 +269,20 @@ def function_grad(fn_cls, x, layout, gamma, beta, eps, dy, needs, direct) -> dic
     ts = inputs()
     y = _apply(fn_cls, *ts, eps)["y"]
     wanted = [t for t in ts if t.requires_grad]
+    what = "torch.autograd.grad through your Function"
+    if not all(needs):
+        what = "torch.autograd.grad with only x requiring grad"
+    return {**out, **_through_engine(what, y, wanted, dyt)}
+
+
+def _through_engine(what: str, y, inputs, dy) -> dict:
+    """{"engine": the gradients of ``inputs`` torch.autograd.grad gives for upstream ``dy``,
+    described}, or {"engine_error": why it failed}."""
     try:
-        what = "torch.autograd.grad through your Function"
-        if not all(needs):
-            what = "torch.autograd.grad with only x requiring grad"
-        got = watched(what, torch.autograd.grad, y, wanted, dyt, watch=False)
-        out["engine"] = [describe(g) for g in got]
+        got = watched(what, torch.autograd.grad, y, inputs, dy, watch=False)
+        return {"engine": [describe(g) for g in got]}
     except LearnerFailure as failure:
-        out["engine_error"] = str(failure)
-    return out
+        return {"engine_error": str(failure)}
 
 
 def function_outputs(fn_cls, points: list, layout: str, eps: float) -> list:
@@ -539,12 +544,7 @@ def kernels_apply(fn_cls, x, layout, gamma, beta, eps, dtype, dy, engine) -> dic
     if engine:
         inputs = _kernel_inputs(x, layout, gamma, beta, dtype, True)
         y = kernels_watched(what, fn_cls.apply, *inputs, float(eps))
-        try:
-            what = "torch.autograd.grad through your Function"
-            got = watched(what, torch.autograd.grad, y, inputs, dyt, watch=False)
-            out["engine"] = [describe(g) for g in got]
-        except LearnerFailure as failure:
-            out["engine_error"] = str(failure)
+        out.update(_through_engine("torch.autograd.grad through your Function", y, inputs, dyt))
     return out
 
 
