@@ -39,7 +39,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_grading import COLD, ROOT, cpu_of, nbgrader_serial, run, write_class  # noqa: E402
+from bench_grading import COLD, ROOT, cpu_of, nbgrader_serial, write_class  # noqa: E402
+from bench_grading import ours as grading_ours  # noqa: E402
 
 PROJECTED_STUDENTS = 500
 PROJECTED_CORES = 16
@@ -72,22 +73,10 @@ def assignments_of(folder: Path) -> list[str]:
     return sorted({p.name for p in folder.glob("*/*")})
 
 
-def graded(course: Path) -> int:
-    return len(list((course / "autograded").glob("*/*/*.ipynb")))
-
-
 def ours(folder: Path, course: Path, workers: int | None = None, extra_env=None) -> int:
     """Grade ``folder`` with `python -m grader grade`; returns the notebooks graded cleanly."""
-    cmd = [sys.executable, "-m", "grader", "grade", str(folder), "--course-dir", str(course)]
-    for assignment in assignments_of(folder):
-        cmd += ["--assignment", assignment]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    out = run(cmd, ROOT, extra_env)[1]
-    errors = [line for line in out.splitlines() if "ERROR:" in line]
-    for line in errors:
-        tqdm.write(f"  {line}")
-    return graded(course) - len(errors)
+    assignments = tuple(assignments_of(folder))
+    return grading_ours(folder, course, workers, extra_env, assignments, tqdm.write)[1]
 
 
 def one_worker(folder: Path, course: Path) -> int:

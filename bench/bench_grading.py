@@ -114,17 +114,25 @@ def nbgrader_serial(folder: Path, course: Path, assignments) -> tuple[float, int
 
 
 def ours(
-    folder: Path, course: Path, workers: int | None = None, extra_env: dict | None = None
+    folder: Path,
+    course: Path,
+    workers: int | None = None,
+    extra_env: dict | None = None,
+    assignments: tuple[str, ...] = (),
+    say=print,
 ) -> tuple[float, int]:
     """(seconds, notebooks graded without error) of `python -m grader grade` with its
-    defaults (or ``workers`` local workers, ``extra_env`` in its environment)."""
+    defaults (or ``workers`` local workers, ``extra_env`` in its environment, only
+    ``assignments``); ``say`` prints each error line."""
     cmd = [sys.executable, "-m", "grader", "grade", str(folder), "--course-dir", str(course)]
+    for assignment in assignments:
+        cmd += ["--assignment", assignment]
     if workers:
         cmd += ["--workers", str(workers)]
     seconds, out = run(cmd, ROOT, extra_env)
     errors = [line for line in out.splitlines() if "ERROR:" in line]
     for line in errors:
-        print(f"  {line}")
+        say(f"  {line}")
     return seconds, len(list((course / "autograded").glob("*/*/*.ipynb"))) - len(errors)
 
 
