@@ -107,7 +107,8 @@ def _store_files(
             target.unlink(missing_ok=True)  # never leave an older run's notebook behind
     else:
         autograded.mkdir(parents=True, exist_ok=True)
-        target.write_text(stored_notebook(result), encoding="utf-8")
+        stored = result.stored_json if result.stored_json is not None else stored_notebook(result)
+        target.write_text(stored, encoding="utf-8")
     if submitted is not None:
         folder = course.state_path("submitted", result.student, result.assignment)
         folder.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,9 @@ class SubmissionResult:
     confinement: str = ""
     """What the operating system confined the kernel with (``grader.confine.describe()`` on
     the machine that graded it), or ``WEAKER: ...``."""
+    stored_json: str | None = None
+    """The autograded notebook as the course keeps it (``grader.feedback.stored_notebook``),
+    made where it was graded, so the one process that records results only writes it."""
 
     @property
     def score(self) -> float:
@@ -161,6 +164,10 @@ def grade_submission(
         result = _grade(Path(course_root), assignment, student, notebook_path, template_db, limits)
     if result.error:
         result.notebook_json = _noted(result, template_db)
+    if result.notebook_json is not None:
+        from grader.feedback import stored_notebook  # feedback reads this module's types
+
+        result.stored_json = stored_notebook(result)
     result.confinement = confine.describe()
     result.seconds = time.monotonic() - started
     return result

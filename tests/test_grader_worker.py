@@ -10,6 +10,7 @@ import pytest
 from fixtures.toy import SQUARE, cell, copy_course, points, submission, without_cells
 
 from grader.build import make_template
+from grader.feedback import stored_notebook
 from grader.grade import run_jobs
 from grader.worker import GradeJob, grade_submission
 
@@ -48,6 +49,7 @@ def test_truncated_json_scores_zero_with_a_reason(toy, tmp_path):
     assert result.score == 0
     note = nbformat.reads(result.notebook_json, as_version=4).cells[0]
     assert "scores 0" in note.source and "not valid notebook JSON" in note.source
+    assert result.stored_json == stored_notebook(result)  # made by the worker, not the recorder
 
 
 @pytest.mark.slow
@@ -68,6 +70,7 @@ def test_tampered_tests_come_back_from_the_gradebook(toy, tmp_path):
     assert result.error is None
     assert scores(result) == {"test_double": 0, "test_square": 0, "written_linear": 0}
     assert "HIDDEN-MARKER" in result.notebook_json  # the full test ran, hidden part included
+    assert result.stored_json == stored_notebook(result)
 
 
 @pytest.mark.slow
