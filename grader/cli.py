@@ -108,7 +108,7 @@ def cmd_feedback(args) -> int:
     from grader.feedback import write_feedback
 
     course = _course(args)
-    files = write_feedback(course, args.out)
+    files = write_feedback(course, args.out, args.workers)
     say(f"wrote {len(files)} feedback file(s) under {args.out or course.course_dir / 'feedback'}")
     return OK
 
@@ -158,13 +158,13 @@ def _add_limits(p: argparse.ArgumentParser, timeout: int = 60) -> None:
     )
 
 
-def _add_workers(p: argparse.ArgumentParser, default: int) -> None:
+def _add_workers(p: argparse.ArgumentParser, default: int, what: str = "notebooks graded") -> None:
     p.add_argument(
         "--workers",
         type=int,
         default=default,
         metavar="N",
-        help=f"notebooks graded at once in local processes (default {default})",
+        help=f"{what} at once in local processes (default {default})",
     )
 
 
@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "feedback", parents=[common], help="HTML feedback per submission, hidden tests removed"
     )
     p.add_argument("--out", metavar="DIR", help="default COURSE_DIR/feedback")
+    _add_workers(p, os.cpu_count() or 1, "feedback pages written")
     p.set_defaults(run=cmd_feedback)
 
     p = sub.add_parser(

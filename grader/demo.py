@@ -62,7 +62,7 @@ def demo(
     found = None
     if expected is not None:
         found = differences(run.results, load_plan(expected), course.solutions_dir)
-    feedback = write_feedback(course)
+    feedback = write_feedback(course, workers=options.workers)
     return DemoOutcome(
         run, release, grades_csv, tests_csv, feedback, stale, write_overview(course), found
     )

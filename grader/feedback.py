@@ -24,6 +24,9 @@ nbgrader's) loads no script and nothing from the network, and wraps text at the 
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -204,15 +207,37 @@ class FeedbackSummary(NbGraderPreprocessor):
         return nb, resources
 
 
-def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
+def write_feedback(course: Course, out: Path | None = None, workers: int = 1) -> list[Path]:
     """One HTML file per autograded notebook, under ``out/<student>/<assignment>/`` (default:
-    the course directory's ``feedback/``). Returns the files written, sorted."""
+    the course directory's ``feedback/``). Returns the files written, sorted.
+
+    workers: processes that write pages at once, each for its own share of the students (this
+    process is one of them); a page costs about a third of a CPU-second (nbconvert's HTML), so a
+    large class wants one per core."""
     out = Path(out or course.course_dir / "feedback").resolve()
     autograded = course.course_dir / "autograded"
     notebooks = sorted(autograded.glob("*/*/*.ipynb")) if autograded.is_dir() else []
     _remove_stale(out, autograded)
     if not notebooks:
         return []
+    students = sorted({path.parent.parent.name for path in notebooks})
+    shares = [students[k :: max(1, workers)] for k in range(max(1, workers))]
+    shares = [share for share in shares if share]
+    if len(shares) == 1:
+        _write_pages(course, out, None)
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked copies of sqlite state
+        with ProcessPoolExecutor(len(shares) - 1, mp_context=context) as pool:
+            others = [pool.submit(_write_pages, course, out, share) for share in shares[1:]]
+            _write_pages(course, out, shares[0])
+            for future in others:
+                future.result()
+    return sorted(out.glob("*/*/*.html"))
+
+
+def _write_pages(course: Course, out: Path, students: list[str] | None) -> None:
+    """nbgrader's GenerateFeedback with our page, for every student or only ``students`` (a
+    folder of links to their autograded folders stands in for ``autograded/``)."""
     ensure_venv_on_path()
     config = course.nbgrader_config()
     config.CourseDirectory.feedback_directory = str(out)
@@ -228,15 +253,21 @@ def write_feedback(course: Course, out: Path | None = None) -> list[Path]:
     config.HTMLExporter.template_name = TEMPLATE
     config.HTMLExporter.template_file = TEMPLATE_FILE
     config.HTMLExporter.extra_template_basedirs = [str(TEMPLATES), str(NBGRADER_TEMPLATES)]
-    converter = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
-    errors = capture_log(converter, "feedback")
-    try:
-        with quiet_nbgrader():
-            converter.start()
-    except Exception as exc:
-        detail = "\n  ".join(errors.messages) or str(exc)
-        raise FeedbackError(f"nbgrader could not write the feedback:\n  {detail}") from exc
-    return sorted(out.glob("*/*/*.html"))
+    with tempfile.TemporaryDirectory(prefix="feedback-") as tmp:
+        if students is not None:
+            share = Path(tmp) / "autograded"
+            share.mkdir()
+            for student in students:  # names of the course's own folders, not submitted text
+                (share / student).symlink_to(course.course_dir / "autograded" / student)
+            config.CourseDirectory.autograded_directory = str(share)
+        converter = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
+        errors = capture_log(converter, "feedback")
+        try:
+            with quiet_nbgrader():
+                converter.start()
+        except Exception as exc:
+            detail = "\n  ".join(errors.messages) or str(exc)
+            raise FeedbackError(f"nbgrader could not write the feedback:\n  {detail}") from exc
 
 
 def _remove_stale(out: Path, autograded: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import uuid
 
@@ -96,6 +97,13 @@ def clean_html(html: str) -> str:
     return _CLEANER.clean(_MACROS.sub("\u2216", html))
 
 
+MARKDOWN_CACHE = 4096
+"""Distinct markdown sources each process keeps the cleaned form of: a lesson's own text is
+the same in every student's notebook, so it is rendered and cleaned once per process, not once
+per notebook (both functions below are pure functions of the source)."""
+
+
+@functools.lru_cache(maxsize=MARKDOWN_CACHE)
 def safe_markdown(source: str) -> str:
     """A markdown cell source that renders to clean HTML: ``source`` itself when its rendering
     is already clean, else that rendering, cleaned, as one raw HTML line (markdown passes a
@@ -107,6 +115,7 @@ def safe_markdown(source: str) -> str:
     return _one_line(cleaned, "normlab-sanitized")
 
 
+@functools.lru_cache(maxsize=MARKDOWN_CACHE)
 def static_markdown(source: str) -> str:
     """A markdown cell source for a page without scripts: ``source`` rendered with its LaTeX
     as MathML (``grader.mathml``), cleaned, as one raw HTML line."""

@@ -333,3 +333,14 @@ def test_feedback_says_why_and_never_shows_hidden_tests(graded, tmp_path):
         assert "HIDDEN-MARKER" not in html and "call_without_torch(double" not in html, student
         if reason and "PyTorch" not in reason:
             assert "scores 0" in html and reason.split("'")[0][:20] in html, student
+
+
+def test_feedback_written_by_several_processes_is_the_same(graded, tmp_path):
+    course = graded[0]
+    one = write_feedback(course, tmp_path / "one")
+    three = write_feedback(course, tmp_path / "three", workers=3)
+    assert len(one) > 3
+    assert [p.relative_to(tmp_path / "one") for p in one] == [
+        p.relative_to(tmp_path / "three") for p in three
+    ]
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in three]
