@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from utils import reference
 from utils.checks import torch_module as tm
 from utils.checks.hidden import torch_module as hidden
+from utils.checks.scenario import partial_trace
+from utils.checks.torch_module.adapter import LESSON
 from utils.diagnose import CheckFailure
 from utils.gradcheck import relative_error
 
@@ -187,7 +189,7 @@ def test_known_wrong_function_outputs_all_differ_from_the_reference():
 def test_each_known_wrong_module_differs_from_pytorch_somewhere(mistake):
     def differs(s):
         ref = list(tm.trace(torch.nn.BatchNorm2d, s))
-        wrong = tm._partial_trace(mistake, s)
+        wrong = partial_trace(LESSON.known_wrong(mistake), s)
         return len(wrong) < len(ref) or any(
             not tm._agrees(wrong[i].get(k), v)
             for i, snap in enumerate(ref)
@@ -202,7 +204,7 @@ def test_each_known_wrong_module_differs_from_pytorch_somewhere(mistake):
 def test_a_known_wrong_module_without_a_mistake_is_pytorch():
     s = tm.scenarios(hidden.HIDDEN, "modes")[0]
     ref = list(tm.trace(torch.nn.BatchNorm2d, s))
-    same = tm._partial_trace("no mistake", s)
+    same = partial_trace(LESSON.known_wrong("no mistake"), s)
     for a, b in zip(ref, same, strict=True):
         for key, value in a.items():
             if isinstance(value, tm.Value):

@@ -11,9 +11,9 @@ from utils.checks.running_stats.scenario import (
     SWITCHING,
     TRAIN_3,
     WITH_EVAL,
-    Scenario,
-    _scenarios,
+    make_scenario,
 )
+from utils.checks.scenario import Scenario, scenarios_from
 
 HIDDEN = {
     "training": [
@@ -125,7 +125,7 @@ non-contiguous x, and mode switches back and forth."""
 
 def hidden_scenarios(topic: str) -> list[Scenario]:
     """The hidden scenarios on ``topic`` (a key of ``TOPICS``)."""
-    return _scenarios(HIDDEN, topic)
+    return scenarios_from(HIDDEN, topic, make_scenario)
 
 
 def check_batchnorm1d_training_hidden(cls) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from utils.cases import LARGE_OFFSET, Case, make_case
+from utils.checks.scenario import Scenario
 from utils.checks.spatial import ChannelsLastCase, channels_last_view
 from utils.checks.torch_module.fold import FoldCase, _fold_one, make_fold_case
 from utils.checks.torch_module.function import (
@@ -23,7 +24,6 @@ from utils.checks.torch_module.scenario import (
     MODES,
     SWITCHING,
     TRAIN_3,
-    Scenario,
     make_scenario,
     scenarios,
 )

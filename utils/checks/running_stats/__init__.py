@@ -12,24 +12,23 @@ PyTorch's run the same script; after every step every piece of state is compared
 At the first difference the check names the step and, by running the known-wrong layers of
 this module through the same script, the likely mistake.
 
-The package holds one module per concern: ``scenario`` (steps, scenarios and their tables),
-``reference`` (PyTorch's layer in numpy terms and the known-wrong layers), ``engine``
-(driving a layer through a scenario, comparison and diagnosis); the checks the notebook
-calls are here.
+The scenario engine (steps, scenarios, running them side by side, diagnosis) is shared with
+lesson 09 in ``utils.checks.scenario``; this package holds what is lesson 04's: ``scenario``
+(building scenarios from scripts, and their visible table), ``reference`` (PyTorch's layer in
+numpy terms and the known-wrong layers), ``adapter`` (driving a layer through a scenario and
+comparing one value); the checks the notebook calls are here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from utils.checks.running_stats.engine import compare_scenario
+from utils.checks import scenario as engine
+from utils.checks.running_stats.adapter import LESSON, Driver
 from utils.checks.running_stats.reference import MISTAKES, KnownWrongBatchNorm1d, TorchBatchNorm1d
-from utils.checks.running_stats.scenario import (
-    Scenario,
-    make_scenario,
-    visible_scenarios,
-)
-from utils.diagnose import TIGHT, report
+from utils.checks.running_stats.scenario import make_scenario, visible_scenarios
+from utils.checks.scenario import Scenario
+from utils.diagnose import TIGHT
 
 # --- the checks ------------------------------------------------------------------------------
 
@@ -42,16 +41,20 @@ TOPICS = {
 }
 
 
+def compare_scenario(cls: Callable, scenario: Scenario) -> tuple[float, int]:
+    """Run ``cls`` and torch.nn.BatchNorm1d through ``scenario`` side by side.
+
+    Returns (largest relative error, number of steps). Raises CheckFailure at the first
+    difference, naming the scenario, the step and the likely mistake.
+    """
+    return engine.compare_scenario(LESSON, Driver(cls, guarded=True), scenario)
+
+
 def _check(cls: Callable, topic: str, scenarios: list[Scenario], hidden: bool) -> None:
     """Compare ``cls`` with PyTorch on every scenario; print one line when all agree."""
-    worst, steps = 0.0, 0
-    for scenario in scenarios:
-        err, count = compare_scenario(cls, scenario)
-        worst, steps = max(worst, err), steps + count
-    plural = "s" if len(scenarios) > 1 else ""
-    what = f"{len(scenarios)} {'hidden ' if hidden else ''}scenario{plural}, {steps} steps"
     name = getattr(cls, "__name__", "BatchNorm1d")
-    report(f"{name}, {TOPICS[topic]}: {what} side by side with torch.nn.BatchNorm1d", worst)
+    learner = Driver(cls, guarded=True)
+    engine.check_scenarios(LESSON, learner, name, TOPICS[topic], scenarios, hidden)
 
 
 def check_batchnorm1d_training(cls) -> None:

@@ -1,65 +1,15 @@
-"""Lesson 04's scenarios: a constructor call and a script of steps, and the visible table of
-them (the hidden table is in ``utils.checks.hidden.running_stats``)."""
+"""Lesson 04's scenarios (``utils.checks.scenario``'s ``Scenario`` of ``BatchNorm1d``, built from
+a script of steps) and the visible table of them (the hidden table is in
+``utils.checks.hidden.running_stats``)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from utils.cases import stream_parameters, strided_view
-
-KEY_ORDER = (
-    "raises",
-    "training",
-    "gamma",
-    "beta",
-    "out",
-    "dx",
-    "dgamma",
-    "dbeta",
-    "running_mean",
-    "running_var",
-    "num_batches_tracked",
-)
-"""The order in which the values of one step are compared (the first difference is reported)."""
-
-STATE = ("running_mean", "running_var", "num_batches_tracked")
+from utils.checks.scenario import MODE_SWITCHES, Scenario, Step, scenarios_from
 
 # --- scenarios -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One action on a layer.
-
-    action: "train", "eval", "train(False)", "batch" (forward then backward) or "batch_of_one"
-    (a training batch of one example: must raise ValueError; always the last step).
-    x, dout: (N, D) arrays for a batch. call: how the forward is invoked, "forward" or
-    "__call__".
-    """
-
-    action: str
-    x: np.ndarray | None = None
-    dout: np.ndarray | None = None
-    call: str = "forward"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A constructor call (``BatchNorm1d(num_features, **options)``), the gamma/beta to assign
-    afterwards (None: leave them, e.g. with affine=False) and the steps to run."""
-
-    label: str
-    num_features: int
-    options: dict
-    gamma: np.ndarray | None
-    beta: np.ndarray | None
-    steps: tuple[Step, ...] = field(default_factory=tuple)
-
-    def constructor(self) -> str:
-        args = [str(self.num_features)] + [f"{k}={v!r}" for k, v in self.options.items()]
-        return f"BatchNorm1d({', '.join(args)})"
 
 
 def make_scenario(
@@ -91,7 +41,7 @@ def make_scenario(
     )
     steps = []
     for token in script.split():
-        if token in ("train", "eval", "train(False)"):
+        if token in MODE_SWITCHES:
             steps.append(Step(token))
             continue
         n = int(token.rstrip("!"))
@@ -102,7 +52,7 @@ def make_scenario(
         steps.append(Step(action, x, rng.normal(size=(n, d)), call))
     if any(s.action == "batch_of_one" for s in steps[:-1]):
         raise ValueError("a batch of one that must raise is the last step")
-    return Scenario(label, d, options, gamma, beta, tuple(steps))
+    return Scenario(label, "BatchNorm1d", d, options, gamma, beta, tuple(steps))
 
 
 def _with_layout(x: np.ndarray, layout: str) -> np.ndarray:
@@ -135,13 +85,6 @@ VISIBLE = {
 """topic -> (label, seed, script, num_features, options) of the visible scenarios."""
 
 
-def _scenarios(table: dict, topic: str) -> list[Scenario]:
-    return [
-        make_scenario(label, seed, script, d, **options)
-        for label, seed, script, d, options in table[topic]
-    ]
-
-
 def visible_scenarios(topic: str) -> list[Scenario]:
     """The small fixed scenarios of the visible check on ``topic`` (a key of ``TOPICS``)."""
-    return _scenarios(VISIBLE, topic)
+    return scenarios_from(VISIBLE, topic, make_scenario)

@@ -25,8 +25,10 @@ these checks run in the trusted checker). The hidden cases and checks are in
 ``utils.checks.hidden.torch_module``.
 
 The checks live in one module per concern: ``common`` (the calls and the references),
-``function``, ``scenario`` (the engine that steps a module through a script), ``module`` and
-``fold``; this package re-exports what notebooks and tests use, so they import from
+``function``, ``module`` (its checks), ``scenario`` (its scenarios and their visible table),
+``adapter`` (how ``utils.checks.scenario``, the scenario engine shared with lesson 04, runs
+PyTorch's, the known-wrong and the learner's modules and compares their values) and ``fold``;
+this package re-exports what notebooks and tests use, so they import from
 ``utils.checks.torch_module``.
 
 A failure names the case, the step and, by comparing with known-wrong variants run on the
@@ -34,6 +36,13 @@ same input, the likely mistake.
 """
 
 from utils.cases import make_case
+from utils.checks.torch_module.adapter import (
+    MODULE_MISTAKES,
+    Value,
+    _agrees,
+    module_mistakes,
+    trace,
+)
 from utils.checks.torch_module.common import call_learner, in_kernel, tensor_like_case
 from utils.checks.torch_module.fold import (
     _fold_one,
@@ -54,23 +63,14 @@ from utils.checks.torch_module.function import (
     require_own_backward,
 )
 from utils.checks.torch_module.module import (
-    MODULE_MISTAKES,
-    _agrees,
-    _partial_trace,
     check_module_modes,
     check_module_state,
     check_module_training,
     compare_registration,
     compare_saved_state,
     compare_scenario,
-    module_mistakes,
 )
-from utils.checks.torch_module.scenario import (
-    VISIBLE,
-    Value,
-    scenarios,
-    trace,
-)
+from utils.checks.torch_module.scenario import VISIBLE, scenarios
 from utils.diagnose import CheckFailure
 
 __all__ = [
@@ -82,7 +82,6 @@ __all__ = [
     "_fold_one",
     "_inputs",
     "_layer",
-    "_partial_trace",
     "_wrong_fold",
     "backward_mistakes",
     "call_learner",

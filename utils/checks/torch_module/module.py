@@ -1,282 +1,40 @@
-"""The ``BatchNorm2d`` module checks: known-wrong modules, the step-by-step comparison with
-``torch.nn.BatchNorm2d``, and the registered-state checks."""
+"""The ``BatchNorm2d`` module checks: stepped side by side with ``torch.nn.BatchNorm2d``
+through scenarios (``utils.checks.scenario`` with lesson 09's adapter), and the registered
+state (parameters, buffers, state_dict, loading it into PyTorch)."""
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-
-import numpy as np
 import torch
 
-from utils.checks.torch_module.common import (
-    in_kernel,
-    kind_of,
-    per_channel,
-    statistic_axes,
-    tensor_of,
-)
-from utils.checks.torch_module.scenario import (
-    _MISSING,
+from utils.checks import scenario as engine
+from utils.checks.scenario import Scenario
+from utils.checks.torch_module.adapter import (
     BUFFERS,
-    VISIBLE,
+    LESSON,
     LearnerRunner,
-    Scenario,
     Value,
-    scenarios,
-    trace,
     value_of,
 )
-from utils.diagnose import MATCH, CheckFailure, assert_close, generic_hint, report
-from utils.gradcheck import relative_error
-from utils.mistakes import describe
+from utils.checks.torch_module.common import in_kernel, kind_of, tensor_of
+from utils.checks.torch_module.scenario import VISIBLE, scenarios
+from utils.diagnose import CheckFailure, assert_close
 
-MODULE_MISTAKES = {
-    "biased": "running_var is updated with the biased batch variance; PyTorch stores the "
-    "unbiased one (multiplied by M / (M - 1), M = N * H * W values per channel)",
-    "keras": "the momentum weights are swapped (Keras' convention, running = momentum * "
-    "running + (1 - momentum) * batch); PyTorch's is (1 - momentum) * running + momentum * batch",
-    "none_ignored": "momentum=None is treated as 0.1; None means a cumulative average, weight "
-    "1 / num_batches_tracked",
-    "eval_batch": "eval mode normalizes with the batch statistics; it uses the running ones",
-    "no_increment": "num_batches_tracked is not incremented in training",
-    "updates_in_eval": "the running statistics are updated in eval mode too",
-    "unbiased": "the normalization uses the unbiased variance; it uses the biased one (the "
-    "running variance stores the unbiased one)",
-    "eps_outside": describe("eps outside sqrt", use=""),
-    "bessel_batch": "the unbiased running variance uses N / (N - 1) with N the batch size; the "
-    "correction counts every value of a channel, M / (M - 1) with M = N * H * W",
-    "eval_no_eps": "eval mode divides by sqrt(running_var) without eps; it is "
-    "sqrt(running_var + eps)",
-}
-
-
-class KnownWrongBatchNorm2d(torch.nn.BatchNorm2d):
-    """nn.BatchNorm2d with one classic mistake (a key of MODULE_MISTAKES), in plain torch."""
-
-    def __init__(self, mistake: str, num_features: int, **options):
-        super().__init__(num_features, **options)
-        self.mistake = mistake
-
-    def forward(self, x):
-        mk, axes = self.mistake, statistic_axes(x)
-        track = self.track_running_stats
-        if track and (self.training or mk == "updates_in_eval"):
-            self._update(x.detach(), axes)
-        if self.training or not track or mk == "eval_batch":
-            var, mean = torch.var_mean(x, axes, correction=int(mk == "unbiased"), keepdim=True)
-        else:
-            mean, var = per_channel(self.running_mean, 4), per_channel(self.running_var, 4)
-        std = var.sqrt() + self.eps if mk == "eps_outside" else (var + self.eps).sqrt()
-        if mk == "eval_no_eps" and not (self.training or not track):
-            std = var.sqrt()
-        y = (x - mean) / std
-        if self.affine:
-            y = y * per_channel(self.weight, 4) + per_channel(self.bias, 4)
-        return y
-
-    def _update(self, x, axes) -> None:
-        mk, m = self.mistake, x.numel() // x.shape[1]
-        var, mean = torch.var_mean(x, axes, correction=0)
-        if mk != "no_increment":
-            self.num_batches_tracked += 1
-        if self.momentum is None:
-            w = 0.1 if mk == "none_ignored" else 1.0 / float(self.num_batches_tracked)
-        else:
-            w = self.momentum
-        w = 1 - w if mk == "keras" else w
-        stored = var if mk == "biased" else var * m / (m - 1)
-        if mk == "bessel_batch":
-            n = x.shape[0]
-            stored = var * n / (n - 1) if n > 1 else var * float("nan")
-        self.running_mean.mul_(1 - w).add_(w * mean)
-        self.running_var.mul_(1 - w).add_(w * stored)
-
-
-def _partial_trace(mistake: str, s: Scenario) -> list[dict]:
-    """A known-wrong module's snapshots (on the CPU), as far as it gets."""
-    plain = dataclasses.replace(s, device="cpu")
-    snapshots = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            for snapshot in trace(lambda c, **o: KnownWrongBatchNorm2d(mistake, c, **o), plain):
-                snapshots.append(snapshot)
-        except Exception:  # noqa: BLE001 - a variant that breaks just stops naming mistakes
-            pass
-    return snapshots
-
-
-def _agrees(got, wrong) -> bool:
-    if not (isinstance(got, Value) and isinstance(wrong, Value)):
-        return False
-    a, b = got.data.double().numpy(), wrong.data.double().numpy()
-    if a.shape != b.shape or not np.all(np.isfinite(b)):
-        return False
-    return relative_error(a, b) <= MATCH
-
-
-def module_mistakes(s: Scenario, index: int, key: str, got, expected=None) -> list[str]:
-    """Descriptions of the known-wrong modules that agree with ``got`` at ``key``; a mistake
-    that gives the right ``expected`` value there too cannot explain the error and is left
-    out (e.g. a wrong running_var does not change running_mean)."""
-    found = []
-    for mistake, description in MODULE_MISTAKES.items():
-        wrong = _partial_trace(mistake, s)
-        if len(wrong) <= index:
-            continue
-        value = wrong[index].get(key, _MISSING)
-        if _agrees(got, value) and not (expected is not None and _agrees(expected, value)):
-            found.append(description)
-    return found
-
-
-FLOAT32_HINT = (
-    "an error of the size of float32 rounding: part of the computation ran in float32. "
-    "1.0 / self.num_batches_tracked is a float32 tensor (the counter is an integer tensor): "
-    "use float(self.num_batches_tracked) or .item(); create new tensors with dtype=x.dtype."
-)
-
-
-def _small_error_hint(s: Scenario, got: Value, expected: Value) -> str | None:
-    """FLOAT32_HINT when a float64 scenario is off by float32 rounding only."""
-    if s.dtype != torch.float64:
-        return None
-    err = relative_error(got.data.double().numpy(), expected.data.double().numpy())
-    return FLOAT32_HINT if err < 1e-5 else None
-
-
-# comparing snapshots
-
-
-class _Mismatch(Exception):
-    def __init__(self, message: str, numeric: bool = False):
-        super().__init__(message)
-        self.numeric = numeric
-
-
-def _compare(key: str, got, expected, tol: float) -> float:
-    """Relative error of the learner's ``got`` against nn.BatchNorm2d's ``expected``."""
-    if key == "training":
-        if got is not expected:
-            raise _Mismatch(f"training is {got!r}, expected {expected}.")
-        return 0.0
-    if got is _MISSING:
-        raise _Mismatch(
-            f"the module has no attribute {key!r}; nn.BatchNorm2d has one "
-            "(None when affine=False or track_running_stats=False)."
-        )
-    if expected is None:
-        if got is not None:
-            raise _Mismatch(f"{key} must be None here, as in nn.BatchNorm2d ({_why_none(key)}).")
-        return 0.0
-    if not isinstance(got, Value):
-        raise _Mismatch(
-            f"{key} is {got!r}, expected a tensor of shape {tuple(expected.data.shape)}."
-        )
-    if key in BUFFERS and got.is_parameter:
-        raise _Mismatch(
-            f"{key} is an nn.Parameter: running statistics are not trained by the optimizer; "
-            f"register them with self.register_buffer({key!r}, ...)."
-        )
-    if key in BUFFERS and got.requires_grad:
-        raise _Mismatch(
-            f"{key} requires grad: it was computed from x with autograd on; update the running "
-            "statistics under torch.no_grad() (or from x.detach())."
-        )
-    if got.data.shape != expected.data.shape:
-        raise _Mismatch(
-            f"{key} has shape {tuple(got.data.shape)}, expected {tuple(expected.data.shape)}."
-        )
-    if got.dtype != expected.dtype:
-        raise _Mismatch(
-            f"{key} has dtype {got.dtype}, nn.BatchNorm2d's has {expected.dtype}"
-            + (
-                " (a buffer registered with register_buffer follows .to() and .double())."
-                if key in BUFFERS
-                else "."
-            )
-        )
-    err = relative_error(got.data.double().numpy(), expected.data.double().numpy())
-    if not err <= tol:
-        raise _Mismatch(
-            f"{key}: relative error {err:.1e} against torch.nn.BatchNorm2d (must be below "
-            f"{tol:.0e}).",
-            numeric=True,
-        )
-    return err
-
-
-def _why_none(key: str) -> str:
-    if key in ("weight", "bias", "weight.grad", "bias.grad"):
-        return "affine=False: no weight and bias; register_parameter(name, None)"
-    return "track_running_stats=False: no running statistics; register_buffer(name, None)"
-
-
-KEY_ORDER = ("training", "y", "x.grad", "weight", "bias", "weight.grad", "bias.grad", *BUFFERS)
-
-
-def step_label(s: Scenario, index: int) -> str:
-    if index == 0:
-        return "after construction"
-    step, mode = s.steps[index - 1], "training"
-    for earlier in s.steps[: index - 1]:
-        if earlier.action in ("train", "eval"):
-            mode = "training" if earlier.action == "train" else "eval"
-    if step.action == "batch":
-        number = sum(t.action == "batch" for t in s.steps[:index])
-        return f"batch {number} (x of shape {step.x.shape}, {mode} mode)"
-    return f"after {step.action}()" if step.action != "load" else "after load_state_dict"
+# --- side by side with nn.BatchNorm2d ------------------------------------------------------------
 
 
 def compare_scenario(cls, fn_cls, s: Scenario) -> tuple[float, int]:
-    """Run the learner's ``cls`` and nn.BatchNorm2d through ``s`` side by side.
+    """Run the learner's ``cls`` (normalizing through ``fn_cls`` in training) and
+    nn.BatchNorm2d through ``s`` side by side.
 
     Returns (largest relative error, number of steps). Raises CheckFailure at the first
     difference, naming the scenario, the step and the likely mistake.
     """
-    cpu = dataclasses.replace(s, device="cpu")
-    traced = list(trace(torch.nn.BatchNorm2d, cpu))
-    learner, worst = trace(cls, s, fn_cls), 0.0
-    for index, expected in enumerate(traced):
-        where = f"[{s.label}; {s.constructor()}] {step_label(s, index)}"
-        try:
-            got = next(learner)
-        except CheckFailure as failure:
-            raise CheckFailure(f"{where}: {failure}") from None
-        for key in (k for k in KEY_ORDER if k in expected):
-            try:
-                worst = max(
-                    worst, _compare(key, got.get(key, _MISSING), expected[key], s.tolerance)
-                )
-            except _Mismatch as mismatch:
-                hint = ""
-                if mismatch.numeric:
-                    found = module_mistakes(s, index, key, got[key], expected[key])
-                    small = _small_error_hint(s, got[key], expected[key])
-                    hint = " Likely mistake: " + (
-                        f"it looks like {'; or '.join(found)}"
-                        if found
-                        else small
-                        or generic_hint(
-                            got[key].data.double().numpy(), expected[key].data.double().numpy()
-                        )
-                    )
-                raise CheckFailure(f"{where}: {mismatch}{hint}") from None
-    return worst, len(s.steps)
+    return engine.compare_scenario(LESSON, LearnerRunner(cls, fn_cls), s)
 
 
 def _check_scenarios(cls, fn_cls, what: str, cases: list[Scenario], hidden: bool) -> None:
-    worst, steps = 0.0, 0
-    for s in cases:
-        err, count = compare_scenario(cls, fn_cls, s)
-        worst, steps = max(worst, err), steps + count
-    label = f"{len(cases)} {'hidden ' if hidden else ''}scenario{'s' * (len(cases) > 1)}"
-    report(
-        f"{cls.__name__}, {what}: {label}, {steps} steps side by side with nn.BatchNorm2d",
-        worst,
-        max(s.tolerance for s in cases),
-    )
+    name = getattr(cls, "__name__", "BatchNorm2d")
+    engine.check_scenarios(LESSON, LearnerRunner(cls, fn_cls), name, what, cases, hidden)
 
 
 def check_module_training(cls, fn_cls) -> None:
@@ -291,7 +49,7 @@ def check_module_modes(cls, fn_cls) -> None:
     _check_scenarios(cls, fn_cls, "modes and options", scenarios(VISIBLE, "modes"), False)
 
 
-# registered state: parameters, buffers, state_dict, .double(), both directions of loading
+# --- registered state: parameters, buffers, state_dict, .double(), both directions of loading
 
 
 def _layout(entries) -> dict[str, tuple]:
@@ -407,7 +165,7 @@ def compare_saved_state(cls, fn_cls, s: Scenario) -> None:
     for step in s.steps:
         runner.step(s, step)
     state = {str(name): tensor_of(d) for name, d in _listed(runner.module)["state_dict()"]}
-    torch_bn = torch.nn.BatchNorm2d(s.channels, **s.options).to(dtype=s.dtype)
+    torch_bn = torch.nn.BatchNorm2d(s.features, **s.options).to(dtype=s.dtype)
     try:
         torch_bn.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - any refusal is the learner's
