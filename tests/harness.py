@@ -37,11 +37,13 @@ def lessons() -> list[str]:
 
 
 def lesson_of(test_file: str) -> str:
-    """The assignment id a ``tests/test_lesson_<id>.py`` file is about."""
+    """The assignment id a ``tests/test_lesson_<id>.py`` file is about; a lesson whose tests
+    fill two files names the second ``tests/test_lesson_<id>_<concern>.py``."""
     name = Path(test_file).stem
     if not name.startswith(LESSON_TEST_PREFIX):
         raise ValueError(f"{test_file} is not a lesson test file (test_lesson_<id>.py)")
-    return name[len(LESSON_TEST_PREFIX) :]
+    rest = name[len(LESSON_TEST_PREFIX) :]
+    return next((lesson for lesson in lessons() if rest.startswith(f"{lesson}_")), rest)
 
 
 def _grade_id(cell) -> str | None:

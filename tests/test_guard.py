@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.guard import GuardTamperedError, TorchUsedError, call_without_torch
+from utils.guard import GuardTamperedError, TorchUsedError, Watcher, call_without_torch
 
 X = np.random.default_rng(0).normal(size=(4, 3))
 OUTSIDE = torch.ones(3, dtype=torch.float64)  # a tensor made before the guard starts
@@ -167,3 +167,32 @@ def test_torch_folder_is_found_even_before_torch_is_imported(monkeypatch):
     expected = guard._torch_dir()
     monkeypatch.delitem(sys.modules, "torch")
     assert guard._torch_dir() == expected and expected.rstrip("/\\").endswith("torch")
+
+
+def test_a_watcher_records_the_first_builtin_its_callable_names():
+    def abs_or_len(func):
+        return f"{func.__name__} called" if func in (abs, len) else None
+
+    with Watcher(lambda frame: None, abs_or_len) as watcher:
+        sorted([2, 1])
+        abs(-1)
+        len([1])
+    assert watcher.seen == "abs called" and not watcher.tampered
+
+
+def test_a_watcher_asks_about_python_calls_in_torch_only():
+    def local(x):
+        return x
+
+    with Watcher(lambda frame: frame.f_code.co_name, lambda func: None) as watcher:
+        local(OUTSIDE)
+        F.relu(OUTSIDE)
+    assert watcher.seen == "relu"
+
+
+def test_a_torch_guard_inside_another_watcher_still_guards():
+    with Watcher(lambda frame: None, lambda func: None) as outer:
+        with pytest.raises(TorchUsedError):
+            call_without_torch(dunder_import, X)
+        assert sys.getprofile() is outer
+    assert outer.tampered  # to the outer watcher, installing the guard replaced its profiler

@@ -14,29 +14,29 @@ notebook in JupyterLab, the tests), in the graded kernel when an argument is the
 checker's proxy of a kernel object (``grader.checker.call_in_kernel``, answered by
 ``grader.kernel_side``). The same function answers both ways, so there is one definition.
 
-While the learner's code runs, a profiler refuses PyTorch's own normalization (any ``*_norm``
-kernel of torch, whatever the spelling) and, where the gradient must be written by hand, the
-autograd engine; lesson 11's calls refuse PyTorch's reductions too (a ``TorchFunctionMode``:
-the sums belong in the kernels). In grading these run in the learner's process: a learner can
-get around them, so a refusal costs points but their silence proves nothing
-(docs/grading-safety.md).
+While the learner's code runs, a profiler (``utils.guard.Watcher``) refuses PyTorch's own
+normalization (any ``*_norm`` kernel of torch, whatever the spelling) and, where the gradient
+must be written by hand, the autograd engine; lesson 11's calls refuse PyTorch's reductions
+too (a ``TorchFunctionMode``: the sums belong in the kernels). In grading these run in the
+learner's process: a learner can get around them, so a refusal costs points but their silence
+proves nothing (docs/grading-safety.md).
 
 Errors of the learner's code come back as ``LearnerFailure`` naming what was called.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.guard import Watcher
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 MISSING = {"kind": "missing"}
@@ -55,56 +55,44 @@ def call(name: str, *args):
     return CALLS[name](*args)
 
 
-# --- the profiler that forbids PyTorch's normalization and autograd -----------------------------
+# --- what the profiler refuses (a utils.guard.Watcher): PyTorch's normalization and autograd --
 
 NORM_KERNEL = re.compile(r"(batch|instance|layer|group|rms)_norm")
 """Names of torch functions that compute a normalization (F.batch_norm, torch.batch_norm,
 torch.native_batch_norm, aten ops, decompositions, instance/layer/group norm that could be
 bent into batch norm by a transpose)."""
 
-TORCH_DIR = str(Path(torch.__file__).parent) + "/"
-_PROFILER_SETTERS = tuple(
-    f for f in (sys.setprofile, getattr(sys, "_setprofileallthreads", None)) if f is not None
-)
+
+def _forbidden_python(frame) -> str | None:
+    """``_forbidden`` for a call of torch's Python code (an aten op by its op's name)."""
+    name = frame.f_code.co_name
+    if name == "__call__" and frame.f_code.co_filename.endswith("_ops.py"):
+        name = str(getattr(frame.f_locals.get("self"), "__name__", ""))  # torch.ops.aten
+    return _forbidden(name)
 
 
-@dataclass
-class _Watcher:
-    """A profiler that records the first forbidden torch call: a normalization kernel, or the
-    autograd engine (``run_backward``, behind ``torch.autograd.grad`` and ``.backward()``)."""
+def _forbidden_builtin(func) -> str | None:
+    """``_forbidden`` for a builtin of torch or of autograd's engine, else None."""
+    owner = getattr(func, "__module__", None) or type(getattr(func, "__self__", None)).__name__
+    if "torch" in str(owner) or "Engine" in str(owner):
+        return _forbidden(getattr(func, "__name__", ""))
+    return None
 
-    seen: list[str] = field(default_factory=list)
-    tampered: bool = False
-    armed: bool = True
 
-    def __call__(self, frame, event, arg):
-        if self.seen or not self.armed:
-            return
-        if event == "call" and frame.f_code.co_filename.startswith(TORCH_DIR):
-            name = frame.f_code.co_name
-            if name == "__call__" and frame.f_code.co_filename.endswith("_ops.py"):
-                name = str(getattr(frame.f_locals.get("self"), "__name__", ""))  # torch.ops.aten
-            self._record(name)
-        elif event == "c_call":
-            if any(arg is setter for setter in _PROFILER_SETTERS):
-                self.tampered = True
-            owner = (
-                getattr(arg, "__module__", None) or type(getattr(arg, "__self__", None)).__name__
-            )
-            if "torch" in str(owner) or "Engine" in str(owner):
-                self._record(getattr(arg, "__name__", ""))
-
-    def _record(self, name: str) -> None:
-        if NORM_KERNEL.search(name):
-            self.seen.append(
-                f"it calls PyTorch's own normalization ({name}); compute the mean, the biased "
-                "variance and the normalization yourself with tensor operations"
-            )
-        elif name == "run_backward":
-            self.seen.append(
-                "it runs autograd (torch.autograd.grad or .backward()) inside; the backward "
-                "must be written out by hand from the closed-form gradient"
-            )
+def _forbidden(name: str) -> str | None:
+    """Why calling torch's ``name`` is refused: a normalization kernel, or the autograd engine
+    (``run_backward``, behind ``torch.autograd.grad`` and ``.backward()``); None if allowed."""
+    if NORM_KERNEL.search(name):
+        return (
+            f"it calls PyTorch's own normalization ({name}); compute the mean, the biased "
+            "variance and the normalization yourself with tensor operations"
+        )
+    if name == "run_backward":
+        return (
+            "it runs autograd (torch.autograd.grad or .backward()) inside; the backward "
+            "must be written out by hand from the closed-form gradient"
+        )
+    return None
 
 
 def _learner_error(what: str, error: Exception) -> LearnerFailure:
@@ -121,30 +109,24 @@ def watched(what: str, fn: Callable, *args, watch: bool = True, **kwargs):
     Raises LearnerFailure naming ``what`` when fn calls something forbidden (even if it then
     fails), removes the profiler, or raises.
     """
-    watcher = _Watcher() if watch else None
-    previous, previous_threads = sys.getprofile(), threading.getprofile()
-    if watcher is not None:
-        sys.setprofile(watcher)
-        threading.setprofile(watcher)
+    watcher = Watcher(_forbidden_python, _forbidden_builtin) if watch else None
     result, raised = None, None
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with (
+            watcher or contextlib.nullcontext(),
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+        ):
             warnings.simplefilter("ignore")
             result = fn(*args, **kwargs)
     except LearnerFailure:
         raise
     except Exception as error:  # the learner's own error, reported with what was called
         raised = error
-    finally:
-        if watcher is not None:
-            watcher.armed = False
-            watcher.tampered = watcher.tampered or sys.getprofile() is not watcher
-            sys.setprofile(previous)
-            threading.setprofile(previous_threads)
     if watcher is not None and watcher.tampered:
         raise LearnerFailure(f"{what} changed the profiler (sys.setprofile); no points.")
-    if watcher is not None and watcher.seen:
-        raise LearnerFailure(f"{what}: {watcher.seen[0]}. No points for this check.")
+    if watcher is not None and watcher.seen is not None:
+        raise LearnerFailure(f"{what}: {watcher.seen}. No points for this check.")
     if raised is not None:
         raise _learner_error(what, raised)
     return result

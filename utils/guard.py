@@ -7,6 +7,10 @@ called while the learner's function runs is recorded. Aliases, ``importlib`` and
 ``sys.modules`` tricks all end in such a call, so they are all seen. The learner's result may
 not contain a tensor either.
 
+``Watcher``: that profiler, told by its user what to record; utils.autograd_call's ``watched``
+(lessons 09 and 11) uses it to refuse only PyTorch's normalization and the autograd engine.
+Either way a learner's call that replaces the profiler is caught as tampering.
+
 ``names_refused``: an exercise that must be written without some of the learner's own earlier
 functions (lesson 06's second route, without ``channels_to_rows``; lesson 03's closed form,
 without the staged backward). While it is active, those names of the learner's namespace are
@@ -21,8 +25,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 
 class TorchUsedError(AssertionError):
@@ -52,12 +56,66 @@ _PROFILER_SETTERS = tuple(
 """Builtins that replace the profiler of the running thread: calling one disarms the guard."""
 
 
+class Watcher:
+    """A profiler (``sys.setprofile``) that records the first forbidden call, as a context
+    manager: inside ``with watcher:`` it profiles this thread and the threads started meanwhile.
+
+    What counts as forbidden is the caller's: ``python_call(frame)`` is asked about each call of
+    a Python function defined in the torch package, ``builtin_call(func)`` about each call of a
+    builtin; each returns a message naming what it saw, or None. ``seen``: the first message
+    (None if none). ``tampered``: the code called a profiler setter (``_PROFILER_SETTERS``)
+    while watched, or left another profiler in place; known once the ``with`` block is left,
+    which disarms the watcher and puts the previous profilers back.
+    """
+
+    def __init__(
+        self,
+        python_call: Callable[[FrameType], str | None],
+        builtin_call: Callable[[Callable], str | None],
+    ):
+        self.python_call, self.builtin_call = python_call, builtin_call
+        self.torch_dir = _torch_dir()
+        self.seen: str | None = None
+        self.tampered = False
+        self.armed = False
+        self._previous = None, None
+
+    def __call__(self, frame, event, arg):
+        if self.seen is not None or not self.armed:
+            return
+        if event == "call":
+            if self.torch_dir and frame.f_code.co_filename.startswith(self.torch_dir):
+                self._note(self.python_call(frame))
+        elif event == "c_call":
+            if any(arg is setter for setter in _PROFILER_SETTERS):
+                # Even a profiler put back afterwards leaves a window with no guard.
+                self.tampered = True
+            self._note(self.builtin_call(arg))
+
+    def _note(self, message: str | None) -> None:
+        # Another thread may have seen something since __call__ looked: keep the first.
+        if message is not None and self.seen is None:
+            self.seen = message
+
+    def __enter__(self) -> Watcher:
+        self._previous = sys.getprofile(), threading.getprofile()
+        self.armed = True
+        sys.setprofile(self)
+        threading.setprofile(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.armed = False
+        self.tampered = self.tampered or sys.getprofile() is not self
+        sys.setprofile(self._previous[0])
+        threading.setprofile(self._previous[1])
+
+
 def _owner_module(func) -> str:
     """Name of the module that owns a builtin function or method descriptor ('' if unknown)."""
-    for attr in ("__module__",):
-        name = getattr(func, attr, None)
-        if isinstance(name, str):
-            return name
+    name = getattr(func, "__module__", None)
+    if isinstance(name, str):
+        return name
     owner = getattr(func, "__objclass__", None) or getattr(func, "__self__", None)
     if owner is None:
         return ""
@@ -66,26 +124,24 @@ def _owner_module(func) -> str:
     return getattr(owner, "__name__", None) or type(owner).__module__ or ""
 
 
-@dataclass
-class _Watcher:
-    torch_dir: str | None
-    seen: list[str] = field(default_factory=list)
-    tampered: bool = False
-    armed: bool = True
+def _torch_python_call(frame: FrameType) -> str:
+    """Any Python function of the torch package is PyTorch used."""
+    return f"{frame.f_code.co_name} (torch Python code)"
 
-    def __call__(self, frame, event, arg):
-        if self.seen or not self.armed:
-            return
-        in_torch = self.torch_dir and frame.f_code.co_filename.startswith(self.torch_dir)
-        if event == "call" and in_torch:
-            self.seen.append(f"{frame.f_code.co_name} (torch Python code)")
-        elif event == "c_call":
-            if any(arg is setter for setter in _PROFILER_SETTERS):
-                # Even a profiler put back afterwards leaves a window with no guard.
-                self.tampered = True
-            module = _owner_module(arg)
-            if module == "torch" or module.startswith(("torch.", "torch._")):
-                self.seen.append(f"{module}.{getattr(arg, '__name__', arg)}")
+
+def _torch_builtin_call(func) -> str | None:
+    """A builtin owned by a torch module (functions, tensor methods) is PyTorch used."""
+    module = _owner_module(func)
+    if module == "torch" or module.startswith("torch."):
+        return f"{module}.{getattr(func, '__name__', func)}"
+    return None
+
+
+def _inside_torch_guard() -> bool:
+    """Whether ``call_without_torch`` is already watching this thread (another Watcher, such as
+    utils.autograd_call's, does not count: it forbids less)."""
+    profiler = sys.getprofile()
+    return isinstance(profiler, Watcher) and profiler.builtin_call is _torch_builtin_call
 
 
 def _contains_tensor(value, depth: int = 0) -> bool:
@@ -108,32 +164,25 @@ def call_without_torch(func: Callable, *args, name: str | None = None, **kwargs)
     func's own exceptions through.
     """
     label = name or getattr(func, "__name__", "your function")
-    if isinstance(sys.getprofile(), _Watcher):
+    if _inside_torch_guard():
         # Already inside a guard (e.g. a finite difference of a guarded forward): the outer
         # watcher sees this call; installing a second one would look like tampering.
         return _without_tensors(func(*args, **kwargs), label)
-    watcher = _Watcher(_torch_dir())
-    previous, previous_threads = sys.getprofile(), threading.getprofile()
-    sys.setprofile(watcher)
-    threading.setprofile(watcher)
+    watcher = Watcher(_torch_python_call, _torch_builtin_call)
     error = None
     try:
-        result = func(*args, **kwargs)
+        with watcher:
+            result = func(*args, **kwargs)
     except Exception as exc:  # reported below, unless PyTorch was called before it
         error = exc
-    finally:
-        watcher.armed = False
-        tampered = watcher.tampered or sys.getprofile() is not watcher
-        sys.setprofile(previous)
-        threading.setprofile(previous_threads)
-    if tampered:
+    if watcher.tampered:
         raise GuardTamperedError(
             f"{label} changed the profiler (sys.setprofile) while it ran; that disables the "
             "check, so this exercise gets no points."
         )
-    if watcher.seen:
+    if watcher.seen is not None:
         raise TorchUsedError(
-            f"{label} called PyTorch ({watcher.seen[0]}). This exercise is written in numpy "
+            f"{label} called PyTorch ({watcher.seen}). This exercise is written in numpy "
             "only; PyTorch is the reference we check you against. No points for this check."
         )
     if error is not None:
