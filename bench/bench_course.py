@@ -23,7 +23,8 @@ pays; set-up paid once per run cancels out. Prints the table (lesson | ours | ou
 kernels | nbgrader | ratio of ours to nbgrader),
 the course total for one student, the projection for 500 students x every lesson on 16 cores,
 and a worker sweep: CPU per notebook of one lesson graded with --workers 1 and 2, which should
-not grow with the workers.
+not grow with the workers. With W workers the two classes hold W times as many students, so
+both runs start all W workers and their start-up cancels as before.
 """
 
 from __future__ import annotations
@@ -173,9 +174,9 @@ def main(argv=None) -> int:
         if args.sweep_lesson:
             print(f"worker sweep, {args.sweep_lesson} (CPU-s per notebook):")
             for workers in tqdm(SWEEP_WORKERS, desc="workers", unit="run"):
-                lesson = args.sweep_lesson
-                sizes = [class_cpu(scratch, lesson, n, ours, workers) for n in (small, large)]
-                print(f"  --workers {workers}: {marginal(*sizes, small, large):.1f}")
+                lesson, counts = args.sweep_lesson, (small * workers, large * workers)
+                sizes = [class_cpu(scratch, lesson, n, ours, workers) for n in counts]
+                print(f"  --workers {workers}: {marginal(*sizes, *counts):.1f}")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return 0
     finally:
