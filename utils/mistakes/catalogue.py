@@ -293,22 +293,13 @@ def dx_mistakes(
         return {d: run(pick) for d, pick in picks.items()}
 
 
-PARAMETER_GRADIENTS = (
-    "sum(dout)",
-    "sum(dout * x)",
-    "sum(dout * x_hat)",
-    "mean(dout)",
-    "mean(dout * x_hat)",
-)
-"""What a wrong dgamma or dbeta can be (the right ones: sum(dout * x_hat) and sum(dout)),
-each over every axis but the parameters'; a mean divides that sum by the number of terms."""
-
-
 def parameter_mistakes(
     sets: Sets, x, dout, eps: float, picks: Mapping[str, str]
 ) -> dict[str, np.ndarray]:
-    """description -> the wrong dgamma or dbeta, for picks {description: a PARAMETER_GRADIENTS
-    entry}."""
+    """description -> a wrong dgamma or dbeta (one value per feature), for picks {description:
+    what it computes}: "sum(dout)", "sum(dout * x)", "sum(dout * x_hat)" (each over every axis
+    but the parameters'), or "mean(...)" of one of them (that sum over its number of terms).
+    The right dgamma is sum(dout * x_hat), the right dbeta sum(dout)."""
     with quietly():
         x_hat = wrong_normalized(sets, x, eps)
     sums = {
