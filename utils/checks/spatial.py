@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from utils import mistakes, reference
+from utils import reference
 from utils.cases import Case, make_case
 from utils.checks.batchnorm import STEP_PER_SPREAD, check_default_eps, run_forward
 from utils.diagnose import (
@@ -34,7 +34,8 @@ from utils.diagnose import (
 from utils.diagnose import report as report_line
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import call_without_torch, names_refused
-from utils.mistakes import describe
+from utils.mistakes import catalogue, describe
+from utils.mistakes.catalogue import WHOLE, batch_sets, wrong_dx, wrong_forward
 
 CHANNEL_AXES = (0, 2, 3)
 """The axes a channel's statistics are taken over: the batch and both spatial axes."""
@@ -59,63 +60,23 @@ def _unrows(rows: np.ndarray, shape: tuple) -> np.ndarray:
     return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
-def _lifted(forward_2d: Callable) -> Callable:
-    """A lesson-02 forward variant applied to the rows, as the reshape route would."""
-    return lambda x, g, b, eps: _unrows(forward_2d(_rows(x), g, b, eps), x.shape)
+ROWS = batch_sets(2)
+"""The 2-D BatchNorm that the reshape route hands the rows (N*H*W, C) to."""
+SETS = batch_sets(4)
+"""Spatial BatchNorm itself: one set per channel, over CHANNEL_AXES."""
 
 
-def _over(axes, ddof: int = 0) -> Callable:
-    """The forward with statistics over ``axes`` instead of (0, 2, 3)."""
-
-    def forward(x, gamma, beta, eps):
-        mean = x.mean(axis=axes, keepdims=True)
-        var = x.var(axis=axes, ddof=ddof, keepdims=True)
-        x_hat = (x - mean) / np.sqrt(var + eps)
-        return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
-
-    return forward
+def forward_reshape_without_transpose(sets, x, gamma, beta, eps):
+    return wrong_forward(ROWS, x.reshape(-1, x.shape[1]), gamma, beta, eps).reshape(x.shape)
 
 
-def _correct_2d(x, gamma, beta, eps):
-    return gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta
-
-
-def forward_reshape_without_transpose(x, gamma, beta, eps):
-    return _correct_2d(x.reshape(-1, x.shape[1]), gamma, beta, eps).reshape(x.shape)
-
-
-def forward_reshape_in_without_transpose(x, gamma, beta, eps):
+def forward_reshape_in_without_transpose(sets, x, gamma, beta, eps):
     """x.reshape(-1, C) going in, but the correct way back."""
-    return _unrows(_correct_2d(x.reshape(-1, x.shape[1]), gamma, beta, eps), x.shape)
+    return _unrows(wrong_forward(ROWS, x.reshape(-1, x.shape[1]), gamma, beta, eps), x.shape)
 
 
-def forward_back_without_transpose(x, gamma, beta, eps):
-    return _correct_2d(_rows(x), gamma, beta, eps).reshape(x.shape)
-
-
-def _dividing_sums_by_n(mean_too: bool) -> Callable:
-    """The forward whose variance (and, if ``mean_too``, mean) divides a sum over (0, 2, 3)
-    by N = x.shape[0] instead of by N * H * W."""
-
-    def forward(x, gamma, beta, eps):
-        n = x.shape[0]
-        total = x.sum(axis=CHANNEL_AXES, keepdims=True)
-        mean = total / n if mean_too else x.mean(axis=CHANNEL_AXES, keepdims=True)
-        var = ((x - mean) ** 2).sum(axis=CHANNEL_AXES, keepdims=True) / n
-        x_hat = (x - mean) / np.sqrt(var + eps)
-        return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
-
-    return forward
-
-
-def forward_affine_along_width(x, gamma, beta, eps):
-    """gamma * x_hat with gamma (C,) broadcasts along W; only runs when W == C."""
-    if x.shape[3] != x.shape[1]:
-        return None
-    x_hat = (x - x.mean(axis=CHANNEL_AXES, keepdims=True)) / np.sqrt(
-        x.var(axis=CHANNEL_AXES, keepdims=True) + eps
-    )
-    return gamma * x_hat + beta
+def forward_back_without_transpose(sets, x, gamma, beta, eps):
+    return wrong_forward(ROWS, _rows(x), gamma, beta, eps).reshape(x.shape)
 
 
 SPATIAL = {
@@ -127,141 +88,94 @@ SPATIAL = {
 """The words of lesson 06 for ``utils.mistakes.describe``."""
 SPATIAL_SUMS = {**SPATIAL, "m": "(N*H*W)"}
 
-_ROUTE_HINT = "transpose to (N, H, W, C) first, e.g. x.transpose(0, 2, 3, 1).reshape(-1, C)"
-
 FORWARD_MISTAKES = {
-    "the statistics are taken per position over the batch only (axis=0); a channel's "
-    "statistics run over the batch and all positions, axis=(0, 2, 3)": _over(0),
-    "the statistics are taken over the batch and the channels (axis=(0, 1)); they are per "
-    "channel, over axis=(0, 2, 3)": _over((0, 1)),
-    "the statistics are taken per example and channel (axis=(2, 3), instance norm); batch "
-    "norm also averages over the batch, axis=(0, 2, 3)": _over((2, 3)),
-    "the statistics are taken per example over (1, 2, 3) (layer norm); batch norm uses "
-    "axis=(0, 2, 3)": _over((1, 2, 3)),
-    "the statistics are taken over the whole array; they are per channel, axis=(0, 2, 3)": (
-        _over(None)
-    ),
-    f"x was reshaped to (-1, C) without moving the channel axis last, which mixes channels "
-    f"in every row: {_ROUTE_HINT}": forward_reshape_without_transpose,
-    f"x was reshaped to (-1, C) without moving the channel axis last (the way back is right, "
-    f"but the rows mixed channels): {_ROUTE_HINT}": forward_reshape_in_without_transpose,
-    "the rows were put back with reshape alone; reshape them to (N, H, W, C) and transpose "
-    "with (0, 3, 1, 2)": forward_back_without_transpose,
-    "the sums over (0, 2, 3) are divided by N instead of by N * H * W, the number of values "
-    "of a channel": _dividing_sums_by_n(mean_too=True),
-    "the variance's sum over (0, 2, 3) is divided by N instead of by N * H * W, the number of "
-    "values of a channel": _dividing_sums_by_n(mean_too=False),
-    describe("affine along width"): forward_affine_along_width,
-    describe("unbiased variance, uses", **SPATIAL): _over(CHANNEL_AXES, ddof=1),
-    describe("eps outside sqrt"): _lifted(mistakes.forward_eps_outside_sqrt),
-    describe("eps missing"): _lifted(mistakes.forward_without_eps),
-    describe("no square root"): _lifted(mistakes.forward_divides_by_variance),
-    describe("gamma beta swapped"): _lifted(mistakes.forward_gamma_beta_swapped),
-    describe("no affine", not_x_hat=""): _lifted(mistakes.forward_without_gamma_and_beta),
-    describe("eps fixed"): _lifted(mistakes.forward_default_eps),
+    describe("spatial per position"): {"over": (0,)},
+    describe("spatial over batch and channels"): {"over": (0, 1)},
+    describe("spatial instance norm"): {"over": (2, 3)},
+    describe("spatial layer norm"): {"over": (1, 2, 3)},
+    describe("spatial over everything"): {"over": WHOLE},
+    describe("spatial x reshaped"): forward_reshape_without_transpose,
+    describe("spatial x reshaped, back right"): forward_reshape_in_without_transpose,
+    describe("spatial rows put back"): forward_back_without_transpose,
+    describe("spatial sums divided by N"): {"count": "N", "mean_count": "N"},
+    describe("spatial variance divided by N"): {"count": "N"},
+    describe("affine along width"): {"affine": "along the last axis"},
+    describe("unbiased variance, uses", **SPATIAL): {"ddof": 1},
+    describe("eps outside sqrt"): {"spread": "sqrt(v) + eps"},
+    describe("eps missing"): {"eps": 0.0},
+    describe("no square root"): {"spread": "v + eps"},
+    describe("gamma beta swapped"): {"affine": "beta * x_hat + gamma"},
+    describe("no affine", not_x_hat=""): {"affine": "x_hat"},
+    describe("eps fixed"): {"eps": 1e-5},
 }
-"""description -> wrong forward(x, gamma, beta, eps) of 4-D x (None where it cannot run)."""
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_forward``, or a mistake of
+this lesson's own with its signature (the reshape route's mix-ups; ``sets`` unused)."""
 
 
 def forward_mistakes(case: Case) -> dict[str, np.ndarray]:
     """Every known-wrong spatial forward output on ``case`` that can be computed."""
-    with np.errstate(all="ignore"):
-        outputs = {
-            d: f(case.x, case.gamma, case.beta, case.eps) for d, f in FORWARD_MISTAKES.items()
-        }
-    return {d: out for d, out in outputs.items() if out is not None}
-
-
-def _closed_form_dx(x, gamma, dout, eps, axes=CHANNEL_AXES, count=None):
-    """The closed-form dx with sums over ``axes`` divided by ``count`` (default: their size)."""
-    mean = x.mean(axis=CHANNEL_AXES, keepdims=True)
-    inv_std = 1 / np.sqrt(x.var(axis=CHANNEL_AXES, keepdims=True) + eps)
-    x_hat = (x - mean) * inv_std
-    dx_hat = dout * gamma.reshape(1, -1, 1, 1)
-    total = np.sum(dx_hat, axis=axes, keepdims=True)
-    m = count if count is not None else dx_hat.size // total.size
-    total = total + x_hat * np.sum(dx_hat * x_hat, axis=axes, keepdims=True)
-    return inv_std / m * (m * dx_hat - total)
-
-
-def _lifted_dx(dx_2d: Callable) -> Callable:
-    return lambda x, g, dout, eps: _unrows(dx_2d(_rows(x), g, _rows(dout), eps), x.shape)
-
-
-def _correct_dx_2d(x, gamma, dout, eps):
-    x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
-    dx_hat = dout * gamma
-    n = len(x)
-    return (n * dx_hat - dx_hat.sum(0) - x_hat * (dx_hat * x_hat).sum(0)) / (
-        n * np.sqrt(x.var(axis=0) + eps)
+    return catalogue.forward_mistakes(
+        SETS, case.x, case.gamma, case.beta, case.eps, FORWARD_MISTAKES
     )
 
 
-def dx_dout_reshaped_without_transpose(x, gamma, dout, eps):
-    return _unrows(_correct_dx_2d(_rows(x), gamma, dout.reshape(-1, x.shape[1]), eps), x.shape)
+def dx_dout_reshaped_without_transpose(sets, x, gamma, dout, eps):
+    rows_dx = wrong_dx(ROWS, _rows(x), gamma, dout.reshape(-1, x.shape[1]), eps)
+    return _unrows(rows_dx, x.shape)
 
 
-def dx_back_without_transpose(x, gamma, dout, eps):
-    return _correct_dx_2d(_rows(x), gamma, _rows(dout), eps).reshape(x.shape)
+def dx_back_without_transpose(sets, x, gamma, dout, eps):
+    return wrong_dx(ROWS, _rows(x), gamma, _rows(dout), eps).reshape(x.shape)
 
 
 DX_MISTAKES = {
-    "the sums in dx run over the batch axis only (axis=0); they run over axis=(0, 2, 3)": (
-        lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, axes=0)
-    ),
-    "the sums in dx are divided by N instead of by N * H * W, the number of values of a "
-    "channel": lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, count=x.shape[0]),
-    "the sums in dx run over the channels (axis=1) instead of over axis=(0, 2, 3)": (
-        lambda x, g, dout, eps: _closed_form_dx(x, g, dout, eps, axes=1)
-    ),
-    f"dout was reshaped to (-1, C) without moving the channel axis last: {_ROUTE_HINT}": (
-        dx_dout_reshaped_without_transpose
-    ),
-    "the rows of dx were put back with reshape alone; reshape them to (N, H, W, C) and "
-    "transpose with (0, 3, 1, 2)": dx_back_without_transpose,
-    describe("dx without mean term", **SPATIAL_SUMS): _lifted_dx(mistakes.dx_without_mean_term),
-    describe("dx without variance term", **SPATIAL_SUMS): _lifted_dx(
-        mistakes.dx_without_variance_term
-    ),
-    describe("dx with constant statistics", **SPATIAL): _lifted_dx(
-        mistakes.dx_with_constant_statistics
-    ),
-    describe("dx without gamma"): _lifted_dx(mistakes.dx_without_gamma),
-    "the backward uses the unbiased variance (N*H*W - 1); the forward divides by N*H*W": (
-        _lifted_dx(mistakes.dx_with_unbiased_variance)
-    ),
-    describe("dx without eps"): _lifted_dx(mistakes.dx_without_eps),
+    describe("spatial dx over the batch"): {"sum_axes": (0,)},
+    describe("spatial dx divided by N"): {"count": "N"},
+    describe("spatial dx over the channels"): {"sum_axes": (1,)},
+    describe("spatial dout reshaped"): dx_dout_reshaped_without_transpose,
+    describe("spatial rows put back", of=" of dx"): dx_back_without_transpose,
+    describe("dx without mean term", **SPATIAL_SUMS): {"mean_term": 0},
+    describe("dx without variance term", **SPATIAL_SUMS): {"variance_term": 0},
+    describe("dx with constant statistics", **SPATIAL): {"mean_term": 0, "variance_term": 0},
+    describe("dx without gamma"): {"with_gamma": False},
+    describe("spatial dx unbiased"): {"ddof": 1},
+    describe("dx without eps"): {"eps_in_scale": False},
 }
-"""description -> wrong dx(x, gamma, dout, eps) of 4-D x and dout."""
+"""description -> the switches of ``wrong_dx``, or a mistake of this lesson's own with its
+signature."""
+
+PARAMETER_MISTAKES = {
+    "dgamma": {
+        describe("dgamma is sum(dout)"): "sum(dout)",
+        describe("dgamma uses x", over=" over (0, 2, 3)"): "sum(dout * x)",
+    },
+    "dbeta": {
+        describe("dbeta is sum(dout * x_hat)"): "sum(dout * x_hat)",
+        describe("dbeta averages", axes="(0, 2, 3)"): "mean(dout)",
+    },
+}
 
 
 def backward_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
     """Known-wrong dx (N, C, H, W), dgamma and dbeta (C,) on ``case``."""
-    x, gamma, dout, eps = case.x, case.gamma, case.dout, case.eps
+    x, dout, eps = case.x, case.dout, case.eps
     c = x.shape[1]
-    with np.errstate(all="ignore"):
-        wrong_dx = {d: f(x, gamma, dout, eps) for d, f in DX_MISTAKES.items()}
-        x_hat = (x - x.mean(axis=CHANNEL_AXES, keepdims=True)) / np.sqrt(
-            x.var(axis=CHANNEL_AXES, keepdims=True) + eps
-        )
-    sum_dout, sum_dout_x_hat = dout.sum(axis=CHANNEL_AXES), (dout * x_hat).sum(axis=CHANNEL_AXES)
-    scrambled = "was summed after reshape(-1, C) without moving the channel axis last"
-    return {
-        "dx": wrong_dx,
-        "dgamma": {
-            describe("dgamma is sum(dout)"): sum_dout,
-            describe("dgamma uses x", over=" over (0, 2, 3)"): (dout * x).sum(axis=CHANNEL_AXES),
-            f"dgamma {scrambled}": (dout * x_hat).reshape(-1, c).sum(axis=0),
-            "dgamma averages over the positions; it is the sum over (0, 2, 3)": (
-                (dout * x_hat).mean(axis=(2, 3)).sum(axis=0)
-            ),
-        },
-        "dbeta": {
-            describe("dbeta is sum(dout * x_hat)"): sum_dout_x_hat,
-            describe("dbeta averages", axes="(0, 2, 3)"): dout.mean(axis=CHANNEL_AXES),
-            f"dbeta {scrambled}": dout.reshape(-1, c).sum(axis=0),
+    wrong = {
+        "dx": catalogue.dx_mistakes(SETS, x, case.gamma, dout, eps, DX_MISTAKES),
+        **{
+            which: catalogue.parameter_mistakes(SETS, x, dout, eps, picks)
+            for which, picks in PARAMETER_MISTAKES.items()
         },
     }
+    x_hat = catalogue.wrong_normalized(SETS, x, eps)
+    wrong["dgamma"] |= {
+        describe("spatial summed after reshape"): (dout * x_hat).reshape(-1, c).sum(axis=0),
+        describe("spatial dgamma averages positions"): (dout * x_hat).mean(axis=(2, 3)).sum(0),
+    }
+    wrong["dbeta"][describe("spatial summed after reshape", which="dbeta")] = dout.reshape(
+        -1, c
+    ).sum(axis=0)
+    return wrong
 
 
 # --- cases -------------------------------------------------------------------------------------
@@ -300,19 +214,15 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
     n, c, h, w = case.x.shape
     expected = reference.channels_to_rows_reference(case.x)
     wrong_rows = {
-        f"x was reshaped to (-1, C) without moving the channel axis last: {_ROUTE_HINT}": (
-            case.x.reshape(-1, c)
-        ),
-        "the rows hold positions in the order (n, w, h); the docstring asks for n, then h, "
-        "then w: transpose with (0, 2, 3, 1)": case.x.transpose(0, 3, 2, 1).reshape(-1, c),
+        describe("spatial x reshaped to rows"): case.x.reshape(-1, c),
+        describe("spatial rows in (n, w, h)"): case.x.transpose(0, 3, 2, 1).reshape(-1, c),
     }
     err_rows = assert_close("rows", rows, expected, mistakes=wrong_rows)
     given = expected.copy()
     back = call_without_torch(rows_to_channels, given, case.x.shape, name=_name(rows_to_channels))
     assert_unchanged(expected, given, _name(rows_to_channels), "rows")
     wrong_back = {
-        "the rows were put back with reshape alone; reshape them to (N, H, W, C) and transpose "
-        "with (0, 3, 1, 2)": expected.reshape(case.x.shape),
+        describe("spatial rows put back"): expected.reshape(case.x.shape),
     }
     return max(err_rows, assert_close("rows_to_channels(rows)", back, case.x, mistakes=wrong_back))
 

@@ -37,7 +37,8 @@ from utils.diagnose import (
 from utils.diagnose import report as report_line
 from utils.gradcheck import directional_differences, relative_error
 from utils.guard import call_without_torch
-from utils.mistakes import describe
+from utils.mistakes import catalogue, describe
+from utils.mistakes.catalogue import batch_sets, quietly
 from utils.sync import CollectiveError, run_ranks, split_batch
 
 GRADIENTS = ("dx", "dgamma", "dbeta")
@@ -108,22 +109,12 @@ def contributions_reference(sc: SyncCase) -> list[tuple[np.ndarray, np.ndarray]]
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
 
-LOCAL = (
-    "each rank used the statistics of its own shard only (plain batch norm, no all_reduce): "
-    "reduce the count, the sums and the squared deviations over all ranks"
-)
-UNWEIGHTED = (
-    "the ranks' means (and variances) were averaged without weighting them by their counts; "
-    "with unequal shards the global mean is sum(x) over all ranks / total count"
-)
-MEAN_OF_VARIANCES = (
-    "the variance is the (count-weighted) mean of the ranks' own variances, each around its "
-    "shard's mean: that ignores how far the shard means lie from the global mean; reduce the "
-    "squared deviations from the GLOBAL mean"
-)
+LOCAL = describe("sync local statistics")
+UNWEIGHTED = describe("sync unweighted")
+MEAN_OF_VARIANCES = describe("sync mean of variances")
+UNBIASED = describe("unbiased variance, count")
 SYNC = {"m": "count", "mean": "mean", "variance": "variance"}
 """The words of lesson 10 for ``utils.mistakes.describe``."""
-UNBIASED = "the variance is the unbiased one (divided by count - 1); batch norm divides by count"
 
 
 def _rank_moments(shards: list[np.ndarray]) -> list[tuple[float, np.ndarray, np.ndarray]]:
@@ -148,11 +139,11 @@ def wrong_moments(sc: SyncCase) -> dict[str, list[tuple[np.ndarray, np.ndarray]]
     var = np.var(x, axis=channel_axes(x))
     same = {
         UNWEIGHTED: (plain_mean, around_plain),
-        f"{UNWEIGHTED} (here: the plain average of the ranks' variances)": (
+        describe("sync unweighted", here=" (here: the plain average of the ranks' variances)"): (
             plain_mean,
             sum(v for _, _, v in local) / world,
         ),
-        f"{UNWEIGHTED} (here: the mean)": (
+        describe("sync unweighted", here=" (here: the mean)"): (
             plain_mean,
             np.mean((x - plain_mean.reshape(_per_channel_shape(x))) ** 2, axis=channel_axes(x)),
         ),
@@ -164,19 +155,27 @@ def wrong_moments(sc: SyncCase) -> dict[str, list[tuple[np.ndarray, np.ndarray]]
     return wrong
 
 
-def _normalized(x, mean, var, gamma, beta, eps, eps_outside=False):
+def _normalized(x, mean, var, gamma, beta, eps):
     shape = _per_channel_shape(x)
-    std = np.sqrt(var + eps) if not eps_outside else np.sqrt(var) + eps
-    x_hat = (x - mean.reshape(shape)) / std.reshape(shape)
+    x_hat = (x - mean.reshape(shape)) / np.sqrt(var + eps).reshape(shape)
     return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+
+GLOBAL_MISTAKES = {
+    describe("eps outside sqrt"): {"spread": "sqrt(v) + eps"},
+    describe("eps missing"): {"eps": 0.0},
+    describe("eps fixed"): {"eps": 1e-5},
+    describe("gamma beta swapped"): {"affine": "beta * x_hat + gamma"},
+}
+"""Mistakes of the normalization itself, made on the whole batch: description -> the switches
+of ``utils.mistakes.catalogue.wrong_forward``."""
 
 
 def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
     """description -> the wrong global output (the ranks' outputs concatenated)."""
     c = sc.case
     shards = split_batch(c.x, sc.sizes)
-    _, mean, var = reference.moments_reference(c.x)
-    with np.errstate(all="ignore"):
+    with quietly():
         wrong = {
             d: np.concatenate(
                 [
@@ -186,12 +185,8 @@ def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
             )
             for d, per_rank in wrong_moments(sc).items()
         }
-        wrong[describe("eps outside sqrt")] = _normalized(
-            c.x, mean, var, c.gamma, c.beta, c.eps, eps_outside=True
-        )
-        wrong[describe("eps missing")] = _normalized(c.x, mean, var, c.gamma, c.beta, 0.0)
-        wrong[describe("eps fixed")] = _normalized(c.x, mean, var, c.gamma, c.beta, 1e-5)
-        wrong[describe("gamma beta swapped")] = _normalized(c.x, mean, var, c.beta, c.gamma, c.eps)
+    sets = batch_sets(c.x.ndim)
+    wrong |= catalogue.forward_mistakes(sets, c.x, c.gamma, c.beta, c.eps, GLOBAL_MISTAKES)
     return _distinct(wrong, reference.batchnorm_forward_reference(c.x, c.gamma, c.beta, c.eps))
 
 
@@ -201,59 +196,52 @@ def _distinct(wrong: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, n
     return {d: a for d, a in wrong.items() if not relative_error(a, expected) <= MATCH}
 
 
-def _dx(
-    sc: SyncCase,
-    local_sums: bool = False,
-    local_count: bool = False,
-    terms=(1, 1),
-    with_gamma: bool = True,
-    eps_in_scale: bool = True,
-):
-    """Closed-form dx of the global batch norm, with the two sums over each rank's shard only
-    (local_sums), divided by the shard's count (local_count), with a term dropped, without
-    gamma (with_gamma=False) or with 1 / sqrt(var) as the scale (eps_in_scale=False)."""
+def _dx(sc: SyncCase, local_count: bool = False, local_sums: bool = True):
+    """Closed-form dx of the global batch norm with the two sums over each rank's shard only
+    (local_sums), divided by the shard's count (local_count)."""
     c = sc.case
     axes, shape = channel_axes(c.x), _per_channel_shape(c.x)
     _, mean, var = reference.moments_reference(c.x)
-    x_hat = (c.x - mean.reshape(shape)) * (1 / np.sqrt(var + c.eps)).reshape(shape)
-    inv_std = (1 / np.sqrt(var + (c.eps if eps_in_scale else 0.0))).reshape(shape)
-    dx_hat = c.dout * c.gamma.reshape(shape) if with_gamma else c.dout
+    inv_std = (1 / np.sqrt(var + c.eps)).reshape(shape)
+    x_hat = (c.x - mean.reshape(shape)) * inv_std
+    dx_hat = c.dout * c.gamma.reshape(shape)
     parts = []
     for xh, d in zip(split_batch(x_hat, sc.sizes), split_batch(dx_hat, sc.sizes), strict=True):
         source_xh, source_d = (xh, d) if local_sums else (x_hat, dx_hat)
         m = (d.size if local_count else dx_hat.size) / c.x.shape[1]
-        mean_term = terms[0] * source_d.sum(axis=axes, keepdims=True)
-        var_term = terms[1] * xh * (source_d * source_xh).sum(axis=axes, keepdims=True)
+        mean_term = source_d.sum(axis=axes, keepdims=True)
+        var_term = xh * (source_d * source_xh).sum(axis=axes, keepdims=True)
         parts.append(inv_std / m * (m * d - mean_term - var_term))
     return np.concatenate(parts)
+
+
+GLOBAL_DX_MISTAKES = {
+    describe("dx without mean term", **SYNC): {"mean_term": 0},
+    describe("dx without variance term", **SYNC): {"variance_term": 0},
+    describe("dx without gamma"): {"with_gamma": False},
+    describe("dx without eps"): {"eps_in_scale": False},
+}
+"""Mistakes of the closed form itself, made on the whole batch: description -> the switches
+of ``utils.mistakes.catalogue.wrong_dx``."""
 
 
 def backward_mistakes(sc: SyncCase, expected: tuple) -> dict[str, dict[str, np.ndarray]]:
     """Known-wrong global dx, and the known-wrong sum over ranks of dgamma and dbeta."""
     dx, dgamma, dbeta = expected
-    world = len(sc.sizes)
-    reduced = (
-        "dgamma and dbeta were all-reduced, so every rank returns the global value and the "
-        "data-parallel all-reduce of the parameter gradients counts it world_size times: "
-        "return this rank's own sums"
-    )
+    c, world = sc.case, len(sc.sizes)
+    reduced, swapped = describe("sync parameters all-reduced"), describe("dgamma dbeta swapped")
     wrong_dx = {
-        "the sums in dx are this rank's own (no all_reduce): dx needs the GLOBAL sums of "
-        "dx_hat and of dx_hat * x_hat": _dx(sc, local_sums=True),
-        "the sums in dx are this rank's own and divided by its own count: reduce both sums "
-        "over all ranks and divide by the global count": _dx(sc, True, True),
-        "dx is divided by this rank's count instead of the global count": _dx(sc, local_count=1),
-        describe("dx without mean term", **SYNC): _dx(sc, terms=(0, 1)),
-        describe("dx without variance term", **SYNC): _dx(sc, terms=(1, 0)),
-        describe("dx without gamma"): _dx(sc, with_gamma=False),
-        describe("dx without eps"): _dx(sc, eps_in_scale=False),
+        describe("sync dx local sums"): _dx(sc),
+        describe("sync dx local sums and count"): _dx(sc, local_count=True),
+        describe("sync dx local count"): _dx(sc, local_count=True, local_sums=False),
+        **catalogue.dx_mistakes(
+            batch_sets(c.x.ndim), c.x, c.gamma, c.dout, c.eps, GLOBAL_DX_MISTAKES
+        ),
     }
     return {
         "dx": _distinct(wrong_dx, dx),
-        "dgamma": _distinct(
-            {reduced: world * dgamma, "dgamma and dbeta are swapped": dbeta}, dgamma
-        ),
-        "dbeta": _distinct({reduced: world * dbeta, "dgamma and dbeta are swapped": dgamma}, dbeta),
+        "dgamma": _distinct({reduced: world * dgamma, swapped: dbeta}, dgamma),
+        "dbeta": _distinct({reduced: world * dbeta, swapped: dgamma}, dbeta),
     }
 
 
@@ -303,12 +291,9 @@ def _moments_error(global_moments: Callable, sc: SyncCase) -> float:
         got = _tuple_of(result, 3, _name(global_moments), "(count, mean, var)")
         n_local = sc.sizes[rank] * int(np.prod(sc.case.x.shape[2:]))
         wrong_count = {
-            "count is this rank's own count; all_reduce it": np.array(float(n_local)),
-            "count is the number of samples; a channel has N * H * W values": np.array(
-                float(sum(sc.sizes))
-            ),
-            "count is world_size times this rank's count; with unequal shards that is not the "
-            "total: all_reduce the counts": np.array(float(n_local * len(sc.sizes))),
+            describe("sync local count"): np.array(float(n_local)),
+            describe("sync count of samples"): np.array(float(sum(sc.sizes))),
+            describe("sync count times world"): np.array(float(n_local * len(sc.sizes))),
         }
         got_count = as_float_array(got[0], f"rank {rank}: count").reshape(-1)
         if got_count.shape != (1,):
@@ -529,14 +514,9 @@ def _contribution_hints(
     """Wrong values of one rank's dgamma (or dbeta): the global sum, its average over the
     ``world`` ranks, or the other parameter's contribution (``other``)."""
     return {
-        "this rank returns the GLOBAL sum (it was all-reduced); return this rank's own "
-        "contribution, the sum over its shard: data-parallel training all-reduces parameter "
-        "gradients afterwards and would count it world_size times": global_value,
-        "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": other,
-        "this rank returns the global sum divided by the number of ranks (an average over "
-        "the ranks); return this rank's own contribution, the sum over its shard": (
-            global_value / world
-        ),
+        describe("sync rank returns the global sum"): global_value,
+        describe("sync rank parameters swapped"): other,
+        describe("sync rank returns the average"): global_value / world,
     }
 
 

@@ -11,26 +11,14 @@ from utils.cases import Case, make_case
 from utils.checks.torch_module.common import (
     in_kernel,
     kind_of,
-    per_channel,
-    statistic_axes,
     tensor_like_case,
     tensor_of,
 )
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
-from utils.mistakes import describe
+from utils.mistakes import catalogue, describe
+from utils.mistakes.catalogue import PER_SAMPLE, batch_sets
 
-# --- known-wrong Functions (torch, float64), keyed by a description completing "it looks like"
-
-
-def _wrong_forward(
-    x, gamma, beta, eps, *, axes=None, correction=0, eps_outside=False, times_std=False
-):
-    axes = statistic_axes(x) if axes is None else axes
-    var, mean = torch.var_mean(x, dim=axes, correction=correction, keepdim=True)
-    std = var.sqrt() + eps if eps_outside else (var + eps).sqrt()
-    scale = std if times_std else 1 / std
-    return per_channel(gamma, x.dim()) * (x - mean) * scale + per_channel(beta, x.dim())
-
+# --- known-wrong outputs (numpy, float64), keyed by a description completing "it looks like"
 
 FUNCTION = {
     "m": "M",
@@ -38,87 +26,69 @@ FUNCTION = {
     "variance": "variance",
     "statistics": "the mean and the variance",
     "dout": "dy",
+    "upstream": "dy",
+    "axes": "every axis except 1",
 }
 """The words of lesson 09's Function for ``utils.mistakes.describe``."""
 
+FORWARD_MISTAKES = {
+    describe("unbiased variance, correction"): {"ddof": 1},
+    describe("eps outside sqrt"): {"spread": "sqrt(v) + eps"},
+    describe("eps fixed"): {"eps": 1e-5},
+    describe("function over the batch axis"): {"over": (0,)},
+    describe("function per example"): {"over": PER_SAMPLE},
+    describe("times std"): {"spread": "1 / sqrt(v + eps)"},
+    describe("gamma beta swapped", out="y"): {"affine": "beta * x_hat + gamma"},
+}
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_forward``."""
 
-def forward_mistakes(x, gamma, beta, eps) -> dict[str, np.ndarray]:
-    """Known-wrong outputs of the forward on float64 tensors x (N, C, ...), gamma, beta (C,)."""
-    nd = x.dim()
-    variants = {
-        "the variance is the unbiased one (correction=1, divided by M - 1); normalization uses "
-        "the biased variance (divided by M, the number of values per channel)": dict(correction=1),
-        describe("eps outside sqrt"): dict(eps_outside=True),
-        describe("eps fixed"): {},
-        "the statistics are taken over the batch axis only (dim=0); they run over every axis "
-        "except the channel axis 1": dict(axes=[0]),
-        "the statistics are taken per example (over every axis but 0); batch norm takes them "
-        "per channel, over every axis except 1": dict(axes=list(range(1, nd))),
-        "x - mean is multiplied by the standard deviation (gamma * std); normalizing divides "
-        "by it: y = gamma * (x - mean) / sqrt(var + eps) + beta": dict(times_std=True),
-    }
-    out = {}
-    with torch.no_grad():
-        for description, options in variants.items():
-            e = 1e-5 if description == describe("eps fixed") else eps
-            out[description] = _wrong_forward(x, gamma, beta, e, **options).numpy()
-        out[describe("gamma beta swapped", out="y")] = _wrong_forward(x, beta, gamma, eps).numpy()
-    return out
+DX_MISTAKES = {
+    describe("dx without mean term", **FUNCTION): {"mean_term": 0},
+    describe("dx without variance term", **FUNCTION): {"variance_term": 0},
+    describe("dx with constant statistics", **FUNCTION): {"mean_term": 0, "variance_term": 0},
+    describe("dx without gamma", **FUNCTION): {"with_gamma": False},
+    describe("function mean term without gamma"): {"mean_of_dout": True},
+    describe("function mean term flipped"): {"mean_term": -1},
+}
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_dx``, on any x."""
+M_MINUS_ONE = {describe("function dx uses M - 1"): {"count": "m - 1"}}
+"""A dx mistake that only differs from the right one when a channel has more than one value."""
+BATCH_AXIS_ONLY = {describe("function dx over the batch axis"): {"sum_axes": (0,)}}
+"""A dx mistake that only differs from the right one when x has spatial axes."""
+
+PARAMETER_MISTAKES = {
+    "dgamma": {
+        describe("dgamma is sum(dout)", **FUNCTION): "sum(dout)",
+        describe("dgamma uses x", **FUNCTION): "sum(dout * x)",
+    },
+    "dbeta": {
+        describe("dbeta is sum(dout * x_hat)", **FUNCTION): "sum(dout * x_hat)",
+        describe("dbeta averages", **FUNCTION): "mean(dout)",
+    },
+}
 
 
-def backward_mistakes(x, gamma, dy, eps) -> dict[str, dict[str, np.ndarray]]:
-    """Known-wrong dx, dgamma, dbeta on float64 tensors x, dy (N, C, ...) and gamma (C,)."""
-    axes = statistic_axes(x)
-    m = x.numel() // x.shape[1]
-    var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)
-    inv_std = torch.rsqrt(var + eps)
-    x_hat = (x - mean) * inv_std
-    g = per_channel(gamma, x.dim())
-    dxh = dy * g
-    mean_term = dxh.sum(axes, keepdim=True)
-    var_term = x_hat * (dxh * x_hat).sum(axes, keepdim=True)
+def forward_mistakes(case: Case) -> dict[str, np.ndarray]:
+    """Known-wrong outputs of the forward on ``case``: x (N, C, ...), gamma, beta (C,)."""
+    sets = batch_sets(case.x.ndim)
+    return catalogue.forward_mistakes(
+        sets, case.x, case.gamma, case.beta, case.eps, FORWARD_MISTAKES
+    )
 
-    def closed(dx_hat, mean_t, var_t, count=m):
-        return (inv_std / count * (count * dx_hat - mean_t - var_t)).numpy()
 
-    dx = {
-        describe("dx without mean term", **FUNCTION): closed(dxh, 0, var_term),
-        describe("dx without variance term", **FUNCTION): closed(dxh, mean_term, 0),
-        describe("dx with constant statistics", **FUNCTION): (dxh * inv_std).numpy(),
-        describe("dx without gamma", **FUNCTION): closed(
-            dy, dy.sum(axes, keepdim=True), x_hat * (dy * x_hat).sum(axes, keepdim=True)
-        ),
-        "the mean term of dx sums dy without gamma; it is -sum(dx_hat) / M with dx_hat = "
-        "gamma * dy": closed(dxh, dy.sum(axes, keepdim=True), var_term),
-        "the mean term of dx has a flipped sign; it is subtracted: dx = inv_std / M * "
-        "(M * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))": closed(
-            dxh, -mean_term, var_term
-        ),
-    }
-    if m > 1:
-        dx[
-            "dx uses M - 1 where the closed form has M = N*H*W, the number of values per "
-            "channel (the biased variance divides by M, so its gradient does too)"
-        ] = closed(dxh, mean_term, var_term, m - 1)
-    if x.dim() > 2:
-        dx[
-            "the sums in dx run over the batch axis only (dim=0); they run over every axis "
-            "except 1, and M is the number of values per channel"
-        ] = closed(
-            dxh, dxh.sum(0, keepdim=True), x_hat * (dxh * x_hat).sum(0, keepdim=True), x.shape[0]
-        )
-    sum_dy, sum_dy_xh = dy.sum(axes).numpy(), (dy * x_hat).sum(axes).numpy()
+def backward_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
+    """Known-wrong dx, dgamma, dbeta on ``case`` (upstream gradient ``case.dout``)."""
+    x, dy, eps, sets = case.x, case.dout, case.eps, batch_sets(case.x.ndim)
+    picks = dict(DX_MISTAKES)
+    if x.size > x.shape[1]:
+        picks |= M_MINUS_ONE
+    if x.ndim > 2:
+        picks |= BATCH_AXIS_ONLY
     return {
-        "dx": dx,
-        "dgamma": {
-            "dgamma is sum(dy): the x_hat factor is missing, or dgamma and dbeta are swapped": (
-                sum_dy
-            ),
-            "dgamma uses x instead of x_hat: dgamma = sum(dy * x_hat)": (dy * x).sum(axes).numpy(),
-        },
-        "dbeta": {
-            "dbeta is sum(dy * x_hat): dgamma and dbeta are swapped": sum_dy_xh,
-            "dbeta averages dy; it is the sum over every axis except 1": dy.mean(axes).numpy(),
+        "dx": catalogue.dx_mistakes(sets, x, case.gamma, dy, eps, picks),
+        **{
+            which: catalogue.parameter_mistakes(sets, x, dy, eps, p)
+            for which, p in PARAMETER_MISTAKES.items()
         },
     }
 
@@ -212,7 +182,7 @@ def _forward_one(fn_cls, case: Case) -> float:
         raise CheckFailure(f"{name}.forward changed its input x in place.")
     expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     got = _check_tensor("y", answer["y"], torch.tensor(expected))
-    mistakes = forward_mistakes(*(t.detach() for t in _inputs(case, False)), case.eps)
+    mistakes = forward_mistakes(case)
     return assert_close("y", got, expected, mistakes)
 
 
@@ -245,7 +215,6 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     engine, against autograd of F.batch_norm; then finite differences of its own forward."""
     name = _name_of(fn_cls)
     x, gamma, beta = _inputs(case)
-    dy = torch.tensor(case.dout)
     answer = _grad(fn_cls, case)
     grads = answer.get("direct")
     items = grads.get("items") if type(grads) is dict else None
@@ -265,7 +234,7 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
             strict=True,
         )
     )
-    mistakes = backward_mistakes(x.detach(), gamma.detach(), dy, case.eps)
+    mistakes = backward_mistakes(case)
     worst = 0.0
     for key, got, like in zip(("dx", "dgamma", "dbeta"), items, (x, gamma, beta), strict=False):
         arr = _check_tensor(key, got, like.detach())

@@ -24,9 +24,19 @@ from utils.checks.triton_kernels.common import (
 )
 from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, on_cases, report
 from utils.gradcheck import relative_error
-from utils.mistakes import describe
+from utils.mistakes import catalogue, describe
+from utils.mistakes.catalogue import batch_sets, quietly, wrong_dx
 
 # --- known-wrong variants (numpy, float64) ---------------------------------------------------
+
+INV_STD_MISTAKES = {
+    describe("unbiased variance", **WORDS): {"ddof": 1},
+    describe("eps outside sqrt", **WORDS): {"spread": "sqrt(v) + eps"},
+    describe("eps missing", **WORDS): {"eps": 0.0},
+    describe("inv_std is the std"): {"spread": "1 / sqrt(v + eps)"},
+    describe("no square root", what="1"): {"spread": "v + eps"},
+}
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_inv_std``."""
 
 
 def statistics_mistakes(case: KernelCase) -> dict[str, dict[str, np.ndarray]]:
@@ -35,13 +45,9 @@ def statistics_mistakes(case: KernelCase) -> dict[str, dict[str, np.ndarray]]:
     rows, block = _channels(x), x.reshape(x.shape[1], -1)
     mean, var = rows.mean(1), rows.var(1)
     padded = -(-m // case.block) * case.block - m  # masked lanes of the last block
-    with np.errstate(all="ignore"):
-        inv_std = {
-            describe("unbiased variance", **WORDS): 1 / np.sqrt(rows.var(1, ddof=1) + eps),
-            describe("eps outside sqrt", **WORDS): 1 / (np.sqrt(var) + eps),
-            describe("eps missing", **WORDS): 1 / np.sqrt(var),
-            describe("inv_std is the std"): np.sqrt(var + eps),
-            describe("no square root", what="1"): 1 / (var + eps),
+    inv_std = catalogue.inv_std_mistakes(batch_sets(x.ndim), x, eps, INV_STD_MISTAKES)
+    with quietly():
+        inv_std |= {
             describe("channel is a contiguous block"): 1 / np.sqrt(block.var(1) + eps),
             describe("masked lanes counted"): 1 / np.sqrt(var + padded * mean**2 / m + eps),
         }
@@ -54,55 +60,80 @@ def statistics_mistakes(case: KernelCase) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
+AFFINE_MISTAKES = {
+    describe("gamma beta swapped", out="y"): {"affine": "beta * x_hat + gamma"},
+    describe("no gamma"): {"affine": "x_hat + beta"},
+    describe("no beta"): {"affine": "gamma * x_hat"},
+}
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_forward``."""
+
+
 def normalize_mistakes(case: KernelCase, mean, inv_std) -> dict[str, np.ndarray]:
-    x, g, b, nd = case.x, case.gamma, case.beta, case.x.ndim
-    x_hat = (x - _per_channel(mean, nd)) * _per_channel(inv_std, nd)
+    """description -> a wrong y of the normalize kernel given the right mean and inv_std (C,)."""
+    x, g, b = case.x, case.gamma, case.beta
+    sets = batch_sets(x.ndim)
     last = [_channels_last_index(v, x.shape) for v in (mean, inv_std, g, b)]
     return {
-        describe("gamma beta swapped", out="y"): _per_channel(b, nd) * x_hat + _per_channel(g, nd),
-        describe("no gamma"): x_hat + _per_channel(b, nd),
-        describe("no beta"): _per_channel(g, nd) * x_hat,
+        **catalogue.forward_mistakes(sets, x, g, b, case.eps, AFFINE_MISTAKES),
         describe("channel index channels-last"): (x - last[0]) * last[1] * last[2] + last[3],
     }
 
 
+PARAMETER_MISTAKES = {
+    "sum_dy": {
+        describe("dbeta is sum(dout * x_hat)"): "sum(dout * x_hat)",
+        describe("dbeta averages", **WORDS): "mean(dout)",
+    },
+    "sum_dy_xhat": {
+        describe("dgamma is sum(dout)", **WORDS): "sum(dout)",
+        describe("dgamma uses x", **WORDS): "sum(dout * x)",
+    },
+}
+"""sum -> description -> what ``utils.mistakes.catalogue.parameter_mistakes`` computes."""
+
+
 def reduction_mistakes(case: KernelCase, mean, inv_std) -> dict[str, dict[str, np.ndarray]]:
-    x, dy, m = case.x, case.dy, case.x.size // case.x.shape[1]
+    """sum -> description -> a wrong sum_dy or sum_dy_xhat (C,) given the right statistics."""
+    x, dy = case.x, case.dy
     x_hat = (x - _per_channel(mean, x.ndim)) * _per_channel(inv_std, x.ndim)
-    s_dy, s_dyx = _channels(dy).sum(1), _channels(dy * x_hat).sum(1)
-    block = dy.reshape(dy.shape[1], -1).sum(1)
-    block_x = (dy * x_hat).reshape(dy.shape[1], -1).sum(1)
+    blocks = {
+        "sum_dy": dy.reshape(dy.shape[1], -1).sum(1),
+        "sum_dy_xhat": (dy * x_hat).reshape(dy.shape[1], -1).sum(1),
+    }
+    sets = batch_sets(x.ndim)
     return {
-        "sum_dy": {
-            describe("dbeta is sum(dout * x_hat)"): s_dyx,
-            describe("dbeta averages", **WORDS): s_dy / m,
-            describe("channel is a contiguous block"): block,
-        },
-        "sum_dy_xhat": {
-            describe("dgamma is sum(dout)", **WORDS): s_dy,
-            describe("dgamma uses x", **WORDS): _channels(dy * x).sum(1),
-            describe("channel is a contiguous block"): block_x,
-        },
+        key: {
+            **catalogue.parameter_mistakes(sets, x, dy, case.eps, picks),
+            describe("channel is a contiguous block"): blocks[key],
+        }
+        for key, picks in PARAMETER_MISTAKES.items()
     }
 
 
+_STATISTICS = dict(statistics="the batch mean and variance (sum_dy and sum_dy_xhat)", **WORDS)
+DX_MISTAKES = {
+    describe("dx without mean term", mean="mean (sum_dy)", **WORDS): {"mean_term": 0},
+    describe("dx without variance term", variance="variance (sum_dy_xhat)", **WORDS): {
+        "variance_term": 0
+    },
+    describe("dx with constant statistics", **_STATISTICS): {"mean_term": 0, "variance_term": 0},
+    describe("dx without gamma", **WORDS): {"with_gamma": False},
+}
+"""description -> the switches of ``utils.mistakes.catalogue.wrong_dx``."""
+
+
 def elementwise_mistakes(case: KernelCase, mean, inv_std, s_dy, s_dyx) -> dict[str, np.ndarray]:
-    x, dy, nd, m = case.x, case.dy, case.x.ndim, case.x.size // case.x.shape[1]
-    gamma_s = _per_channel(case.gamma * inv_std, nd)
-    x_hat = (x - _per_channel(mean, nd)) * _per_channel(inv_std, nd)
-    mean_t, var_t = _per_channel(s_dy, nd) / m, x_hat * _per_channel(s_dyx, nd) / m
-    s = dict(statistics="the batch mean and variance (sum_dy and sum_dy_xhat)", **WORDS)
+    """description -> a wrong dx of the elementwise kernel given the right statistics and
+    sums (C,)."""
+    sets = batch_sets(case.x.ndim)
     return {
-        describe("dx without mean term", mean="mean (sum_dy)", **WORDS): gamma_s * (dy - var_t),
-        describe("dx without variance term", variance="variance (sum_dy_xhat)", **WORDS): gamma_s
-        * (dy - mean_t),
-        describe("dx with constant statistics", **s): gamma_s * dy,
-        describe("dx without gamma", **WORDS): _per_channel(inv_std, nd) * (dy - mean_t - var_t),
+        **catalogue.dx_mistakes(sets, case.x, case.gamma, case.dy, case.eps, DX_MISTAKES),
         describe("channel index channels-last"): _channels_last_dx(
             case, mean, inv_std, s_dy, s_dyx
         ),
-        describe("dx divides by M - 1"): gamma_s
-        * (dy - mean_t * m / (m - 1) - var_t * m / (m - 1)),
+        describe("dx divides by M - 1"): wrong_dx(
+            sets, case.x, case.gamma, case.dy, case.eps, count="m - 1"
+        ),
     }
 
 

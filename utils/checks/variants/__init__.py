@@ -47,7 +47,6 @@ from utils.checks.variants.wrong import (
     FORWARD_MISTAKES,
     VARIANT,
     backward_mistakes,
-    closed_form_dx,
     forward_mistakes,
 )
 
@@ -125,7 +124,6 @@ __all__ = [
     "check_layernorm_forward",
     "check_rmsnorm_backward",
     "check_rmsnorm_forward",
-    "closed_form_dx",
     "forward_mistakes",
     "forward_reference",
     "gradients_reference",

@@ -3,6 +3,7 @@ references."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from utils import reference
 from utils.cases import Case
+from utils.mistakes import catalogue
+from utils.mistakes.catalogue import Sets
 
 
 def _name(fn: Callable) -> str:
@@ -26,46 +29,32 @@ class VariantCase(Case):
 # --- the variants and their PyTorch references ------------------------------------------------
 
 
-def _last_axis(x: np.ndarray, case: Case) -> tuple[np.ndarray, tuple[int, ...]]:
-    return x, (x.ndim - 1,)
-
-
-def _spatial_axes(x: np.ndarray, case: Case) -> tuple[np.ndarray, tuple[int, ...]]:
-    return x, (2, 3)
-
-
-def _groups(x: np.ndarray, case: VariantCase) -> tuple[np.ndarray, tuple[int, ...]]:
-    return x.reshape(x.shape[0], case.num_groups, -1), (2,)
-
-
-def _along_last(p: np.ndarray, ndim: int) -> np.ndarray:
-    return p
-
-
-def _along_channels(p: np.ndarray, ndim: int) -> np.ndarray:
-    return p.reshape(1, -1, 1, 1)
-
-
 @dataclass(frozen=True)
 class Variant:
     """One normalization layer, as the checks need it.
 
     prefix: the contract's function names (``<prefix>_forward``, ``<prefix>_backward``).
-    view(x, case) -> (array, axes): x reshaped so that each set of entries sharing one
-    statistic lies along ``axes``. expand(p, ndim): gamma or beta shaped to broadcast on x.
-    center: whether the mean is subtracted. form: the oracle's name for it (``utils.reference``).
-    param_axis: the axis gamma runs along; parameter_axes: in words, what dgamma sums over.
+    sets: which entries share one statistic and where gamma runs (``utils.mistakes.catalogue``;
+    GroupNorm's number of groups comes from each case, ``sets_for``). form: the oracle's name
+    for it (``utils.reference``). parameter_axes: in words, what dgamma sums over.
     default_eps: the contract's default eps.
     """
 
     prefix: str
-    view: Callable
-    expand: Callable
-    center: bool
+    sets: Sets
     form: str
-    param_axis: int
     parameter_axes: str
     default_eps: float = 1e-5
+
+    @property
+    def center(self) -> bool:
+        """Whether the mean is subtracted."""
+        return self.sets.center
+
+    @property
+    def param_axis(self) -> int:
+        """The axis of x that gamma runs along."""
+        return self.sets.param_axis
 
     @property
     def has_beta(self) -> bool:
@@ -76,10 +65,22 @@ class Variant:
     def gradient_names(self) -> tuple[str, ...]:
         return ("dx", "dgamma", "dbeta") if self.has_beta else ("dx", "dgamma")
 
+    def sets_for(self, case: Case) -> Sets:
+        """``sets`` on ``case`` (GroupNorm: with the case's num_groups)."""
+        groups = getattr(case, "num_groups", 0)
+        return dataclasses.replace(self.sets, groups=groups) if self.form == "group" else self.sets
+
+    def view(self, x: np.ndarray, case: Case) -> tuple[np.ndarray, tuple[int, ...]]:
+        """(x reshaped, axes): each set of entries sharing one statistic lies along axes."""
+        return self.sets_for(case).view(x)
+
+    def expand(self, p: np.ndarray, ndim: int) -> np.ndarray:
+        """gamma or beta shaped to broadcast on an x of ``ndim`` axes."""
+        return self.sets.expand(p, ndim)
+
     def parameter_sum(self, values: np.ndarray) -> np.ndarray:
         """values (shaped like x) summed over every axis but ``param_axis``: shape (D,)."""
-        keep = self.param_axis % values.ndim
-        return values.sum(axis=tuple(a for a in range(values.ndim) if a != keep))
+        return self.sets.parameter_sum(values)
 
     def arguments(self, x, gamma, beta, case: Case) -> tuple:
         """The positional arguments of this variant's forward for ``case``."""
@@ -90,38 +91,26 @@ class Variant:
 
 LAYERNORM = Variant(
     prefix="layernorm",
-    view=_last_axis,
-    expand=_along_last,
-    center=True,
+    sets=catalogue.LAYER,
     form="layer",
-    param_axis=-1,
     parameter_axes="every axis but the last",
 )
 INSTANCENORM = Variant(
     prefix="instancenorm",
-    view=_spatial_axes,
-    expand=_along_channels,
-    center=True,
+    sets=catalogue.INSTANCE,
     form="instance",
-    param_axis=1,
     parameter_axes="axis=(0, 2, 3)",
 )
 GROUPNORM = Variant(
     prefix="groupnorm",
-    view=_groups,
-    expand=_along_channels,
-    center=True,
+    sets=catalogue.group_sets(0),
     form="group",
-    param_axis=1,
     parameter_axes="axis=(0, 2, 3)",
 )
 RMSNORM = Variant(
     prefix="rmsnorm",
-    view=_last_axis,
-    expand=_along_last,
-    center=False,
+    sets=catalogue.RMS,
     form="rms",
-    param_axis=-1,
     parameter_axes="every axis but the last",
     default_eps=1e-6,
 )

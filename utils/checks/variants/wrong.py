@@ -9,172 +9,113 @@ from collections.abc import Callable
 import numpy as np
 
 from utils.cases import Case
-from utils.checks.variants.forms import Variant, VariantCase, _groups
+from utils.checks.variants.forms import Variant
 from utils.diagnose import TIGHT, CheckFailure, as_float_array
 from utils.gradcheck import relative_error
-from utils.mistakes import describe, standardize
+from utils.mistakes import catalogue, describe
+from utils.mistakes.catalogue import (
+    PER_SAMPLE,
+    WHOLE,
+    Sets,
+    standardize,
+    wrong_affine,
+    wrong_forward,
+)
 
 # --- known-wrong variants (numpy), keyed by a description completing "it looks like ..." -----
+# GroupNorm's own mistakes, with ``catalogue.wrong_forward``'s signature (sets: the group sets).
 
 
-def _normalized(variant: Variant, case: Case, **options) -> np.ndarray:
-    """x standardized over the variant's sets (with ``standardize``'s switches)."""
-    view, axes = variant.view(case.x, case)
-    options.setdefault("center", variant.center)
-    eps = options.pop("eps", case.eps)
-    return standardize(view, axes, eps, **options).reshape(case.x.shape)
-
-
-def _affine(variant: Variant, x_hat, case: Case, gamma=None, beta=None) -> np.ndarray:
-    gamma = case.gamma if gamma is None else gamma
-    beta = case.beta if beta is None else beta
-    out = variant.expand(gamma, x_hat.ndim) * x_hat
-    return out + variant.expand(beta, x_hat.ndim) if variant.has_beta else out
-
-
-def _with(**options) -> Callable:
-    """The forward over the right sets, with some of ``standardize``'s mistake switches."""
-    return lambda variant, case: _affine(variant, _normalized(variant, case, **options), case)
-
-
-def _over(axes) -> Callable:
-    """The forward with the statistics over ``axes`` of x itself (None: the whole array)."""
-
-    def forward(variant: Variant, case: Case) -> np.ndarray:
-        return _affine(variant, standardize(case.x, axes, case.eps, center=variant.center), case)
-
-    return forward
-
-
-def _per_sample(variant: Variant, case: Case) -> np.ndarray:
-    """Each sample standardized over all its axes (only differs from layer norm for ndim > 2)."""
-    return _over(tuple(range(1, case.x.ndim)))(variant, case)
-
-
-def _default_eps(variant: Variant, case: Case) -> np.ndarray:
-    return _with(eps=variant.default_eps)(variant, case)
-
-
-def _parameters_swapped(variant: Variant, case: Case) -> np.ndarray:
-    return _affine(variant, _normalized(variant, case), case, case.beta, case.gamma)
-
-
-def _without_affine(variant: Variant, case: Case) -> np.ndarray:
-    return _normalized(variant, case)
-
-
-def _affine_along_width(variant: Variant, case: Case) -> np.ndarray | None:
-    """gamma (C,) times a 4-D x_hat broadcasts along W; it only runs when W == C."""
-    if case.x.shape[3] != case.x.shape[1]:
-        return None
-    return case.gamma * _normalized(variant, case) + case.beta
-
-
-def _interleaved_groups(variant: Variant, case: VariantCase) -> np.ndarray:
+def _interleaved_groups(sets: Sets, x, gamma, beta, eps) -> np.ndarray:
     """Channel c in group c % G: the reshape (N, C/G, G, H, W) and statistics over (1, 3, 4)."""
-    n, c, h, w = case.x.shape
-    view = case.x.reshape(n, c // case.num_groups, case.num_groups, h, w)
-    return _affine(variant, standardize(view, (1, 3, 4), case.eps).reshape(case.x.shape), case)
+    n, c, h, w = x.shape
+    view = x.reshape(n, c // sets.groups, sets.groups, h, w)
+    return wrong_affine(sets, standardize(view, (1, 3, 4), eps).reshape(x.shape), gamma, beta)
 
 
-def _per_group_affine(variant: Variant, case: VariantCase) -> np.ndarray:
+def _per_group_affine(sets: Sets, x, gamma, beta, eps) -> np.ndarray:
     """Every channel of group g scaled by gamma[g] and shifted by beta[g]."""
-    group_of_channel = np.arange(case.x.shape[1]) // (case.x.shape[1] // case.num_groups)
-    gamma, beta = case.gamma[group_of_channel], case.beta[group_of_channel]
-    return _affine(variant, _normalized(variant, case), case, gamma, beta)
+    group_of_channel = np.arange(x.shape[1]) // (x.shape[1] // sets.groups)
+    return wrong_forward(sets, x, gamma[group_of_channel], beta[group_of_channel], eps)
 
 
 def _groups_counted(count: Callable[[int, int], int]) -> Callable:
     """GroupNorm with the number of groups replaced by count(C, num_groups)."""
 
-    def forward(variant: Variant, case: VariantCase) -> np.ndarray:
-        groups = count(case.x.shape[1], case.num_groups)
-        return _with()(variant, dataclasses.replace(case, num_groups=groups))
+    def forward(sets: Sets, x, gamma, beta, eps) -> np.ndarray:
+        groups = count(x.shape[1], sets.groups)
+        return wrong_forward(dataclasses.replace(sets, groups=groups), x, gamma, beta, eps)
 
     return forward
 
 
-def _group_statistics_per_position(variant: Variant, case: VariantCase) -> np.ndarray:
-    n, c, h, w = case.x.shape
-    view = case.x.reshape(n, case.num_groups, c // case.num_groups, h, w)
-    return _affine(variant, standardize(view, (2,), case.eps).reshape(case.x.shape), case)
+def _group_statistics_over(view_of: Callable, axes: tuple[int, ...]) -> Callable:
+    """GroupNorm with each group's statistics over ``axes`` of ``view_of(sets, x)``."""
+
+    def forward(sets: Sets, x, gamma, beta, eps) -> np.ndarray:
+        x_hat = standardize(view_of(sets, x), axes, eps).reshape(x.shape)
+        return wrong_affine(sets, x_hat, gamma, beta)
+
+    return forward
 
 
-def _group_statistics_with_batch(variant: Variant, case: VariantCase) -> np.ndarray:
-    view, _ = _groups(case.x, case)
-    return _affine(variant, standardize(view, (0, 2), case.eps).reshape(case.x.shape), case)
+def _channels_in_groups(sets: Sets, x) -> np.ndarray:
+    """x (N, C, H, W) as (N, G, C/G, H, W)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, sets.groups, c // sets.groups, h, w)
 
 
 VARIANT = {"v": "mean square", "what": "the result", "default": "the default"}
 """The words of lesson 07 for ``utils.mistakes.describe``."""
 
-_UNBIASED = {
-    "the variance is the unbiased one (ddof=1); normalization layers divide by the number "
-    "of values in the set (the biased variance)": _with(ddof=1),
-}
-_EPS_MISTAKES = {
-    describe("eps outside sqrt", **VARIANT): _with(eps_outside=True),
-    describe("eps missing", **VARIANT): _with(eps=0.0),
-    describe("no square root", **VARIANT): _with(root=False),
-    describe("eps fixed", **VARIANT): _default_eps,
-}
-_AFFINE_MISTAKES = {
-    describe("gamma beta swapped"): _parameters_swapped,
-    describe("no affine"): _without_affine,
-}
-_CHANNEL_AFFINE = {
-    describe("affine along width"): _affine_along_width,
-}
 
-FORWARD_MISTAKES: dict[str, dict[str, Callable]] = {
+def _eps_mistakes(default_eps: float) -> dict[str, dict]:
+    return {
+        describe("eps outside sqrt", **VARIANT): {"spread": "sqrt(v) + eps"},
+        describe("eps missing", **VARIANT): {"eps": 0.0},
+        describe("no square root", **VARIANT): {"spread": "v + eps"},
+        describe("eps fixed", **VARIANT): {"eps": default_eps},
+    }
+
+
+_UNBIASED = {describe("unbiased variance, sets"): {"ddof": 1}}
+_EPS_MISTAKES = _eps_mistakes(1e-5)
+_AFFINE_MISTAKES = {
+    describe("gamma beta swapped"): {"affine": "beta * x_hat + gamma"},
+    describe("no affine"): {"affine": "x_hat"},
+}
+_CHANNEL_AFFINE = {describe("affine along width"): {"affine": "along the last axis"}}
+
+FORWARD_MISTAKES: dict[str, dict[str, dict | Callable]] = {
     "layernorm": {
-        "the statistics are taken over the batch axis (axis=0): that is batch norm; layer norm "
-        "takes them per sample over the last axis (axis=-1)": _over((0,)),
-        "the statistics are taken over the whole array; layer norm takes them per sample over "
-        "the last axis (axis=-1)": _over(None),
-        "each sample is normalized over all its axes; layer norm normalizes over the last axis "
-        "only (one mean per row, or per token)": _per_sample,
-        "the statistics are taken over axis=1; layer norm takes them over the last axis "
-        "(axis=-1), which is axis 1 only for 2-D input": _over((1,)),
-        "the mean is not subtracted (that is RMSNorm); layer norm centers each row first": _with(
-            center=False
-        ),
+        describe("layer over the batch"): {"over": (0,)},
+        describe("layer over everything"): {"over": WHOLE},
+        describe("layer per sample"): {"over": PER_SAMPLE},
+        describe("layer over axis 1"): {"over": (1,)},
+        describe("layer not centered"): {"center": False},
         **_UNBIASED,
         **_EPS_MISTAKES,
         **_AFFINE_MISTAKES,
     },
     "instancenorm": {
-        "the statistics run over the batch too, axis=(0, 2, 3): that is batch norm; instance "
-        "norm takes them per sample and channel, axis=(2, 3)": _over((0, 2, 3)),
-        "the statistics are taken per sample over all channels, axis=(1, 2, 3): that is layer "
-        "norm; instance norm takes them per channel, axis=(2, 3)": _over((1, 2, 3)),
-        "the statistics are taken over the whole array; instance norm uses axis=(2, 3)": _over(
-            None
-        ),
-        "the statistics run over one spatial axis only; a map's statistics run over both, "
-        "axis=(2, 3)": _over((3,)),
+        describe("instance over the batch"): {"over": (0, 2, 3)},
+        describe("instance over the channels"): {"over": (1, 2, 3)},
+        describe("instance over everything"): {"over": WHOLE},
+        describe("instance over one spatial axis"): {"over": (3,)},
         **_UNBIASED,
         **_EPS_MISTAKES,
         **_AFFINE_MISTAKES,
         **_CHANNEL_AFFINE,
     },
     "groupnorm": {
-        "the groups are interleaved (channel c in group c % G); group g holds the contiguous "
-        "channels g*C/G to (g+1)*C/G - 1, as x.reshape(N, G, -1) gives them": _interleaved_groups,
-        "the affine is per group (gamma[g], beta[g] for every channel of group g); gamma and "
-        "beta have one value per channel": _per_group_affine,
-        "num_groups was used as the number of channels per group; it is the number of groups, "
-        "x.reshape(N, num_groups, -1)": _groups_counted(lambda c, g: c // g),
-        "the statistics are taken over all channels at once (num_groups ignored, as if it "
-        "were 1: layer norm)": _groups_counted(lambda c, g: 1),
-        "each channel is normalized on its own (num_groups ignored, as if it were C: instance "
-        "norm)": _groups_counted(lambda c, g: c),
-        "the group statistics leave out the positions (one mean per group and position); a "
-        "group's statistics run over its channels and all H * W positions": (
-            _group_statistics_per_position
-        ),
-        "the group statistics include the batch axis; each sample has its own": (
-            _group_statistics_with_batch
+        describe("group interleaved"): _interleaved_groups,
+        describe("group affine per group"): _per_group_affine,
+        describe("group size as count"): _groups_counted(lambda c, g: c // g),
+        describe("group of all channels"): _groups_counted(lambda c, g: 1),
+        describe("group per channel"): _groups_counted(lambda c, g: c),
+        describe("group per position"): _group_statistics_over(_channels_in_groups, (2,)),
+        describe("group with the batch"): _group_statistics_over(
+            lambda sets, x: sets.view(x)[0], (0, 2)
         ),
         **_UNBIASED,
         **_EPS_MISTAKES,
@@ -182,19 +123,16 @@ FORWARD_MISTAKES: dict[str, dict[str, Callable]] = {
         **_CHANNEL_AFFINE,
     },
     "rmsnorm": {
-        "the mean is subtracted (that is layer norm); RMSNorm divides x itself by its root "
-        "mean square": _with(center=True),
-        "the root mean square is taken over the batch axis (axis=0); RMSNorm takes it per "
-        "row over the last axis": _over((0,)),
-        "the root mean square is taken over the whole array; RMSNorm takes it per row over "
-        "the last axis (axis=-1)": _over(None),
-        "the squares are summed instead of averaged: sqrt(mean(x**2) + eps), not "
-        "sqrt(sum(x**2) + eps)": _with(average=False),
-        **_EPS_MISTAKES,
-        "gamma is not applied: out = gamma * x / rms": _without_affine,
+        describe("rms centered"): {"center": True},
+        describe("rms over the batch"): {"over": (0,)},
+        describe("rms over everything"): {"over": WHOLE},
+        describe("rms squares summed"): {"average": False},
+        **_eps_mistakes(1e-6),
+        describe("rms no gamma"): {"affine": "x_hat"},
     },
 }
-"""variant prefix -> description -> wrong forward(variant, case) (None where it cannot run)."""
+"""variant prefix -> description -> the switches of ``utils.mistakes.catalogue.wrong_forward``,
+or a GroupNorm mistake of this lesson's own with its signature."""
 
 
 def _distinct(wrong: dict, expected: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,118 +166,67 @@ def _float64(value, what: str, shape: tuple[int, ...] | None = None) -> np.ndarr
 
 def forward_mistakes(variant: Variant, case: Case) -> dict[str, np.ndarray]:
     """Every known-wrong output of ``variant`` on ``case`` that can be computed."""
-    with np.errstate(all="ignore"):  # a wrong variant may divide by zero
-        wrong = {d: f(variant, case) for d, f in FORWARD_MISTAKES[variant.prefix].items()}
-    return {d: a for d, a in wrong.items() if a is not None}
-
-
-def closed_form_dx(
-    variant: Variant,
-    case: Case,
-    *,
-    with_gamma: bool = True,
-    mean_term: bool | None = None,
-    variance_term: bool = True,
-    sum_axes: tuple[int, ...] | None = None,
-    ddof: int = 0,
-    eps_in_scale: bool = True,
-) -> np.ndarray:
-    """dx = s * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) over each set (no mean
-    term when nothing is centered), with switches for the classic backward mistakes: gamma
-    forgotten, a term dropped, the sums over other axes (of the variant's view), the variance
-    term divided by (m - ddof), eps missing from the scale s."""
-    mean_term = variant.center if mean_term is None else mean_term
-    dx_hat = case.dout * variant.expand(case.gamma, case.x.ndim) if with_gamma else case.dout
-    view, axes = variant.view(case.x, case)
-    d, _ = variant.view(dx_hat, case)
-    centered = view - view.mean(axis=axes, keepdims=True) if variant.center else view
-    second = (centered**2).mean(axis=axes, keepdims=True)
-    x_hat = centered / np.sqrt(second + case.eps)
-    scale = 1 / np.sqrt(second + case.eps) if eps_in_scale else 1 / np.sqrt(second)
-    sum_axes = axes if sum_axes is None else sum_axes
-    m = int(np.prod([view.shape[a] for a in sum_axes]))
-    dx = d
-    if mean_term:
-        dx = dx - d.sum(axis=sum_axes, keepdims=True) / m
-    if variance_term:
-        dx = dx - x_hat * (d * x_hat).sum(axis=sum_axes, keepdims=True) / (m - ddof)
-    return (scale * dx).reshape(case.x.shape)
+    return catalogue.forward_mistakes(
+        variant.sets_for(case),
+        case.x,
+        case.gamma,
+        case.beta if variant.has_beta else None,
+        case.eps,
+        FORWARD_MISTAKES[variant.prefix],
+    )
 
 
 _DX_MISTAKES = {
-    "dx is missing the mean term (the -mean(dx_hat) over each set, which flows through the mean)": {
-        "mean_term": False
-    },
-    "dx is missing the variance term (the -x_hat * mean(dx_hat * x_hat) over each set, which "
-    "flows through the variance)": {"variance_term": False},
-    "the statistics are treated as constants (dx = gamma * dout / sqrt(var + eps)); they "
-    "depend on x too": {"mean_term": False, "variance_term": False},
+    describe("dx without mean term, sets"): {"mean_term": 0},
+    describe("dx without variance term, sets"): {"variance_term": 0},
+    describe("dx with constant statistics, sets"): {"mean_term": 0, "variance_term": 0},
     describe("dx without gamma"): {"with_gamma": False},
     describe("dx with unbiased variance", m="m"): {"ddof": 1},
     describe("dx without eps"): {"eps_in_scale": False},
 }
 DX_MISTAKES: dict[str, dict[str, dict]] = {
-    "layernorm": {
-        **_DX_MISTAKES,
-        "the sums in dx run over the batch axis (axis=0), as in batch norm; for layer norm "
-        "they run over the last axis": {"sum_axes": (0,)},
-    },
+    "layernorm": {**_DX_MISTAKES, describe("layer dx over the batch"): {"sum_axes": (0,)}},
     "instancenorm": {
         **_DX_MISTAKES,
-        "the sums in dx run over axis=(0, 2, 3), as in batch norm; for instance norm they run "
-        "over each map, axis=(2, 3)": {"sum_axes": (0, 2, 3)},
+        describe("instance dx over the batch"): {"sum_axes": (0, 2, 3)},
     },
-    "groupnorm": {
-        **_DX_MISTAKES,
-        "the sums in dx run over the batch too; they run over each group of each sample": {
-            "sum_axes": (0, 2)
-        },
-    },
+    "groupnorm": {**_DX_MISTAKES, describe("group dx over the batch"): {"sum_axes": (0, 2)}},
     "rmsnorm": {
-        "dx has a mean term (-mean(dx_hat)), as in layer norm; RMSNorm subtracts no mean, so "
-        "there is none": {"mean_term": True},
-        "dx is missing the term through the root mean square (-x_hat * mean(dx_hat * x_hat))": {
-            "variance_term": False
-        },
+        describe("rms dx mean term"): {"mean_term": 1},
+        describe("rms dx without rms term"): {"variance_term": 0},
         describe("dx without gamma"): {"with_gamma": False},
-        "the sums in dx run over the batch axis (axis=0); they run over the last axis": {
-            "sum_axes": (0,)
-        },
+        describe("rms dx over the batch"): {"sum_axes": (0,)},
         describe("dx without eps", v="mean(x**2)", instead="1 / sqrt(mean(x**2) + eps)"): {
             "eps_in_scale": False
         },
     },
 }
-"""variant prefix -> description -> the switches of ``closed_form_dx`` that make the mistake."""
+"""variant prefix -> description -> the switches of ``utils.mistakes.catalogue.wrong_dx``
+(sums over axes of the variant's view of x)."""
 
 
 def backward_mistakes(variant: Variant, case: Case) -> dict[str, dict[str, np.ndarray]]:
     """Known-wrong dx, dgamma (and dbeta) of ``variant`` on ``case``."""
-    with np.errstate(all="ignore"):  # a wrong variant may divide by zero
-        wrong_dx = {
-            d: closed_form_dx(variant, case, **switches)
-            for d, switches in DX_MISTAKES[variant.prefix].items()
-        }
-        x_hat = _normalized(variant, case)
-    where = variant.parameter_axes
-    sum_dout = variant.parameter_sum(case.dout)
-    sum_dout_x_hat = variant.parameter_sum(case.dout * x_hat)
-    count = case.dout.size // case.gamma.size
-    wrong = {
-        "dx": wrong_dx,
+    sets, where = variant.sets_for(case), variant.parameter_axes
+    x, dout, eps = case.x, case.dout, case.eps
+    picks = {
         "dgamma": {
             describe("dgamma is sum(dout)", **({} if variant.has_beta else {"swapped": ""})): (
-                sum_dout
+                "sum(dout)"
             ),
             describe("dgamma uses x", x_hat="the normalized x", over=f" over {where}"): (
-                variant.parameter_sum(case.dout * case.x)
+                "sum(dout * x)"
             ),
-            f"dgamma averages; it is the sum over {where}": sum_dout_x_hat / count,
+            describe("dgamma averages", axes=where): "mean(dout * x_hat)",
         },
     }
     if variant.has_beta:
-        wrong["dbeta"] = {
-            describe("dbeta is sum(dout * x_hat)"): sum_dout_x_hat,
-            describe("dbeta averages", axes=where): sum_dout / count,
+        picks["dbeta"] = {
+            describe("dbeta is sum(dout * x_hat)"): "sum(dout * x_hat)",
+            describe("dbeta averages", axes=where): "mean(dout)",
         }
-    return wrong
+    dx_picks = DX_MISTAKES[variant.prefix]
+    return {
+        "dx": catalogue.dx_mistakes(sets, x, case.gamma, dout, eps, dx_picks),
+        **{k: catalogue.parameter_mistakes(sets, x, dout, eps, p) for k, p in picks.items()},
+    }
