@@ -14,6 +14,7 @@ checker     the trusted checker: runs test cells in the grader against the kerne
 jail        inside the kernel: the audit-hook fence (files, processes) and the fingerprint
 score       points per grade cell: the checker's record, or (kernel lessons) the cell's outputs
 worker      the stateless unit of grading: one submission in, one picklable result out
+results     what grading produces: a result per notebook, a grade per test cell
 collect     find submissions in a folder or an LMS zip; report what cannot be mapped
 gradebook   the single writer that records results in nbgrader's gradebook, and its reads
 grade       the run over many submissions (local processes, or a Dask cluster)

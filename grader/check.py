@@ -16,8 +16,9 @@ import nbformat
 from grader.build import make_template
 from grader.course import Course
 from grader.grade import confinement_summary
+from grader.results import SubmissionResult
 from grader.summary import summary_lines
-from grader.worker import SubmissionResult, grade_submission, unreadable
+from grader.worker import grade_submission, unreadable
 
 SELF_STUDY_STUDENT = "self-study"
 

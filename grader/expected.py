@@ -14,8 +14,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from grader.results import SubmissionResult
 from grader.score import points_text
-from grader.worker import SubmissionResult
 
 Key = tuple[str, str, str]  # (student, assignment, test)
 

@@ -43,8 +43,9 @@ from nbgrader.api import MissingEntry
 
 from grader.course import Course, quiet_nbgrader
 from grader.gradebook import grade_rows, open_gradebook
+from grader.results import CellGrade
 from grader.score import failure_message, points_text
-from grader.worker import CellGrade, grade_cells
+from grader.worker import grade_cells
 
 FORMATS = ("grades", "nbgrader", "canvas", "moodle", "gradescope")
 MOODLE_IDS = ("username", "email", "idnumber")

@@ -40,11 +40,11 @@ from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 
 from grader.course import Course, capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.markup import HIDDEN_TESTS, redact_hidden_tests, region_lines
+from grader.results import CellGrade, SubmissionResult
 from grader.safehtml import safe_notebook, static_markdown
 from grader.score import points_text, strip_ansi
 from grader.summary import hint_of, summary_html
 from grader.text import printable
-from grader.worker import CellGrade, SubmissionResult
 
 QUOTE_MIN_CHARS = 12  # shorter hidden lines ("x = 1") are too generic to hunt for in outputs
 REDACTED = "[a line of a hidden test was removed]"

@@ -30,8 +30,9 @@ from grader.collect import Submission, collect
 from grader.confine import WEAKER
 from grader.course import Course
 from grader.gradebook import recorder, register_assignments
+from grader.results import SubmissionResult
 from grader.score import points_text
-from grader.worker import GradeJob, SubmissionResult, grade_job, grading_root
+from grader.worker import GradeJob, grade_job, grading_root
 
 
 class SchedulerError(RuntimeError):

@@ -24,7 +24,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from grader.build import generate
 from grader.course import COURSE_ID, Course, create_gradebook, quiet_nbgrader
 from grader.feedback import stored_notebook
-from grader.worker import SubmissionResult
+from grader.results import SubmissionResult
 
 
 def open_gradebook(course: Course) -> Gradebook:

@@ -14,8 +14,8 @@ import html
 import re
 from dataclasses import dataclass
 
+from grader.results import CellGrade
 from grader.score import points_text
-from grader.worker import CellGrade
 
 LIKELY = "Likely mistake:"
 NAMED = "it looks like "

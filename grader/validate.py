@@ -35,7 +35,8 @@ from grader.markup import (
     lines_outside,
     region_lines,
 )
-from grader.worker import GradeJob, SubmissionResult
+from grader.results import SubmissionResult
+from grader.worker import GradeJob
 
 
 def validate(

@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import nbformat
@@ -56,8 +56,10 @@ from grader.course import (
     ensure_venv_on_path,
     quiet_nbgrader,
 )
+from grader.feedback import stored_notebook
 from grader.markup import learner_only_sources
 from grader.policy import policy_for
+from grader.results import CellGrade, SubmissionResult
 from grader.sandbox import SandboxedExecute
 from grader.sanitize import RestoreCells
 from grader.score import StrictSaveAutoGrades, failure_message
@@ -85,49 +87,6 @@ def grading_root() -> Path:
     root = Path(tempfile.gettempdir()) / f"normlab-grading-{uid}"
     root.mkdir(mode=0o700, exist_ok=True)
     return root
-
-
-@dataclass(frozen=True)
-class CellGrade:
-    """One grade cell: ``score`` None means a human has yet to grade it (a written answer)."""
-
-    grade_id: str
-    score: float | None
-    max_score: float
-    message: str = ""
-    manual: bool = False
-
-    @property
-    def passed(self) -> bool:
-        return self.score is not None and self.score >= self.max_score
-
-
-@dataclass
-class SubmissionResult:
-    """What grading one notebook produced; ``error`` set means 0 points and why."""
-
-    student: str
-    assignment: str
-    notebook: str
-    tests: list[CellGrade] = field(default_factory=list)
-    error: str | None = None
-    notebook_json: str | None = None
-    comments: dict[str, str | None] = field(default_factory=dict)
-    seconds: float = 0.0
-    confinement: str = ""
-    """What the operating system confined the kernel with (``grader.confine.describe()`` on
-    the machine that graded it), or ``WEAKER: ...``."""
-    stored_json: str | None = None
-    """The autograded notebook as the course keeps it (``grader.feedback.stored_notebook``),
-    made where it was graded, so the one process that records results only writes it."""
-
-    @property
-    def score(self) -> float:
-        return sum(t.score or 0.0 for t in self.tests)
-
-    @property
-    def max_score(self) -> float:
-        return sum(t.max_score for t in self.tests)
 
 
 def grade_submission(
@@ -165,8 +124,6 @@ def grade_submission(
     if result.error:
         result.notebook_json = _noted(result, template_db)
     if result.notebook_json is not None:
-        from grader.feedback import stored_notebook  # feedback reads this module's types
-
         result.stored_json = stored_notebook(result)
     result.confinement = confine.describe()
     result.seconds = time.monotonic() - started

@@ -8,7 +8,7 @@ from fixtures.toy import COURSE
 
 from grader import cli
 from grader.expected import differences, expected_scores
-from grader.worker import CellGrade, SubmissionResult
+from grader.results import CellGrade, SubmissionResult
 
 SOLUTIONS = COURSE / "solutions"
 PLAN = {

@@ -24,7 +24,7 @@ from grader.cli import main
 from grader.course import COURSE_ID
 from grader.export import export_as, spreadsheet_safe
 from grader.gradebook import record, register_assignments
-from grader.worker import CellGrade, SubmissionResult
+from grader.results import CellGrade, SubmissionResult
 
 P = points()
 TOTAL = sum(P.values())

@@ -15,6 +15,7 @@ from nbformat.v4 import new_markdown_cell, new_output, new_raw_cell
 from grader.check import report
 from grader.feedback import VERDICT, feedback_notebook, stored_notebook
 from grader.mathml import latex_to_mathml
+from grader.results import CellGrade, SubmissionResult
 from grader.safehtml import (
     MATH_TAGS,
     TAGS,
@@ -25,7 +26,6 @@ from grader.safehtml import (
 )
 from grader.summary import Hint, hint_of, summary_html, summary_lines, total_text
 from grader.text import printable
-from grader.worker import CellGrade, SubmissionResult
 
 
 def _graded(outputs, tests):

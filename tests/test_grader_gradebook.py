@@ -12,7 +12,7 @@ from nbgrader.api import Gradebook
 from grader.course import COURSE_ID
 from grader.export import export
 from grader.gradebook import record, recorder, register_assignments
-from grader.worker import CellGrade, SubmissionResult
+from grader.results import CellGrade, SubmissionResult
 
 P = points()  # grade_id -> points of the fixture: test_double 2, test_square 3, written 1
 

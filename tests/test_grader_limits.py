@@ -18,8 +18,9 @@ from fixtures.toy import DOUBLE, SQUARE, cell, copy_course, points, submission
 from grader import check, cli, confine
 from grader.checker import CUT_NOTE, CappedText
 from grader.grade import GradeRun, confinement_summary
+from grader.results import CellGrade, SubmissionResult
 from grader.sandbox import KEPT_ERROR, MIB, OutputBudget, content_size
-from grader.worker import KNOWN_ERRORS, WORKING_COPY_LIMIT, CellGrade, SubmissionResult
+from grader.worker import KNOWN_ERRORS, WORKING_COPY_LIMIT
 
 P = points()
 FULL = (P["test_double"], P["test_square"])
