@@ -1,6 +1,7 @@
 """NormLab's grading pipeline around nbgrader, one module per stage.
 
-course      where things are: sources, release, course state; nbgrader configuration and logs
+course      where things are: sources, release, course state; the nbgrader configuration
+nbgrader_glue nbgrader in-process: alembic on PATH, a stamped gradebook, its log and warnings
 markup      nbgrader's markup in cell sources: solution fences, hidden-test regions
 build       solutions/ -> notebooks/, and the template gradebook + release workers grade with
 sanitize    reconcile a submission's nbgrader cells with the release (deleted, retagged cells)

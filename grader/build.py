@@ -15,7 +15,8 @@ from pathlib import Path
 from nbgrader.converters import GenerateAssignment
 from nbgrader.coursedir import CourseDirectory
 
-from grader.course import Course, capture_log, create_gradebook, ensure_venv_on_path
+from grader.course import Course
+from grader.nbgrader_glue import capture_log, create_gradebook, ensure_venv_on_path
 
 
 class BuildError(RuntimeError):

@@ -41,8 +41,9 @@ from urllib.parse import quote
 import nbformat
 from nbgrader.api import MissingEntry
 
-from grader.course import Course, quiet_nbgrader
+from grader.course import Course
 from grader.gradebook import grade_rows, open_gradebook
+from grader.nbgrader_glue import quiet_nbgrader
 from grader.results import CellGrade
 from grader.score import failure_message, points_text
 from grader.worker import grade_cells

@@ -38,8 +38,9 @@ from nbgrader.converters import GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 
-from grader.course import Course, capture_log, ensure_venv_on_path, quiet_nbgrader
+from grader.course import Course
 from grader.markup import HIDDEN_TESTS, redact_hidden_tests, region_lines
+from grader.nbgrader_glue import capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.results import CellGrade, SubmissionResult
 from grader.safehtml import safe_notebook, static_markdown
 from grader.score import points_text, strip_ansi

@@ -22,8 +22,9 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
 from grader.build import generate
-from grader.course import COURSE_ID, Course, create_gradebook, quiet_nbgrader
+from grader.course import COURSE_ID, Course
 from grader.feedback import stored_notebook
+from grader.nbgrader_glue import create_gradebook, quiet_nbgrader
 from grader.results import SubmissionResult
 
 

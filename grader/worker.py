@@ -48,16 +48,10 @@ from traitlets.config import Config
 
 from grader import confine
 from grader.build import template_release
-from grader.course import (
-    COURSE_ID,
-    NOTEBOOK_TIMEOUT_FACTOR,
-    Course,
-    capture_log,
-    ensure_venv_on_path,
-    quiet_nbgrader,
-)
+from grader.course import COURSE_ID, NOTEBOOK_TIMEOUT_FACTOR, Course
 from grader.feedback import stored_notebook
 from grader.markup import learner_only_sources
+from grader.nbgrader_glue import capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.policy import policy_for
 from grader.results import CellGrade, SubmissionResult
 from grader.sandbox import SandboxedExecute
