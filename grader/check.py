@@ -16,6 +16,7 @@ import nbformat
 from grader.build import make_template
 from grader.course import Course
 from grader.grade import confinement_summary
+from grader.markup import grade_id_of
 from grader.results import SubmissionResult
 from grader.summary import summary_lines
 from grader.worker import grade_submission, unreadable
@@ -29,11 +30,7 @@ class CheckError(RuntimeError):
 
 def _grade_ids(path: Path) -> set[str]:
     nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.cells
-        if "grade_id" in c.metadata.get("nbgrader", {})
-    }
+    return {grade_id_of(c) for c in nb.cells if grade_id_of(c) is not None}
 
 
 def match_notebook(course: Course, path: Path) -> tuple[str, str]:

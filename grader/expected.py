@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import yaml
 
 from grader.results import SubmissionResult
 from grader.score import points_text
+from grader.worker import grade_cells as worker_grade_cells
 
 Key = tuple[str, str, str]  # (student, assignment, test)
 
@@ -27,14 +27,8 @@ def load_plan(path: Path) -> dict:
 
 def grade_cells(solutions: Path, assignment: str) -> dict[str, tuple[float, bool]]:
     """grade_id -> (points, graded by a human) for every grade cell of the solution notebook."""
-    nb = nbformat.read(Path(solutions) / assignment / f"{assignment}.ipynb", as_version=4)
-    cells = {}
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade"):
-            manual = bool(meta.get("solution")) or cell.cell_type != "code"
-            cells[meta["grade_id"]] = (float(meta["points"]), manual)
-    return cells
+    notebook = Path(solutions) / assignment / f"{assignment}.ipynb"
+    return {t.grade_id: (t.max_score, t.manual) for t in worker_grade_cells(notebook)}
 
 
 def expected_scores(plan: dict, solutions: Path) -> dict[Key, float | None]:

@@ -43,6 +43,7 @@ from nbgrader.api import MissingEntry
 
 from grader.course import Course
 from grader.gradebook import grade_rows, open_gradebook
+from grader.markup import grade_id_of
 from grader.nbgrader_glue import quiet_nbgrader
 from grader.results import CellGrade
 from grader.score import failure_message, points_text
@@ -459,7 +460,7 @@ def _hints(course: Course, student: str, assignment: str, notebook: str) -> dict
     note = first.source if first and first.source.startswith(NOT_GRADED) else None
     hints = {}
     for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        grade_id = grade_id_of(cell)
         if grade_id and cell.cell_type == "code":
             hints[grade_id] = note or failure_message(cell)
     return hints

@@ -39,7 +39,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 
 from grader.course import Course
-from grader.markup import HIDDEN_TESTS, redact_hidden_tests, region_lines
+from grader.markup import HIDDEN_TESTS, grade_id_of, redact_hidden_tests, region_lines
 from grader.nbgrader_glue import capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.results import CellGrade, SubmissionResult
 from grader.safehtml import safe_notebook, static_markdown
@@ -82,7 +82,7 @@ def with_verdicts(nb, tests: list[CellGrade]):
     verdicts = {t.grade_id: t for t in tests}
     for cell in nb.cells:
         cell.metadata.pop(VERDICT, None)
-        test = verdicts.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+        test = verdicts.get(grade_id_of(cell))
         if test is not None and _is_test(cell):
             cell.metadata[VERDICT] = {
                 "score": test.score,
@@ -148,9 +148,9 @@ def notebook_tests(nb) -> list[CellGrade]:
     gave it (None: not graded yet)."""
     tests = []
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if not meta.get("grade"):
+        if not utils.is_grade(cell):
             continue
+        meta = cell.metadata.nbgrader
         verdict = cell.metadata.get(VERDICT)
         if _is_test(cell) and verdict:
             top = float(verdict.get("max_score") or 0.0)
@@ -183,7 +183,7 @@ class GetGradesAndReview(GetGrades):
     def _get_score(self, cell, resources) -> None:
         super()._get_score(cell, resources)
         grade = self.gradebook.find_grade(
-            cell.metadata["nbgrader"]["grade_id"],
+            grade_id_of(cell),
             self.notebook_id,
             self.assignment_id,
             self.student_id,

@@ -24,6 +24,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from grader.build import generate
 from grader.course import COURSE_ID, Course
 from grader.feedback import stored_notebook
+from grader.markup import grade_id_of
 from grader.nbgrader_glue import create_gradebook, quiet_nbgrader
 from grader.results import SubmissionResult
 
@@ -160,10 +161,7 @@ def _cell_order(course: Course, assignment: str, notebook: str):
     path = course.release_notebook(assignment, notebook)
     ids = []
     if path.exists():
-        ids = [
-            c.metadata.get("nbgrader", {}).get("grade_id")
-            for c in nbformat.read(path, as_version=4).cells
-        ]
+        ids = [grade_id_of(c) for c in nbformat.read(path, as_version=4).cells]
     positions = {grade_id: i for i, grade_id in enumerate(ids) if grade_id}
     return lambda grade_id: (positions.get(grade_id, len(positions)), grade_id)
 

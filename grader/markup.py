@@ -74,6 +74,11 @@ LEARNER_ONLY = "learner-only"
 does not (``learner_only_sources``)."""
 
 
+def grade_id_of(cell) -> str | None:
+    """The cell's nbgrader ``grade_id``, or None when it has none."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
 def is_tagged_learner_only(cell) -> bool:
     """Whether ``cell`` carries the ``learner-only`` tag (whoever owns the cell)."""
     return LEARNER_ONLY in cell.metadata.get("tags", [])

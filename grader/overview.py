@@ -18,6 +18,7 @@ import nbformat
 
 from grader.course import Course
 from grader.feedback import VERDICT
+from grader.markup import grade_id_of
 from grader.score import points_text
 from grader.summary import hint_of
 from grader.text import printable
@@ -63,7 +64,7 @@ def _count(lesson: LessonTally, nb) -> None:
     mistakes = set()
     for cell in nb.cells:
         verdict = cell.metadata.get(VERDICT)
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        grade_id = grade_id_of(cell)
         if not verdict or not grade_id:
             continue
         top = float(verdict.get("max_score") or 0.0)

@@ -454,8 +454,7 @@ def locked_imports(nb) -> tuple[str, list[str]]:
     """
     statements, names = [], []
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("locked") or meta.get("solution"):
+        if cell.cell_type != "code" or not nbutils.is_locked(cell):
             continue
         try:
             tree = ast.parse(cell.source)
@@ -466,7 +465,7 @@ def locked_imports(nb) -> tuple[str, list[str]]:
                 if any(alias.name == "*" for alias in node.names):
                     continue
                 statements.append(ast.unparse(node))
-                if not meta.get("grade"):
+                if not nbutils.is_grade(cell):
                     names += [(a.asname or a.name).split(".")[0] for a in node.names]
     return "\n".join(dict.fromkeys(statements)), sorted(set(names))
 

@@ -23,17 +23,15 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-
-def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+from grader.markup import grade_id_of
 
 
 def restore_cells(submitted: NotebookNode, release: NotebookNode) -> NotebookNode:
     """``submitted`` with its nbgrader cells reconciled with ``release`` (see module doc)."""
-    known = {_grade_id(c): c for c in release.cells if _grade_id(c)}
+    known = {grade_id_of(c): c for c in release.cells if grade_id_of(c)}
     cells, seen = [], set()
     for cell in submitted.cells:
-        grade_id = _grade_id(cell)
+        grade_id = grade_id_of(cell)
         if "nbgrader" in cell.get("metadata", {}) and (grade_id not in known or grade_id in seen):
             del cell.metadata["nbgrader"]
         elif grade_id in known:
@@ -59,7 +57,7 @@ def _adopt(cell: NotebookNode, reference: NotebookNode) -> None:
 def _insertion_index(cells: list, earlier_ids: list[str], later_ids: list[str]) -> int:
     """Just after the last present cell of ``earlier_ids``, else just before the first present
     cell of ``later_ids``, else at the end."""
-    positions = {_grade_id(c): i for i, c in enumerate(cells) if _grade_id(c)}
+    positions = {grade_id_of(c): i for i, c in enumerate(cells) if grade_id_of(c)}
     for grade_id in reversed(earlier_ids):
         if grade_id in positions:
             return positions[grade_id] + 1

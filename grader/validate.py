@@ -29,6 +29,7 @@ from grader.markup import (
     LEARNER_ONLY,
     SOLUTION,
     STUB_LINES,
+    grade_id_of,
     has_markers,
     is_tagged_learner_only,
     learner_only_sources,
@@ -197,8 +198,7 @@ def _judge(result: SubmissionResult, label: str, kind: str) -> list[str]:
 
 
 def _cell_name(cell, index: int) -> str:
-    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-    return grade_id or cell.get("id") or f"#{index}"
+    return grade_id_of(cell) or cell.get("id") or f"#{index}"
 
 
 def _label(course: Course, path: Path) -> str:

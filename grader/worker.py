@@ -44,13 +44,14 @@ from nbgrader.preprocessors import (
     OverwriteCells,
     OverwriteKernelspec,
 )
+from nbgrader.utils import is_grade, is_solution
 from traitlets.config import Config
 
 from grader import confine
 from grader.build import template_release
 from grader.course import COURSE_ID, NOTEBOOK_TIMEOUT_FACTOR, Course
 from grader.feedback import stored_notebook
-from grader.markup import learner_only_sources
+from grader.markup import grade_id_of, learner_only_sources
 from grader.nbgrader_glue import capture_log, ensure_venv_on_path, quiet_nbgrader
 from grader.policy import policy_for
 from grader.results import CellGrade, SubmissionResult
@@ -191,10 +192,10 @@ def grade_cells(release: Path) -> list[CellGrade]:
     nb = nbformat.read(release, as_version=4)
     tests = []
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade"):
-            manual = bool(meta.get("solution")) or cell.cell_type != "code"
-            tests.append(CellGrade(meta["grade_id"], 0.0, float(meta["points"]), "", manual))
+        if is_grade(cell):
+            manual = is_solution(cell) or cell.cell_type != "code"
+            points = float(cell.metadata.nbgrader["points"])
+            tests.append(CellGrade(grade_id_of(cell), 0.0, points, "", manual))
     return tests
 
 
@@ -289,18 +290,14 @@ def unreadable(path: Path) -> str | None:
 
 def foreign(path: Path, release: Path) -> str | None:
     """Why ``path`` is not a copy of ``release`` (it shares none of its graded cells), or None."""
-    wanted = {_grade_id(c) for c in nbformat.read(release, as_version=4).cells} - {None}
-    found = {_grade_id(c) for c in nbformat.read(path, as_version=4).cells} - {None}
+    wanted = {grade_id_of(c) for c in nbformat.read(release, as_version=4).cells} - {None}
+    found = {grade_id_of(c) for c in nbformat.read(path, as_version=4).cells} - {None}
     if wanted and not wanted & found:
         return (
             f"{path.name} has none of the cells of {release.stem}.ipynb: a notebook of "
             "another assignment, or one rebuilt from scratch? Hand in the release notebook"
         )
     return None
-
-
-def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
 class AutogradeError(RuntimeError):
@@ -425,9 +422,9 @@ def _read_back(
     notebook = autograded.stem
     nb_json = autograded.read_text(encoding="utf-8")
     cells = {
-        c.metadata["nbgrader"]["grade_id"]: c
+        grade_id_of(c): c
         for c in nbformat.reads(nb_json, as_version=4).cells
-        if "grade_id" in c.metadata.get("nbgrader", {})
+        if grade_id_of(c) is not None
     }
     with Gradebook(f"sqlite:///{db}", COURSE_ID) as gb:
         submitted = gb.find_submission_notebook(notebook, assignment, student)
