@@ -130,7 +130,7 @@ def test_split_batch_makes_consecutive_shards_of_the_given_sizes():
 
 
 def two_round_sync_batchnorm(x, gamma, beta, all_reduce, eps=1e-5):
-    """A plain synchronized forward (used here and by tests/test_checks_sync.py)."""
+    """A plain synchronized forward (used here and by tests/test_checks_sync_batchnorm.py)."""
     axes, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
     count = all_reduce(np.array(float(x.size // x.shape[1])))
     mean = (all_reduce(x.sum(axis=axes)) / count).reshape(shape)

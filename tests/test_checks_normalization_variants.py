@@ -1,4 +1,5 @@
-"""utils.checks.variants: references, cases, known-wrong variants and the lesson-07 checks.
+"""utils.checks.normalization_variants: references, cases, known-wrong variants and the
+lesson-07 checks.
 
 The references are checked against plain loops over the sets (and finite differences); the
 checks against learner-style implementations written here, correct and with one mistake each.
@@ -13,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from utils import reference
-from utils.checks import variants
-from utils.checks.hidden import variants as hidden_variants
-from utils.checks.variants import (
+from utils.checks import normalization_variants as variants
+from utils.checks.hidden import normalization_variants as hidden_variants
+from utils.checks.normalization_variants import (
     DX_MISTAKES,
     FORWARD_MISTAKES,
     GROUPNORM,

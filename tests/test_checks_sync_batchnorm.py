@@ -1,4 +1,4 @@
-"""utils.checks.sync: references, cases, known-wrong variants and the checks themselves.
+"""utils.checks.sync_batchnorm: references, cases, known-wrong variants and the checks themselves.
 
 The lesson's planted bugs run through the notebook in tests/test_lesson_10_sync_batchnorm.py;
 here the checks are called directly with small implementations.
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tests.test_sync import two_round_sync_batchnorm
 from utils import reference
-from utils.checks import sync as checks
-from utils.checks.hidden import sync as hidden_sync
+from utils.checks import sync_batchnorm as checks
+from utils.checks.hidden import sync_batchnorm as hidden_sync
 from utils.diagnose import CheckFailure
 from utils.guard import TorchUsedError
 from utils.sync import split_batch

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from utils.cases import Case
-from utils.checks.variants.forms import Variant
+from utils.checks.normalization_variants.forms import Variant
 from utils.diagnose import TIGHT, CheckFailure, as_float_array
 from utils.gradcheck import relative_error
 from utils.mistakes import catalogue, describe

@@ -1,5 +1,5 @@
 """Lesson 07's visible cases and the case builder the hidden ones
-(``utils.checks.hidden.variants``) share."""
+(``utils.checks.hidden.normalization_variants``) share."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from utils.cases import NEAR_CONSTANT_STD, make_case
-from utils.checks.variants.forms import Variant, VariantCase
+from utils.checks.normalization_variants.forms import Variant, VariantCase
 
 # --- cases -------------------------------------------------------------------------------------
 

@@ -1,17 +1,18 @@
-"""Lesson 07's hidden cases and checks (the visible ones: ``utils.checks.variants``)."""
+"""Lesson 07's hidden cases and checks (the visible ones:
+``utils.checks.normalization_variants``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from utils.cases import LARGE_OFFSET
-from utils.checks.variants.cases import _case, _groups_label, _with_quiet_set
-from utils.checks.variants.engine import (
+from utils.checks.normalization_variants.cases import _case, _groups_label, _with_quiet_set
+from utils.checks.normalization_variants.engine import (
     _check_backward_on,
     _check_forward_on,
     _check_indivisible_groups,
 )
-from utils.checks.variants.forms import (
+from utils.checks.normalization_variants.forms import (
     GROUPNORM,
     INSTANCENORM,
     LAYERNORM,

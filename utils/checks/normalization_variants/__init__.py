@@ -20,18 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from utils.checks.variants.cases import (
+from utils.checks.normalization_variants.cases import (
     INDIVISIBLE,
     VISIBLE,
     visible_case,
 )
-from utils.checks.variants.engine import (
+from utils.checks.normalization_variants.engine import (
     _check_backward_on,
     _check_forward_on,
     _check_indivisible_groups,
     _visible,
 )
-from utils.checks.variants.forms import (
+from utils.checks.normalization_variants.forms import (
     GROUPNORM,
     INSTANCENORM,
     LAYERNORM,
@@ -42,7 +42,7 @@ from utils.checks.variants.forms import (
     forward_reference,
     gradients_reference,
 )
-from utils.checks.variants.wrong import (
+from utils.checks.normalization_variants.wrong import (
     DX_MISTAKES,
     FORWARD_MISTAKES,
     VARIANT,

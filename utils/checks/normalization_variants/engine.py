@@ -1,5 +1,5 @@
 """The machinery lesson 07's four variants share: forward and backward comparisons, the
-named mistakes (the hidden cases are in ``utils.checks.hidden.variants``)."""
+named mistakes (the hidden cases are in ``utils.checks.hidden.normalization_variants``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import numpy as np
 
 from utils.cases import Case
 from utils.checks.batchnorm import STEP_PER_SPREAD
-from utils.checks.variants.cases import visible_case
-from utils.checks.variants.forms import Variant, _name, forward_reference, gradients_reference
-from utils.checks.variants.wrong import (
+from utils.checks.normalization_variants.cases import visible_case
+from utils.checks.normalization_variants.forms import (
+    Variant,
+    _name,
+    forward_reference,
+    gradients_reference,
+)
+from utils.checks.normalization_variants.wrong import (
     _distinct,
     _float64,
     _plausible,

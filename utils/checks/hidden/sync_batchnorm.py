@@ -1,11 +1,11 @@
-"""Lesson 10's hidden cases and checks (the visible ones: ``utils.checks.sync``)."""
+"""Lesson 10's hidden cases and checks (the visible ones: ``utils.checks.sync_batchnorm``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from utils.cases import LARGE_OFFSET, make_case
-from utils.checks.sync import (
+from utils.checks.sync_batchnorm import (
     CANCELLATION_HINT,
     SyncCase,
     _check_backward_on,
