@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,13 +58,31 @@ class TestOutcome:
     message: str
 
 
+def _bound_to(ns: dict, original: dict) -> dict:
+    """Copies of the functions in ``ns`` that look their global names up in ``original``, each
+    looking them up in ``ns`` instead (same code, defaults, closure and attributes)."""
+    bound = {}
+    for name, value in ns.items():
+        if isinstance(value, types.FunctionType) and value.__globals__ is original:
+            copy = types.FunctionType(
+                value.__code__, ns, value.__name__, value.__defaults__, value.__closure__
+            )
+            copy.__kwdefaults__ = value.__kwdefaults__
+            copy.__qualname__, copy.__doc__ = value.__qualname__, value.__doc__
+            copy.__module__, copy.__annotations__ = value.__module__, value.__annotations__
+            copy.__dict__.update(value.__dict__)
+            bound[name] = copy
+    return bound
+
+
 class SolvedNotebook:
     """A solution notebook executed once; its namespace is reused for each substitution.
 
-    Gotcha: ``run_tests`` execs the substituted code in a COPY of the namespace, but functions
-    and classes defined by the notebook keep the ORIGINAL namespace as their globals. A
-    substituted helper is therefore not seen by a notebook function that calls it: when that
-    matters, re-define the dependent function (re-exec its cell) in the substituted code too.
+    ``run_tests`` execs the substituted code in a COPY of the namespace and binds the notebook's
+    own functions to that copy (``_bound_to``), so a substituted helper is what the notebook's
+    functions that call it see, as in the learner's kernel. Methods of the notebook's classes
+    keep the original namespace: re-define such a class in the substituted code when one of its
+    methods must see a substituted helper.
     """
 
     def __init__(self, assignment: str):
@@ -100,6 +119,7 @@ class SolvedNotebook:
         if code is not None:
             exec(textwrap.dedent(code), ns)
         ns.update(overrides)
+        ns.update(_bound_to(ns, self.namespace))
         outcomes = []
         for grade_id in grade_ids:
             try:
