@@ -495,12 +495,12 @@ def kernels_launch(fn, what: str, args: list, dtype: str, block: int) -> dict:
 
 
 def _kernel_inputs(x, layout, gamma, beta, dtype, requires_grad) -> list[torch.Tensor]:
+    """x laid out as ``layout`` says (``tensor_like``), gamma and beta: tensors of ``dtype`` on
+    the kernels' device (``.to`` keeps x's layout)."""
     device, dt = kernel_device(), _dtype(dtype)
-    xt = torch.tensor(np.ascontiguousarray(x), dtype=dt, device=device)
-    if layout == "channels_last" and xt.dim() == 4:
-        xt = xt.contiguous(memory_format=torch.channels_last)
-    params = [torch.tensor(np.asarray(a), dtype=dt, device=device) for a in (gamma, beta)]
-    return [t.requires_grad_(bool(requires_grad)) for t in (xt, *params)]
+    arrays = ((x, layout), (gamma, "C"), (beta, "C"))
+    tensors = [tensor_like(np.asarray(a), kind).to(device, dt) for a, kind in arrays]
+    return [t.requires_grad_(bool(requires_grad)) for t in tensors]
 
 
 def kernels_apply(fn_cls, x, layout, gamma, beta, eps, dtype, dy, engine) -> dict:

@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from utils.cases import LARGE_OFFSET
-from utils.checks.torch_module.function import require_own_backward
+from utils.checks.torch_module.function import _name_of, require_own_backward
 from utils.checks.triton_kernels.common import FLOAT32, KernelCase, float32_case, kernel_case
-from utils.checks.triton_kernels.function import (
-    _function_backward_one,
-    _function_forward_one,
-    _name_of,
-)
+from utils.checks.triton_kernels.function import _function_backward_one, _function_forward_one
 from utils.checks.triton_kernels.kernels import (
     _elementwise_one,
     _normalize_one,

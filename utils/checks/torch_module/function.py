@@ -200,14 +200,48 @@ def _grad(fn_cls, case: Case, needs=(True, True, True), direct: bool = True) -> 
     return answer
 
 
-def _engine(answer: dict, count: int) -> list[torch.Tensor | None]:
-    """The gradients torch.autograd.grad gave through the learner's Function."""
+def engine_answers(answer: dict, count: int) -> list:
+    """The ``count`` gradients torch.autograd.grad gave through the learner's Function, as
+    the kernel described them (lessons 09 and 11)."""
     if type(answer.get("engine_error")) is str:
         raise CheckFailure(answer["engine_error"][:2000])
     engine = answer.get("engine")
     if type(engine) is not list or len(engine) != count:
         raise CheckFailure("torch.autograd.grad through your Function gave no gradients.")
-    return [tensor_of(g) for g in engine]
+    return engine
+
+
+def _engine(answer: dict, count: int) -> list[torch.Tensor | None]:
+    """The gradients torch.autograd.grad gave through the learner's Function."""
+    return [tensor_of(g) for g in engine_answers(answer, count)]
+
+
+def backward_items(name: str, described) -> list:
+    """The 4 values the learner's backward returned (described), after checking there are 4
+    and that the one for eps is None (lessons 09 and 11)."""
+    items = described.get("items") if type(described) is dict else None
+    if kind_of(described) != "tuple" or type(items) is not list or len(items) != 4:
+        raise CheckFailure(
+            f"{name}.backward must return 4 values, one per input of forward "
+            "(dx, dgamma, dbeta, None for eps)."
+        )
+    if items[3] is not None:
+        raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
+    return items
+
+
+def forward_losses(outputs, count: int, dout: np.ndarray, what: str) -> list[float]:
+    """sum(dout * y) for each of the ``count`` forward outputs ``outputs`` (float arrays shaped
+    like dout) that the kernel gave for perturbed inputs; ``what`` names the forward in
+    messages (lessons 09 and 11)."""
+    if type(outputs) is not list or len(outputs) != count:
+        raise CheckFailure(f"{what} gave no outputs for perturbed inputs.")
+    losses = []
+    for y in outputs:
+        if not isinstance(y, np.ndarray) or y.shape != dout.shape:
+            raise CheckFailure(f"{what}'s output on a perturbed input is malformed.")
+        losses.append(float(np.sum(dout * y.astype(np.float64))))
+    return losses
 
 
 def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
@@ -216,15 +250,7 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     name = _name_of(fn_cls)
     x, gamma, beta = _inputs(case)
     answer = _grad(fn_cls, case)
-    grads = answer.get("direct")
-    items = grads.get("items") if type(grads) is dict else None
-    if kind_of(grads) != "tuple" or type(items) is not list or len(items) != 4:
-        raise CheckFailure(
-            f"{name}.backward must return 4 values, one per input of forward "
-            "(dx, dgamma, dbeta, None for eps)."
-        )
-    if items[3] is not None:
-        raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
+    items = backward_items(name, answer.get("direct"))
     expected = dict(
         zip(
             ("dx", "dgamma", "dbeta"),
@@ -269,13 +295,7 @@ def _gradcheck(fn_cls, case: Case, analytic: list[np.ndarray]) -> None:
                 moved[which][index] += sign * FD_STEP
                 points.append(tuple(moved))
     outputs = in_kernel("function_outputs", fn_cls, points, layout, case.eps)
-    if type(outputs) is not list or len(outputs) != len(points):
-        raise CheckFailure("gradcheck: the forward gave no outputs for perturbed inputs.")
-    losses = []
-    for y in outputs:
-        if not isinstance(y, np.ndarray) or y.shape != case.dout.shape:
-            raise CheckFailure("gradcheck: the forward's output on a perturbed input is malformed.")
-        losses.append(float(np.sum(case.dout * y.astype(np.float64))))
+    losses = forward_losses(outputs, len(points), case.dout, "gradcheck: the forward")
     numeric = (np.array(losses[0::2]) - np.array(losses[1::2])) / (2 * FD_STEP)
     got = np.concatenate([g.ravel() for g in analytic])
     bad = np.abs(got - numeric) > FD_ATOL + FD_RTOL * np.abs(numeric)

@@ -11,7 +11,13 @@ import torch
 
 from utils import reference
 from utils.checks.torch_module.common import in_kernel, kind_of
-from utils.checks.torch_module.function import require_own_backward
+from utils.checks.torch_module.function import (
+    _name_of,
+    backward_items,
+    engine_answers,
+    forward_losses,
+    require_own_backward,
+)
 from utils.checks.triton_kernels.common import (
     FLOAT32,
     FLOAT32_GRADIENTS,
@@ -20,7 +26,6 @@ from utils.checks.triton_kernels.common import (
     _per_channel,
     _tolerance,
     float32_case,
-    items_of,
     kernel_case,
     visible_cases,
 )
@@ -35,11 +40,6 @@ from utils.checks.triton_kernels.kernels import (
 from utils.diagnose import FINITE_DIFFERENCE, TIGHT, CheckFailure, assert_close, on_cases, report
 
 # --- the autograd.Function, where it lives (utils.autograd_call.kernels_apply) -----------------
-
-
-def _name_of(fn_cls) -> str:
-    name = getattr(fn_cls, "__name__", None)
-    return name[:100] if type(name) is str else "your Function"
 
 
 def _applied(fn_cls, case: KernelCase, layout: str, dy=None, engine=False) -> dict:
@@ -127,13 +127,7 @@ def _directional_differences(
     name = _name_of(fn_cls)
     args = (points, "contiguous", case.eps, str(case.dtype))
     outputs = in_kernel("kernels_outputs", fn_cls, *args)
-    if type(outputs) is not list or len(outputs) != len(points):
-        raise CheckFailure(f"{name}.apply gave no outputs for perturbed inputs.")
-    losses = []
-    for y in outputs:
-        if not isinstance(y, np.ndarray) or y.shape != case.dy.shape:
-            raise CheckFailure(f"{name}.apply on a perturbed input gave a malformed output.")
-        losses.append(float(np.sum(case.dy * y.astype(np.float64))))
+    losses = forward_losses(outputs, len(points), case.dy, f"{name}.apply")
     worst = 0.0
     for j, (k, u) in enumerate(steps):
         numeric = (losses[2 * j] - losses[2 * j + 1]) / (2 * h)
@@ -153,15 +147,7 @@ def _directional_differences(
 def _backward_values(fn_cls, answer: dict, case: KernelCase, tol: float) -> tuple[list, float]:
     """dx, dgamma, dbeta of the learner's backward (called as autograd calls it, watched)
     against PyTorch's autograd: the arrays and the largest error."""
-    name = _name_of(fn_cls)
-    grads = items_of(
-        answer.get("grads"),
-        4,
-        f"{name}.backward must return 4 values, one per input of forward "
-        "(dx, dgamma, dbeta, None for eps).",
-    )
-    if grads[3] is not None:
-        raise CheckFailure(f"{name}.backward must return None for eps, a float, not a gradient.")
+    grads = backward_items(_name_of(fn_cls), answer.get("grads"))
     expected = _expected_output(case)[1]
     mean, inv_std = _statistics_reference(case)
     grad_sums = _gradients(case)
@@ -199,12 +185,7 @@ def _gradcheck(fn_cls) -> None:
     centered differences of its forward along random directions."""
     case = kernel_case((3, 2, 2, 2), 99, "gradcheck", 4)
     answer = _applied(fn_cls, case, "contiguous", case.dy, engine=True)
-    name = _name_of(fn_cls)
-    if type(answer.get("engine_error")) is str:
-        raise CheckFailure(answer["engine_error"][:2000])
-    engine = answer.get("engine")
-    if type(engine) is not list or len(engine) != 3:
-        raise CheckFailure(f"torch.autograd.grad through {name} gave no gradients.")
+    engine = engine_answers(answer, 3)
     shapes = (case.x.shape, case.gamma.shape, case.beta.shape)
     grads = [
         _as_array(f"{key} through torch.autograd.grad", g, shape, (torch.float64,))
