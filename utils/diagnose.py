@@ -147,6 +147,19 @@ def compare_with_differences(names, grads, numeric, differenced: str) -> float:
         ) from None
 
 
+def forward_first(forward_name: str, run: Callable, made: str = "the cache"):
+    """``run()``, the learner's forward whose output (``made``) a backward check runs on; its
+    failure becomes "fix <forward> first: ..." (a wrong forward is blamed before the backward,
+    since the cache is the learner's own design and no reference cache can replace it)."""
+    try:
+        return run()
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"fix {forward_name} first: the backward is checked on {made} your forward "
+            f"makes. {failure}"
+        ) from None
+
+
 def check_backward_on(
     cases: Iterable,
     errors_of: Callable,

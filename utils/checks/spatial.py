@@ -29,6 +29,7 @@ from utils.diagnose import (
     check_backward_on,
     compare_gradients,
     compare_with_differences,
+    forward_first,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -315,13 +316,7 @@ def _backward_errors(backward: Callable, forward: Callable, case: Case) -> tuple
     """(error against autograd, error against finite differences) of ``backward`` on the
     cache of the learner's ``forward``. The cache's contents are the learner's own choice, so
     a wrong forward cannot be replaced by a reference: it is blamed first."""
-    try:
-        _, cache = _checked_forward(forward, case)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"fix {_name(forward)} first: the backward is checked on the cache your forward "
-            f"makes. {failure}"
-        ) from None
+    _, cache = forward_first(_name(forward), lambda: _checked_forward(forward, case))
     grads = _run_backward(backward, case, cache)
     expected = reference.batchnorm_gradients_reference(
         case.x, case.gamma, case.beta, case.dout, case.eps

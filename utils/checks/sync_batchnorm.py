@@ -32,6 +32,7 @@ from utils.diagnose import (
     check_backward_on,
     compare_gradients,
     compare_with_differences,
+    forward_first,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -472,13 +473,7 @@ def _finite_differences(
 def _backward_errors(backward: Callable, forward: Callable, sc: SyncCase) -> tuple[float, float]:
     """(error against autograd, error against finite differences) on ``sc``; a wrong forward
     is blamed first, since the backward runs on the caches it makes."""
-    try:
-        _, caches = _checked_forward(forward, sc)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"fix {_name(forward)} first: the backward is checked on the caches your forward "
-            f"makes. {failure}"
-        ) from None
+    _, caches = forward_first(_name(forward), lambda: _checked_forward(forward, sc), "the caches")
     grads = _run_backward(backward, sc, caches)
     c = sc.case
     expected = reference.batchnorm_gradients_reference(c.x, c.gamma, c.beta, c.dout, c.eps)

@@ -32,6 +32,7 @@ from utils.diagnose import (
     check_backward_on,
     compare_gradients,
     compare_with_differences,
+    forward_first,
     on_cases,
 )
 from utils.diagnose import report as report_line
@@ -163,13 +164,7 @@ def _backward_errors(variant: Variant, backward: Callable, forward: Callable, ca
     """(error against autograd, error against finite differences) of ``backward`` on the
     cache of the learner's ``forward``; a wrong forward is blamed first (the cache is the
     learner's own design, so no reference cache can replace it)."""
-    try:
-        _, cache = _checked_forward(variant, forward, case)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"fix {_name(forward)} first: the backward is checked on the cache your forward "
-            f"makes. {failure}"
-        ) from None
+    _, cache = forward_first(_name(forward), lambda: _checked_forward(variant, forward, case))
     grads = _run_backward(variant, backward, case, cache)
     expected = gradients_reference(variant, case)
     wrong = backward_mistakes(variant, case)
