@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import textwrap
+import threading
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 LESSON_TEST_PREFIX = "test_lesson_"
+
+
+@contextlib.contextmanager
+def kernel_server(monkeypatch, namespace: dict):
+    """A kernel-side server (``grader.kernel_side.Server``) in a thread, looking names up in
+    ``namespace`` as a kernel looks them up in its user namespace; yields the checker's link."""
+    from grader import checker, kernel_side
+
+    def look_up(name):
+        if name not in namespace:
+            raise NameError(f"name {name!r} is not defined")
+        return namespace[name]
+
+    monkeypatch.setattr(kernel_side, "_lookup", look_up)
+    ours, theirs = socket.socketpair()
+    server = kernel_side.Server(theirs)
+    link = checker.KernelLink(ours)
+
+    def serve_forever():
+        while True:
+            server.serve_until_done()
+
+    threading.Thread(target=serve_forever, daemon=True).start()
+    try:
+        yield link
+    finally:
+        link.close()
 
 
 def solution_path(assignment: str) -> Path:

@@ -7,19 +7,17 @@ tests/test_lesson_08_why_batchnorm_works.py.
 
 from __future__ import annotations
 
-import socket
-import threading
 import warnings
 
 import nbformat
 import numpy as np
 import pytest
 import torch
-from harness import solution_path
+from harness import kernel_server, solution_path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grader import checker, kernel_side
+from grader import checker
 from utils import landscape
 from utils.checks import why
 from utils.checks.hidden import why as hidden
@@ -349,25 +347,9 @@ def kernel(monkeypatch):
     """A kernel-side server in a thread whose namespace (a dict) holds what the lesson's set-up
     cell gives every kernel, ``run_on_case``; yields (run a test cell's source, namespace)."""
     namespace: dict = {"run_on_case": landscape.run_on_case}
-
-    def look_up(name):
-        if name not in namespace:
-            raise NameError(f"name {name!r} is not defined")
-        return namespace[name]
-
-    monkeypatch.setattr(kernel_side, "_lookup", look_up)
-    ours, theirs = socket.socketpair()
-    server = kernel_side.Server(theirs)
-    link = checker.KernelLink(ours)
-
-    def serve_forever():
-        while True:
-            server.serve_until_done()
-
-    threading.Thread(target=serve_forever, daemon=True).start()
     trusted = {**vars(why), **vars(hidden)}
-    yield (lambda source: checker.run_cell(link, source, trusted, 60.0)), namespace
-    link.close()
+    with kernel_server(monkeypatch, namespace) as link:
+        yield (lambda source: checker.run_cell(link, source, trusted, 60.0)), namespace
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))

@@ -10,8 +10,9 @@ import threading
 
 import numpy as np
 import pytest
+from harness import kernel_server
 
-from grader import checker, kernel_side
+from grader import checker
 from grader.channel import (
     MAX_DEPTH,
     ChannelError,
@@ -144,24 +145,8 @@ def test_malformed_values_are_refused(value):
 def kernel(monkeypatch):
     """A kernel-side server in a thread, its namespace a dict; yields (link, namespace)."""
     namespace: dict = {}
-    monkeypatch.setattr(kernel_side, "_lookup", lambda name: _look_up(namespace, name))
-    ours, theirs = socket.socketpair()
-    server = kernel_side.Server(theirs)
-    link = checker.KernelLink(ours)
-
-    def serve_forever():
-        while True:
-            server.serve_until_done()
-
-    threading.Thread(target=serve_forever, daemon=True).start()
-    yield link, namespace
-    link.close()
-
-
-def _look_up(namespace, name):
-    if name not in namespace:
-        raise NameError(f"name {name!r} is not defined")
-    return namespace[name]
+    with kernel_server(monkeypatch, namespace) as link:
+        yield link, namespace
 
 
 def run(link, source: str, timeout: float = 5.0, **trusted) -> checker.Verdict:

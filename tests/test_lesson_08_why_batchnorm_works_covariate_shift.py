@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness import planted_and_correct_tests
+
 pytestmark = pytest.mark.slow
 
 # --- covariate shift ----------------------------------------------------------------------------
@@ -246,11 +248,6 @@ REVIEW_BUGS = [
 ]
 
 
-@pytest.mark.parametrize("grade_ids, code, hint", REVIEW_BUGS, ids=[h for *_, h in REVIEW_BUGS])
-def test_review_mistakes_lose_the_points_and_are_named(nb, grade_ids, code, hint):
-    nb.assert_loses_points(grade_ids, code, hint)
-
-
 REVIEW_CORRECT = {
     "input_shift: the prefix of the Sequential": (
         SHIFT,
@@ -287,6 +284,8 @@ def gradient_ics(model, loss_fn, layer, lr):
 }
 
 
-@pytest.mark.parametrize("label", list(REVIEW_CORRECT))
-def test_review_correct_variants_keep_the_points(nb, label):
-    nb.assert_keeps_points(*REVIEW_CORRECT[label])
+test_review_mistakes_lose_the_points_and_are_named, test_review_correct_variants_keep_the_points = (
+    planted_and_correct_tests(
+        [pytest.param(*bug, id=bug[-1]) for bug in REVIEW_BUGS], REVIEW_CORRECT
+    )
+)
