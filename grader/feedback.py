@@ -222,8 +222,8 @@ def write_feedback(course: Course, out: Path | None = None, workers: int = 1) ->
     if not notebooks:
         return []
     students = sorted({path.parent.parent.name for path in notebooks})
-    shares = [students[k :: max(1, workers)] for k in range(max(1, workers))]
-    shares = [share for share in shares if share]
+    workers = max(1, workers)
+    shares = [share for k in range(workers) if (share := students[k::workers])]
     if len(shares) == 1:
         _write_pages(course, out, None)
     else:
