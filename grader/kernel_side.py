@@ -245,7 +245,8 @@ def _laid_out(arrays, kinds) -> list:
 KERNEL_CALLS = "utils.autograd_call"
 """The course module whose ``CALLS`` table a checker may ask for (a lesson's policy must let
 the kernel import it): narrow calls that take ndarrays and the learner's objects, build torch
-tensors here and answer with plain data (lesson 09's autograd and module checks)."""
+tensors here and answer with plain data (lessons 09 and 11: autograd, modules, Triton
+launchers)."""
 
 
 def _course_call(name: str, args):
