@@ -90,11 +90,6 @@ def _channels(x: np.ndarray) -> np.ndarray:
     return np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
 
 
-def _from_channels(rows: np.ndarray, shape) -> np.ndarray:
-    moved = (shape[1], shape[0], *shape[2:])
-    return np.moveaxis(rows.reshape(moved), 0, 1)
-
-
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape(1, -1, *([1] * (ndim - 2)))
 
