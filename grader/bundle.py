@@ -78,7 +78,7 @@ def student_files(course: Course) -> dict[str, str]:
     requirements = student_requirements(project["project"].get("dependencies", []))
     values = {
         "version": project["project"].get("version", "0"),
-        "requires_python": project["project"].get("requires-python", ">=3.10"),
+        "requires_python": project["project"].get("requires-python", ">=3.11"),
         "dependencies": "\n".join(f'    "{r}",' for r in requirements),
         "lessons": lesson_list(course),
     }

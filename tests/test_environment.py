@@ -52,6 +52,33 @@ def test_environment_python_is_one_the_project_supports():
     assert _pyproject()["project"]["requires-python"] == ">=3.11,<3.14"  # nbgrader 0.9.6 needs 3.11
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+_STATED_RANGE = re.compile(r"Python (3\.\d+)\s*[–-]\s*(3\.\d+)")
+
+
+def test_every_stated_python_range_is_the_one_requires_python_allows():
+    """The README, the student bundle's README and the docs name the versions pyproject allows."""
+    low, high = re.fullmatch(
+        r">=3\.(\d+),<3\.(\d+)", _pyproject()["project"]["requires-python"]
+    ).groups()
+    allowed = (f"3.{low}", f"3.{int(high) - 1}")
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "grader/bundle_files/README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
+    stated = {
+        (page.relative_to(ROOT).as_posix(), m.groups())
+        for page in pages
+        for m in _STATED_RANGE.finditer(page.read_text(encoding="utf-8"))
+    }
+    assert stated, "no page states the supported Python versions"
+    assert {s for s in stated if s[1] != allowed} == set(), f"pyproject allows {allowed}"
+    for env in (ROOT / "environment.yml", ROOT / "grader/bundle_files/environment.yml"):
+        python = re.search(r"^\s*- python=(3\.\d+)\s*$", env.read_text(), re.M).group(1)
+        assert _version(allowed[0]) <= _version(python) <= _version(allowed[1]), (env, python)
+
+
 def test_test_and_lint_tools_are_dev_extras_not_runtime_dependencies():
     runtime = {
         re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in _pyproject()["project"]["dependencies"]
