@@ -3,6 +3,7 @@ two candidates for one notebook are a conflict; every problem line is exact."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import zipfile
@@ -198,6 +199,60 @@ def test_control_characters_in_names_are_escaped_in_problem_lines(tmp_path):
     assert problems == [
         "ignored ann/toy/\\x1b[2J\\x1b]0;owned\\x07\\x9b31m.py: only notebooks are graded"
     ]
+
+
+def test_folder_layout_maps_students_and_reports_the_rest(tmp_path):
+    src = tmp_path / "in"
+    _write(src / "ann" / "toy" / "toy.ipynb", "{}")
+    _write(src / "ann" / "toy" / "utils.py", "{}")
+    _write(src / "ben" / "nope" / "nope.ipynb", "{}")
+    _write(src / "ben" / "toy" / ".ipynb_checkpoints" / "toy-checkpoint.ipynb", "{}")
+    _write(src / "loose.ipynb", "{}")
+    found, problems = collect(src, NOTEBOOKS, tmp_path / "work")
+    assert [(s.student, s.assignment, s.notebook) for s in found] == [("ann", "toy", "toy")]
+    assert len(problems) == 3
+    assert any("ann/toy/utils.py" in p and "only notebooks" in p for p in problems)
+    assert any("unknown assignment 'nope'" in p for p in problems)
+    assert any("loose.ipynb" in p and "cannot map" in p for p in problems)
+
+
+def test_canvas_zip_keeps_the_latest_attachment_and_reports_the_unmappable(tmp_path):
+    archive = tmp_path / "canvas.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("doejane_1001_5_toy.ipynb", '{"old": true}')
+        zf.writestr("doejane_LATE_1001_9_toy-1.ipynb", '{"new": true}')
+        zf.writestr("roe_1002_7_other.ipynb", "{}")
+        zf.writestr("roe_1002_8_mystery.ipynb", "{}")
+        zf.writestr("__MACOSX/._doejane_1001_5_toy.ipynb", "")
+        zf.writestr("notes.txt", "hi")
+    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
+    by_student = {s.student: s for s in found}
+    assert set(by_student) == {"doejane", "roe"}
+    jane = by_student["doejane"]
+    assert (jane.assignment, jane.notebook, jane.lms_user_id) == ("toy", "toy", "1001")
+    assert jane.path.name == "toy.ipynb" and json.loads(jane.path.read_text()) == {"new": True}
+    assert by_student["roe"].assignment == "other"
+    assert any("mystery" in p and "no assignment has a notebook" in p for p in problems)
+    assert any("notes.txt" in p for p in problems)
+    assert any("doejane_1001_5_toy.ipynb" in p and "later submission" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_a_zip_of_the_folder_layout_ignores_leading_folders(tmp_path):
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("export/ann/toy/toy.ipynb", "{}")
+        zf.writestr("export/../../evil/toy/toy.ipynb", "{}")
+    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
+    assert [s.student for s in found] == ["ann"]
+    assert (tmp_path / "work") in found[0].path.parents
+    assert len(problems) == 1 and "evil" in problems[0] and "'..'" in problems[0]
+
+
+def test_an_unsafe_student_id_is_reported(tmp_path):
+    _write(tmp_path / "in" / "-rf" / "toy" / "toy.ipynb", "{}")
+    found, problems = collect(tmp_path / "in", NOTEBOOKS, tmp_path / "work")
+    assert found == [] and "not a usable student id" in problems[0]
 
 
 def test_the_cli_prints_a_hostile_file_name_with_its_escapes_visible(tmp_path, capsys):
