@@ -46,19 +46,14 @@ def test_top_level_help_lists_every_command(capsys):
         assert command in out
 
 
+def grade(tmp_path, submissions, *options: str) -> int:
+    """``python -m grader grade`` on the toy course, its state kept in tmp_path/state."""
+    state = ["--root", str(COURSE), "--course-dir", str(tmp_path / "state")]
+    return main(["grade", str(submissions), *options, *state])
+
+
 def test_an_unreachable_scheduler_is_refused_clearly(tmp_path, capsys):
-    code = main(
-        [
-            "grade",
-            str(COURSE / "submissions"),
-            "--scheduler",
-            "tcp://127.0.0.1:9",
-            "--root",
-            str(COURSE),
-            "--course-dir",
-            str(tmp_path / "state"),
-        ]
-    )
+    code = grade(tmp_path, COURSE / "submissions", "--scheduler", "tcp://127.0.0.1:9")
     assert code == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
@@ -94,17 +89,6 @@ def test_build_check_detects_a_stale_release(tmp_path, capsys):
 
 
 def test_grading_an_unknown_assignment_is_refused(tmp_path, capsys):
-    code = main(
-        [
-            "grade",
-            str(tmp_path),
-            "--assignment",
-            "nope",
-            "--root",
-            str(COURSE),
-            "--course-dir",
-            str(tmp_path / "state"),
-        ]
-    )
+    code = grade(tmp_path, tmp_path, "--assignment", "nope")
     assert code == 2
     assert "unknown assignment(s) nope; the course has: toy" in capsys.readouterr().err

@@ -26,6 +26,14 @@ def _write(path, text):
     return path
 
 
+def _zip(path, *members):
+    """The zip ``path`` holding ``members``: (name or ZipInfo, text) pairs, in order."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in members:
+            zf.writestr(member, text)
+    return path
+
+
 def _class(tmp_path):
     """An honest class: ann and bob, each handing in toy."""
     src = tmp_path / "in"
@@ -50,16 +58,32 @@ def test_an_honest_class_maps_to_private_copies(tmp_path):
         assert (tmp_path / "work") in sub.path.parents and sub.path.name == "toy.ipynb"
 
 
-def test_a_notebook_in_a_nested_folder_never_maps_to_the_student_it_names(tmp_path):
-    src = _class(tmp_path)
-    _write(src / "mallory" / "bob" / "toy" / "toy.ipynb", '{"who": "mallory"}')
-    _write(src / "mallory" / "toy" / "x" / "bob" / "toy" / "toy.ipynb", '{"who": "mallory"}')
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+def test_a_notebook_in_a_nested_folder_never_maps_to_the_student_it_names(tmp_path, zipped):
+    """In a folder, or in a zip whose members sit below one wrapping folder (``export/``)."""
+    wrap = "export/" if zipped else ""
+    members = {
+        "ann/toy/toy.ipynb": '{"who": "ann"}',
+        "bob/toy/toy.ipynb": '{"who": "bob"}',
+        "mallory/bob/toy/toy.ipynb": '{"who": "mallory"}',
+        "mallory/toy/x/bob/toy/toy.ipynb": '{"who": "mallory"}',
+        "mallory/bob_1_2_toy.ipynb": '{"who": "mallory"}',
+    }
+    if zipped:
+        src = _zip(tmp_path / "class.zip", *((wrap + name, text) for name, text in members.items()))
+    else:
+        src = tmp_path / "in"
+        for name, text in members.items():
+            _write(src / name, text)
     found, problems = collect(src, NOTEBOOKS, tmp_path / "work")
-    assert _mapped(found)["bob", "toy", "toy"] == '{"who": "bob"}'
-    assert {s.student for s in found} == {"ann", "bob"}
-    assert problems == [
-        f"cannot map mallory/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
-        f"cannot map mallory/toy/x/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
+    assert _mapped(found) == {
+        ("ann", "toy", "toy"): '{"who": "ann"}',
+        ("bob", "toy", "toy"): '{"who": "bob"}',
+    }
+    assert sorted(problems) == [  # a folder lists its files first, a zip keeps member order
+        f"cannot map {wrap}mallory/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
+        f"cannot map {wrap}mallory/bob_1_2_toy.ipynb: {FOLDER_OR_CANVAS}",
+        f"cannot map {wrap}mallory/toy/x/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
     ]
 
 
@@ -139,15 +163,16 @@ def test_two_candidates_for_one_notebook_are_a_conflict_and_neither_is_graded(tm
 
 
 def test_a_zip_symlink_member_is_never_followed(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ann/toy/toy.ipynb", '{"who": "ann"}')
-        link = zipfile.ZipInfo("bob/toy/toy.ipynb")
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "../../ann/toy/toy.ipynb")
-        fifo = zipfile.ZipInfo("cid/toy/toy.ipynb")
-        fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
-        zf.writestr(fifo, "")
+    link = zipfile.ZipInfo("bob/toy/toy.ipynb")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    fifo = zipfile.ZipInfo("cid/toy/toy.ipynb")
+    fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
+    archive = _zip(
+        tmp_path / "class.zip",
+        ("ann/toy/toy.ipynb", '{"who": "ann"}'),
+        (link, "../../ann/toy/toy.ipynb"),
+        (fifo, ""),
+    )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     assert _mapped(found) == {("ann", "toy", "toy"): '{"who": "ann"}'}
     assert problems == [
@@ -157,15 +182,16 @@ def test_a_zip_symlink_member_is_never_followed(tmp_path):
 
 
 def test_zip_conflicts_name_every_candidate(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ann/toy/toy.ipynb", "{}")
-        zf.writestr("ann_1001_5_toy.ipynb", "{}")  # the LMS's copy of the same student
-        zf.writestr("lee_2001_7_toy.ipynb", "{}")  # two users with one display name
-        zf.writestr("lee_2002_8_toy.ipynb", "{}")
-        zf.writestr("roe_3001_1_other.ipynb", '{"who": "roe"}')  # one member name twice
-        with pytest.warns(UserWarning, match="Duplicate name"):
-            zf.writestr("roe_3001_1_other.ipynb", '{"who": "roe again"}')
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        archive = _zip(
+            tmp_path / "class.zip",
+            ("ann/toy/toy.ipynb", "{}"),
+            ("ann_1001_5_toy.ipynb", "{}"),  # the LMS's copy of the same student
+            ("lee_2001_7_toy.ipynb", "{}"),  # two users with one display name
+            ("lee_2002_8_toy.ipynb", "{}"),
+            ("roe_3001_1_other.ipynb", '{"who": "roe"}'),  # one member name twice
+            ("roe_3001_1_other.ipynb", '{"who": "roe again"}'),
+        )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     assert found == []
     assert problems == [
@@ -175,20 +201,6 @@ def test_zip_conflicts_name_every_candidate(tmp_path):
         "lee_2001_7_toy.ipynb); none of them is graded: keep one and grade again",
         "conflict: 2 candidates for roe/other/other.ipynb (roe_3001_1_other.ipynb, "
         "roe_3001_1_other.ipynb); none of them is graded: keep one and grade again",
-    ]
-
-
-def test_a_zip_nested_below_its_wrapping_folder_does_not_map(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("export/ann/toy/toy.ipynb", '{"who": "ann"}')
-        zf.writestr("export/mallory/ann/toy/toy.ipynb", '{"who": "mallory"}')
-        zf.writestr("export/mallory/ann_1_2_toy.ipynb", '{"who": "mallory"}')
-    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
-    assert _mapped(found) == {("ann", "toy", "toy"): '{"who": "ann"}'}
-    assert problems == [
-        f"cannot map export/mallory/ann/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
-        f"cannot map export/mallory/ann_1_2_toy.ipynb: {FOLDER_OR_CANVAS}",
     ]
 
 
@@ -217,14 +229,15 @@ def test_folder_layout_maps_students_and_reports_the_rest(tmp_path):
 
 
 def test_canvas_zip_keeps_the_latest_attachment_and_reports_the_unmappable(tmp_path):
-    archive = tmp_path / "canvas.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("doejane_1001_5_toy.ipynb", '{"old": true}')
-        zf.writestr("doejane_LATE_1001_9_toy-1.ipynb", '{"new": true}')
-        zf.writestr("roe_1002_7_other.ipynb", "{}")
-        zf.writestr("roe_1002_8_mystery.ipynb", "{}")
-        zf.writestr("__MACOSX/._doejane_1001_5_toy.ipynb", "")
-        zf.writestr("notes.txt", "hi")
+    archive = _zip(
+        tmp_path / "canvas.zip",
+        ("doejane_1001_5_toy.ipynb", '{"old": true}'),
+        ("doejane_LATE_1001_9_toy-1.ipynb", '{"new": true}'),
+        ("roe_1002_7_other.ipynb", "{}"),
+        ("roe_1002_8_mystery.ipynb", "{}"),
+        ("__MACOSX/._doejane_1001_5_toy.ipynb", ""),
+        ("notes.txt", "hi"),
+    )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     by_student = {s.student: s for s in found}
     assert set(by_student) == {"doejane", "roe"}
@@ -239,10 +252,11 @@ def test_canvas_zip_keeps_the_latest_attachment_and_reports_the_unmappable(tmp_p
 
 
 def test_a_zip_of_the_folder_layout_ignores_leading_folders(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("export/ann/toy/toy.ipynb", "{}")
-        zf.writestr("export/../../evil/toy/toy.ipynb", "{}")
+    archive = _zip(
+        tmp_path / "class.zip",
+        ("export/ann/toy/toy.ipynb", "{}"),
+        ("export/../../evil/toy/toy.ipynb", "{}"),
+    )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     assert [s.student for s in found] == ["ann"]
     assert (tmp_path / "work") in found[0].path.parents
