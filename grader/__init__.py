@@ -35,5 +35,5 @@ import sys
 # nbformat (the grading command, each worker). Nothing the grader validates uses those formats
 # (nbformat validates notebooks without a format checker), so the grader's processes go without
 # it: jsonschema leaves out the checks of an optional module it cannot import.
-# bench/bench_imports.py measures it; tests/test_grader_units.py keeps it harmless.
+# bench/bench_imports.py measures it; tests/test_grader_package.py keeps it harmless.
 sys.modules.setdefault("rfc3987_syntax", None)

@@ -168,6 +168,22 @@ def _add_workers(p: argparse.ArgumentParser, default: int, what: str = "notebook
     )
 
 
+def _add_assignment(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--assignment",
+        action="append",
+        metavar="A",
+        help=f"{verb} only this assignment (repeatable; default: all)",
+    )
+
+
+def _command(sub, common, name: str, run, help: str) -> argparse.ArgumentParser:
+    """The subcommand ``name``: the common options, ``help``, and ``run(args)`` to run it."""
+    p = sub.add_parser(name, parents=[common], help=help)
+    p.set_defaults(run=run)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -187,41 +203,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", parents=[common], help="solutions/ -> notebooks/")
+    p = _command(sub, common, "build", cmd_build, "solutions/ -> notebooks/")
     p.add_argument(
         "--check",
         action="store_true",
         help="build into a scratch folder and exit 1 if notebooks/ differs",
     )
-    p.set_defaults(run=cmd_build)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        common,
         "validate",
-        parents=[common],
-        help="solutions pass, releases fail every test and leak nothing",
+        cmd_validate,
+        "solutions pass, releases fail every test and leak nothing",
     )
-    p.add_argument(
-        "--assignment",
-        action="append",
-        metavar="A",
-        help="validate only this assignment (repeatable; default: all)",
-    )
+    _add_assignment(p, "validate")
     _add_workers(p, 2)
     _add_limits(p, timeout=120)
-    p.set_defaults(run=cmd_validate)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        common,
         "grade",
-        parents=[common],
-        help="grade a folder <student>/<assignment>/<notebook>.ipynb or an LMS zip",
+        cmd_grade,
+        "grade a folder <student>/<assignment>/<notebook>.ipynb or an LMS zip",
     )
     p.add_argument("submissions", metavar="SUBMISSIONS", help="folder or zip of submissions")
-    p.add_argument(
-        "--assignment",
-        action="append",
-        metavar="A",
-        help="grade only this assignment (repeatable; default: all)",
-    )
+    _add_assignment(p, "grade")
     _add_workers(p, os.cpu_count() or 1)
     p.add_argument(
         "--scheduler",
@@ -230,10 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(workers must see the course and the temp folder at the same paths)",
     )
     _add_limits(p)
-    p.set_defaults(run=cmd_grade)
 
-    p = sub.add_parser(
-        "export", parents=[common], help="grades for nbgrader, Canvas, Moodle or Gradescope"
+    p = _command(
+        sub, common, "export", cmd_export, "grades for nbgrader, Canvas, Moodle or Gradescope"
     )
     p.add_argument(
         "--out",
@@ -262,50 +269,50 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("username", "email", "idnumber"),
         help="the column Moodle matches students by (default username)",
     )
-    p.set_defaults(run=cmd_export)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        common,
         "bundle",
-        parents=[common],
-        help="what students get: release notebooks, utils/, install files; no solutions",
+        cmd_bundle,
+        "what students get: release notebooks, utils/, install files; no solutions",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
-    p.set_defaults(run=cmd_bundle)
 
-    p = sub.add_parser(
-        "feedback", parents=[common], help="HTML feedback per submission, hidden tests removed"
+    p = _command(
+        sub, common, "feedback", cmd_feedback, "HTML feedback per submission, hidden tests removed"
     )
     p.add_argument("--out", metavar="DIR", help="default COURSE_DIR/feedback")
     _add_workers(p, os.cpu_count() or 1, "feedback pages written")
-    p.set_defaults(run=cmd_feedback)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        common,
         "overview",
-        parents=[common],
-        help="one HTML page: per lesson, who failed which test, the most common named mistakes",
+        cmd_overview,
+        "one HTML page: per lesson, who failed which test, the most common named mistakes",
     )
     p.add_argument("--out", metavar="FILE", help="default COURSE_DIR/overview.html")
-    p.set_defaults(run=cmd_overview)
 
-    p = sub.add_parser(
-        "check", parents=[common], help="self-study: grade one notebook with the full tests"
+    p = _command(
+        sub, common, "check", cmd_check, "self-study: grade one notebook with the full tests"
     )
     p.add_argument("notebook", metavar="NOTEBOOK")
     _add_limits(p)
-    p.set_defaults(run=cmd_check)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
+        common,
         "demo",
-        parents=[common],
-        help="build, grade samples/, print the grades, export, write feedback",
+        cmd_demo,
+        "build, grade samples/, print the grades, export, write feedback",
     )
     p.add_argument(
         "--samples", metavar="DIR", help="sample submissions (default ROOT/samples/class)"
     )
     _add_workers(p, 2)
     _add_limits(p)
-    p.set_defaults(run=cmd_demo)
     return parser
 
 

@@ -8,9 +8,11 @@ import socket
 import struct
 import threading
 
+import nbformat
 import numpy as np
 import pytest
-from harness import kernel_server
+from fixtures.toy import grade_id
+from harness import kernel_server, solution_path
 
 from grader import checker
 from grader.channel import (
@@ -268,39 +270,15 @@ def test_nothing_but_plain_data_reaches_the_kernel(kernel):
 # ---- lesson 09's course calls: the learner's torch code behind plain data ---------------------
 
 
-def _torch_function():
+def _solution_function():
+    """Lesson 09's BatchNormFunction as its solution writes it: a learner's torch code."""
     import torch
 
-    class Normalize(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, gamma, beta, eps=1e-5):
-            axes = [0, *range(2, x.dim())]
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            mean = x.mean(dim=axes, keepdim=True)
-            inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=axes, keepdim=True) + eps)
-            x_hat = (x - mean) * inv_std
-            ctx.save_for_backward(x_hat, inv_std, gamma)
-            return gamma.reshape(shape) * x_hat + beta.reshape(shape)
-
-        @staticmethod
-        def backward(ctx, dy):
-            x_hat, inv_std, gamma = ctx.saved_tensors
-            axes = [0, *range(2, dy.dim())]
-            shape = [1, -1] + [1] * (dy.dim() - 2)
-            m = dy.numel() // dy.shape[1]
-            dxh = dy * gamma.reshape(shape)
-            dx = (
-                inv_std
-                / m
-                * (
-                    m * dxh
-                    - dxh.sum(axes, keepdim=True)
-                    - x_hat * (dxh * x_hat).sum(axes, keepdim=True)
-                )
-            )
-            return dx, (dy * x_hat).sum(axes), dy.sum(axes), None
-
-    return Normalize
+    nb = nbformat.read(solution_path("09_batchnorm_in_pytorch"), as_version=4)
+    source = next(c.source for c in nb.cells if grade_id(c) == "batchnorm_function")
+    namespace = {"torch": torch}
+    exec(compile(source, "<batchnorm_function>", "exec"), namespace)
+    return namespace["BatchNormFunction"]
 
 
 def test_a_course_call_runs_the_learners_function_in_the_kernel(kernel):
@@ -308,7 +286,7 @@ def test_a_course_call_runs_the_learners_function_in_the_kernel(kernel):
     from utils.checks import torch_module
 
     link, namespace = kernel
-    namespace["Normalize"] = _torch_function()
+    namespace["Normalize"] = _solution_function()
     trusted = {
         "check_function_forward": torch_module.check_function_forward,
         "check_function_backward": torch_module.check_function_backward,

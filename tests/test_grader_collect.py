@@ -3,6 +3,7 @@ two candidates for one notebook are a conflict; every problem line is exact."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import zipfile
@@ -22,6 +23,14 @@ LINK = "links are never followed"
 def _write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    return path
+
+
+def _zip(path, *members):
+    """The zip ``path`` holding ``members``: (name or ZipInfo, text) pairs, in order."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in members:
+            zf.writestr(member, text)
     return path
 
 
@@ -49,16 +58,32 @@ def test_an_honest_class_maps_to_private_copies(tmp_path):
         assert (tmp_path / "work") in sub.path.parents and sub.path.name == "toy.ipynb"
 
 
-def test_a_notebook_in_a_nested_folder_never_maps_to_the_student_it_names(tmp_path):
-    src = _class(tmp_path)
-    _write(src / "mallory" / "bob" / "toy" / "toy.ipynb", '{"who": "mallory"}')
-    _write(src / "mallory" / "toy" / "x" / "bob" / "toy" / "toy.ipynb", '{"who": "mallory"}')
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+def test_a_notebook_in_a_nested_folder_never_maps_to_the_student_it_names(tmp_path, zipped):
+    """In a folder, or in a zip whose members sit below one wrapping folder (``export/``)."""
+    wrap = "export/" if zipped else ""
+    members = {
+        "ann/toy/toy.ipynb": '{"who": "ann"}',
+        "bob/toy/toy.ipynb": '{"who": "bob"}',
+        "mallory/bob/toy/toy.ipynb": '{"who": "mallory"}',
+        "mallory/toy/x/bob/toy/toy.ipynb": '{"who": "mallory"}',
+        "mallory/bob_1_2_toy.ipynb": '{"who": "mallory"}',
+    }
+    if zipped:
+        src = _zip(tmp_path / "class.zip", *((wrap + name, text) for name, text in members.items()))
+    else:
+        src = tmp_path / "in"
+        for name, text in members.items():
+            _write(src / name, text)
     found, problems = collect(src, NOTEBOOKS, tmp_path / "work")
-    assert _mapped(found)["bob", "toy", "toy"] == '{"who": "bob"}'
-    assert {s.student for s in found} == {"ann", "bob"}
-    assert problems == [
-        f"cannot map mallory/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
-        f"cannot map mallory/toy/x/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
+    assert _mapped(found) == {
+        ("ann", "toy", "toy"): '{"who": "ann"}',
+        ("bob", "toy", "toy"): '{"who": "bob"}',
+    }
+    assert sorted(problems) == [  # a folder lists its files first, a zip keeps member order
+        f"cannot map {wrap}mallory/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
+        f"cannot map {wrap}mallory/bob_1_2_toy.ipynb: {FOLDER_OR_CANVAS}",
+        f"cannot map {wrap}mallory/toy/x/bob/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
     ]
 
 
@@ -138,15 +163,16 @@ def test_two_candidates_for_one_notebook_are_a_conflict_and_neither_is_graded(tm
 
 
 def test_a_zip_symlink_member_is_never_followed(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ann/toy/toy.ipynb", '{"who": "ann"}')
-        link = zipfile.ZipInfo("bob/toy/toy.ipynb")
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "../../ann/toy/toy.ipynb")
-        fifo = zipfile.ZipInfo("cid/toy/toy.ipynb")
-        fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
-        zf.writestr(fifo, "")
+    link = zipfile.ZipInfo("bob/toy/toy.ipynb")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    fifo = zipfile.ZipInfo("cid/toy/toy.ipynb")
+    fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
+    archive = _zip(
+        tmp_path / "class.zip",
+        ("ann/toy/toy.ipynb", '{"who": "ann"}'),
+        (link, "../../ann/toy/toy.ipynb"),
+        (fifo, ""),
+    )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     assert _mapped(found) == {("ann", "toy", "toy"): '{"who": "ann"}'}
     assert problems == [
@@ -156,15 +182,16 @@ def test_a_zip_symlink_member_is_never_followed(tmp_path):
 
 
 def test_zip_conflicts_name_every_candidate(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ann/toy/toy.ipynb", "{}")
-        zf.writestr("ann_1001_5_toy.ipynb", "{}")  # the LMS's copy of the same student
-        zf.writestr("lee_2001_7_toy.ipynb", "{}")  # two users with one display name
-        zf.writestr("lee_2002_8_toy.ipynb", "{}")
-        zf.writestr("roe_3001_1_other.ipynb", '{"who": "roe"}')  # one member name twice
-        with pytest.warns(UserWarning, match="Duplicate name"):
-            zf.writestr("roe_3001_1_other.ipynb", '{"who": "roe again"}')
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        archive = _zip(
+            tmp_path / "class.zip",
+            ("ann/toy/toy.ipynb", "{}"),
+            ("ann_1001_5_toy.ipynb", "{}"),  # the LMS's copy of the same student
+            ("lee_2001_7_toy.ipynb", "{}"),  # two users with one display name
+            ("lee_2002_8_toy.ipynb", "{}"),
+            ("roe_3001_1_other.ipynb", '{"who": "roe"}'),  # one member name twice
+            ("roe_3001_1_other.ipynb", '{"who": "roe again"}'),
+        )
     found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
     assert found == []
     assert problems == [
@@ -177,20 +204,6 @@ def test_zip_conflicts_name_every_candidate(tmp_path):
     ]
 
 
-def test_a_zip_nested_below_its_wrapping_folder_does_not_map(tmp_path):
-    archive = tmp_path / "class.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("export/ann/toy/toy.ipynb", '{"who": "ann"}')
-        zf.writestr("export/mallory/ann/toy/toy.ipynb", '{"who": "mallory"}')
-        zf.writestr("export/mallory/ann_1_2_toy.ipynb", '{"who": "mallory"}')
-    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
-    assert _mapped(found) == {("ann", "toy", "toy"): '{"who": "ann"}'}
-    assert problems == [
-        f"cannot map export/mallory/ann/toy/toy.ipynb: {FOLDER_OR_CANVAS}",
-        f"cannot map export/mallory/ann_1_2_toy.ipynb: {FOLDER_OR_CANVAS}",
-    ]
-
-
 def test_control_characters_in_names_are_escaped_in_problem_lines(tmp_path):
     src = _class(tmp_path)
     _write(src / "ann" / "toy" / "\x1b[2J\x1b]0;owned\x07\x9b31m.py", "")
@@ -198,6 +211,62 @@ def test_control_characters_in_names_are_escaped_in_problem_lines(tmp_path):
     assert problems == [
         "ignored ann/toy/\\x1b[2J\\x1b]0;owned\\x07\\x9b31m.py: only notebooks are graded"
     ]
+
+
+def test_folder_layout_maps_students_and_reports_the_rest(tmp_path):
+    src = tmp_path / "in"
+    _write(src / "ann" / "toy" / "toy.ipynb", "{}")
+    _write(src / "ann" / "toy" / "utils.py", "{}")
+    _write(src / "ben" / "nope" / "nope.ipynb", "{}")
+    _write(src / "ben" / "toy" / ".ipynb_checkpoints" / "toy-checkpoint.ipynb", "{}")
+    _write(src / "loose.ipynb", "{}")
+    found, problems = collect(src, NOTEBOOKS, tmp_path / "work")
+    assert [(s.student, s.assignment, s.notebook) for s in found] == [("ann", "toy", "toy")]
+    assert len(problems) == 3
+    assert any("ann/toy/utils.py" in p and "only notebooks" in p for p in problems)
+    assert any("unknown assignment 'nope'" in p for p in problems)
+    assert any("loose.ipynb" in p and "cannot map" in p for p in problems)
+
+
+def test_canvas_zip_keeps_the_latest_attachment_and_reports_the_unmappable(tmp_path):
+    archive = _zip(
+        tmp_path / "canvas.zip",
+        ("doejane_1001_5_toy.ipynb", '{"old": true}'),
+        ("doejane_LATE_1001_9_toy-1.ipynb", '{"new": true}'),
+        ("roe_1002_7_other.ipynb", "{}"),
+        ("roe_1002_8_mystery.ipynb", "{}"),
+        ("__MACOSX/._doejane_1001_5_toy.ipynb", ""),
+        ("notes.txt", "hi"),
+    )
+    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
+    by_student = {s.student: s for s in found}
+    assert set(by_student) == {"doejane", "roe"}
+    jane = by_student["doejane"]
+    assert (jane.assignment, jane.notebook, jane.lms_user_id) == ("toy", "toy", "1001")
+    assert jane.path.name == "toy.ipynb" and json.loads(jane.path.read_text()) == {"new": True}
+    assert by_student["roe"].assignment == "other"
+    assert any("mystery" in p and "no assignment has a notebook" in p for p in problems)
+    assert any("notes.txt" in p for p in problems)
+    assert any("doejane_1001_5_toy.ipynb" in p and "later submission" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_a_zip_of_the_folder_layout_ignores_leading_folders(tmp_path):
+    archive = _zip(
+        tmp_path / "class.zip",
+        ("export/ann/toy/toy.ipynb", "{}"),
+        ("export/../../evil/toy/toy.ipynb", "{}"),
+    )
+    found, problems = collect(archive, NOTEBOOKS, tmp_path / "work")
+    assert [s.student for s in found] == ["ann"]
+    assert (tmp_path / "work") in found[0].path.parents
+    assert len(problems) == 1 and "evil" in problems[0] and "'..'" in problems[0]
+
+
+def test_an_unsafe_student_id_is_reported(tmp_path):
+    _write(tmp_path / "in" / "-rf" / "toy" / "toy.ipynb", "{}")
+    found, problems = collect(tmp_path / "in", NOTEBOOKS, tmp_path / "work")
+    assert found == [] and "not a usable student id" in problems[0]
 
 
 def test_the_cli_prints_a_hostile_file_name_with_its_escapes_visible(tmp_path, capsys):

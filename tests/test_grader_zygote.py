@@ -1,7 +1,7 @@
 """grader.zygote: warm kernels forked per notebook start clean, work, and end with their worker.
 
-Kernels start as grading starts them (``tests/test_confine.py``'s ``Kernel``: the sandbox's
-kernel manager, a lesson's policy, no inline figures), so they are forked by this test
+Kernels start as grading starts them (``tests/test_grader_confine.py``'s ``Kernel``: the
+sandbox's kernel manager, a lesson's policy, no inline figures), so they are forked by this test
 process's zygote; every refusal of the confinement is observed on these kernels there.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_confine import Kernel, needs_landlock
+from test_grader_confine import Kernel, needs_landlock
 
 from grader import zygote
 
