@@ -14,6 +14,7 @@ from utils.checks.torch_module.common import (
     tensor_like_case,
     tensor_of,
 )
+from utils.checks.twins import On, paired
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.mistakes import catalogue, describe
 from utils.mistakes.catalogue import PER_SAMPLE, batch_sets
@@ -307,10 +308,11 @@ def _gradcheck(fn_cls, case: Case, analytic: list[np.ndarray]) -> None:
         )
 
 
-def check_function_forward(fn_cls) -> None:
+@paired(lambda: On(visible_cases(), f", x of shapes {VISIBLE_SHAPES}, vs F.batch_norm"))
+def check_function_forward(on: On, fn_cls) -> None:
     """Visible check: BatchNormFunction.apply on a 2-D and a 4-D x against F.batch_norm."""
-    err = on_cases(visible_cases(), lambda case: _forward_one(fn_cls, case))
-    report(f"{_name_of(fn_cls)}.forward, x of shapes {VISIBLE_SHAPES}, vs F.batch_norm", err)
+    err = on_cases(on.cases, lambda case: _forward_one(fn_cls, case))
+    report(f"{_name_of(fn_cls)}.forward{on.label}", err)
 
 
 def check_function_backward(fn_cls) -> None:
