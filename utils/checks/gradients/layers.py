@@ -22,7 +22,7 @@ from utils.checks.gradients.common import (
     _visible_batches,
 )
 from utils.checks.twins import On, paired
-from utils.diagnose import FINITE_DIFFERENCE, assert_close, report
+from utils.diagnose import assert_close, report, report_gradients
 from utils.reference import as_tensor, to_numpy
 
 # --- exercise 3: scale_shift_forward / scale_shift_backward --------------------------------
@@ -126,12 +126,7 @@ def _scale_shift_backward_errors(backward: Callable, forward: Callable, case: Ca
 
 
 def _report_backward(name: str, errors: list[tuple[float, float]]) -> None:
-    report(f"{name} vs PyTorch autograd", max(e[0] for e in errors))
-    report(
-        f"{name} vs finite differences of your forward",
-        max(e[1] for e in errors),
-        FINITE_DIFFERENCE,
-    )
+    report_gradients(name, errors, "finite differences of your forward")
 
 
 @paired(_all_batches)

@@ -23,7 +23,14 @@ from utils.checks.triton_kernels.common import (
     visible_cases,
 )
 from utils.checks.twins import On, paired
-from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, on_cases, report
+from utils.diagnose import (
+    FINITE_DIFFERENCE,
+    CheckFailure,
+    assert_close,
+    on_cases,
+    report,
+    report_gradients,
+)
 from utils.gradcheck import relative_error
 from utils.mistakes import catalogue, describe
 from utils.mistakes.catalogue import batch_sets, quietly, wrong_dx
@@ -281,12 +288,7 @@ def _elementwise_one(fn, case: KernelCase) -> tuple[float, float]:
 
 
 def _report_gradients(what: str, errors: list[tuple[float, float]]) -> None:
-    report(f"{what} vs PyTorch autograd", max(e[0] for e in errors))
-    report(
-        f"{what} vs centered differences of F.batch_norm",
-        max(e[1] for e in errors),
-        FINITE_DIFFERENCE,
-    )
+    report_gradients(what, errors, "centered differences of F.batch_norm")
 
 
 def _on_cases_pairs(cases, one) -> list[tuple[float, float]]:
