@@ -245,6 +245,14 @@ def forward_losses(outputs, count: int, dout: np.ndarray, what: str) -> list[flo
     return losses
 
 
+def reference_gradients(case: Case) -> dict[str, np.ndarray]:
+    """{"dx", "dgamma", "dbeta"}: autograd of F.batch_norm on ``case``, in float64."""
+    grads = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )
+    return dict(zip(("dx", "dgamma", "dbeta"), grads, strict=True))
+
+
 def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     """The learner's backward on ``case``: called directly (watched) and through the autograd
     engine, against autograd of F.batch_norm; then finite differences of its own forward."""
@@ -252,15 +260,7 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     x, gamma, beta = _inputs(case)
     answer = _grad(fn_cls, case)
     items = backward_items(name, answer.get("direct"))
-    expected = dict(
-        zip(
-            ("dx", "dgamma", "dbeta"),
-            reference.batchnorm_gradients_reference(
-                case.x, case.gamma, case.beta, case.dout, case.eps
-            ),
-            strict=True,
-        )
-    )
+    expected = reference_gradients(case)
     mistakes = backward_mistakes(case)
     worst = 0.0
     for key, got, like in zip(("dx", "dgamma", "dbeta"), items, (x, gamma, beta), strict=False):
