@@ -75,12 +75,7 @@ def _statistics_error(batch_statistics: Callable, case: Case) -> float:
     )
 
 
-def _visible(label: str = "") -> On:
-    """The visible side of this module's check pairs: the small fixed case."""
-    return On([visible_case()], label)
-
-
-@paired(lambda: _visible(" (mean, var)"))
+@paired(lambda: On([visible_case()], " (mean, var)"))
 def check_batch_statistics(on: On, batch_statistics: Callable) -> None:
     """Visible check of ``batch_statistics(x) -> (mean, var)`` on the small fixed case."""
     err = on_cases(on.cases, lambda c: _statistics_error(batch_statistics, c))
@@ -170,7 +165,7 @@ def _cache_error(cache, case: Case) -> float:
     return max(errors)
 
 
-@paired(lambda: _visible(f" ({', '.join(CACHE_KEYS)})"))
+@paired(lambda: On([visible_case()], f" ({', '.join(CACHE_KEYS)})"))
 def check_batchnorm_cache(on: On, forward: Callable) -> None:
     """Visible check that ``forward``'s cache holds the contract's keys with correct values."""
     err = on_cases(on.cases, lambda c: _cache_error(run_forward(forward, c)[1], c))
@@ -287,7 +282,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
     )
 
 
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_batchnorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a backward ``(dout, cache) -> (dx, dgamma, dbeta)`` (staged or closed
     form) on the small fixed case, with the cache made by ``forward``."""
@@ -305,7 +300,7 @@ STAGED_RULE = (
 CLOSED_FORM_RULE = "the closed form is one expression of its own, not the staged backward."
 
 
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_batchnorm_backward_staged(on: On, backward: Callable, forward: Callable) -> None:
     """``check_batchnorm_backward`` with the learner's ``batchnorm_backward`` refused."""
     with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
@@ -336,7 +331,7 @@ def _check_closed_form_on(backward: Callable, cases: list[Case], label: str) -> 
     report_line(f"{_name(backward)} from {', '.join(CLOSED_FORM_KEYS)} alone{label}", err)
 
 
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_batchnorm_backward_closed_form(on: On, backward: Callable) -> None:
     """Visible check that ``backward`` is a closed form: right from a cache that holds only
     gamma, x_hat and inv_std, without calling the staged backward."""

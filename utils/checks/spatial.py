@@ -229,12 +229,7 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
     return max(err_rows, assert_close("rows_to_channels(rows)", back, case.x, mistakes=wrong_back))
 
 
-def _visible() -> On:
-    """The visible side of this module's check pairs: the small fixed case."""
-    return On([visible_case()])
-
-
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_channel_rows(on: On, channels_to_rows: Callable, rows_to_channels: Callable) -> None:
     """Visible check of the (N, C, H, W) <-> (N*H*W, C) conversions on the small case."""
     err = on_cases(on.cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
@@ -346,7 +341,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
     )
 
 
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_spatial_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a spatial backward ``(dout, cache) -> (dx, dgamma, dbeta)`` on the
     small case, with the cache made by ``forward``."""
@@ -377,7 +372,7 @@ def check_spatial_forward_direct(forward: Callable) -> None:
         check_spatial_forward(forward)
 
 
-@paired(_visible)
+@paired(lambda: On([visible_case()]))
 def check_spatial_backward_direct(on: On, backward: Callable, forward: Callable) -> None:
     """``check_spatial_backward`` for route 2, with the functions of ``ROUTE_1`` refused."""
     with names_refused((backward, forward), ROUTE_1, ROUTE_2_RULE):

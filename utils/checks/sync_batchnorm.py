@@ -335,12 +335,7 @@ def _channelwise_error(name: str, got: np.ndarray, expected: np.ndarray) -> floa
     )
 
 
-def _visible(label: str) -> On:
-    """The visible side of this module's check pairs: the case on two ranks."""
-    return On([visible_case()], label)
-
-
-@paired(lambda: _visible(" on 2 ranks vs torch.var_mean of the whole batch"))
+@paired(lambda: On([visible_case()], " on 2 ranks vs torch.var_mean of the whole batch"))
 def check_global_moments(on: On, global_moments: Callable) -> None:
     """Visible check of ``global_moments(x, all_reduce) -> (count, mean, var)`` on two ranks."""
     err = _on_cases(on.cases, lambda sc: _moments_error(global_moments, sc))
@@ -386,7 +381,7 @@ def _check_default_eps(forward: Callable) -> None:
     assert_default_eps(_name(forward), out, expected, DEFAULT_EPS)
 
 
-@paired(lambda: _visible(" on 2 ranks vs F.batch_norm of the whole batch"))
+@paired(lambda: On([visible_case()], " on 2 ranks vs F.batch_norm of the whole batch"))
 def check_sync_forward(on: On, forward: Callable) -> None:
     """Visible check of a synchronized forward on two ranks against F.batch_norm of the
     concatenated batch."""
@@ -534,7 +529,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list, label
     )
 
 
-@paired(lambda: _visible(" on 2 ranks"))
+@paired(lambda: On([visible_case()], " on 2 ranks"))
 def check_sync_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a synchronized backward on two ranks, on the caches of ``forward``."""
     _check_backward_on(backward, forward, on.cases, on.label)
