@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.checking import fails as _fails
+from tests.checking import frozen
 from utils.checks.batchnorm import (
     check_batch_statistics,
     check_batchnorm_backward,
@@ -22,7 +24,6 @@ from utils.checks.hidden.batchnorm import (
     check_batchnorm_cache_hidden,
     check_batchnorm_forward_hidden,
 )
-from utils.diagnose import CheckFailure
 from utils.guard import TorchUsedError
 
 
@@ -151,13 +152,6 @@ def make_staged(
         return dx, dgamma, dbeta
 
     return batchnorm_backward_staged
-
-
-def _fails(check, *args, match):
-    with pytest.raises(CheckFailure) as info:
-        check(*args)
-    assert match in str(info.value), str(info.value)
-    return str(info.value)
 
 
 # --- correct code passes -------------------------------------------------------------------
@@ -347,12 +341,9 @@ def test_a_backward_that_needs_the_wrong_forward_is_told_to_fix_the_forward_firs
 
 def test_finite_differences_use_the_perturbed_argument_of_the_learners_forward():
     """A forward that ignores a perturbation of x has a zero numerical gradient: caught."""
-    memo = {}
-
-    def frozen_forward(x, gamma, beta, eps=1e-5):
-        key = (x.shape, gamma.tobytes(), beta.tobytes(), eps)
-        if key not in memo:
-            memo[key] = correct_forward(x.copy(), gamma, beta, eps)
-        return memo[key]
-
-    _fails(check_batchnorm_backward, closed_backward, frozen_forward, match="centered differences")
+    _fails(
+        check_batchnorm_backward,
+        closed_backward,
+        frozen(correct_forward),
+        match="centered differences",
+    )

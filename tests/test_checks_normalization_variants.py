@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.checking import fails as _fails
 from utils import reference
 from utils.checks import normalization_variants as variants
 from utils.checks.hidden import normalization_variants as hidden_variants
@@ -24,7 +25,6 @@ from utils.checks.normalization_variants import (
     LAYERNORM,
     RMSNORM,
 )
-from utils.diagnose import CheckFailure
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import TorchUsedError
 
@@ -220,13 +220,6 @@ CORRECT = {
 
 def _checks(prefix: str):
     return [getattr(variants, f"check_{prefix}_{part}") for part in ("forward", "backward")]
-
-
-def _fails(check, *args, match):
-    with pytest.raises(CheckFailure) as info:
-        check(*args)
-    assert match in str(info.value), str(info.value)
-    return str(info.value)
 
 
 def test_correct_code_passes_all_sixteen_checks(capsys):

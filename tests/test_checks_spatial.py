@@ -13,6 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.checking import fails as _fails
+from tests.checking import frozen
 from utils import reference
 from utils.checks import spatial
 from utils.checks.hidden import spatial as hidden_spatial
@@ -26,7 +28,6 @@ from utils.checks.spatial import (
     check_spatial_backward,
     check_spatial_forward,
 )
-from utils.diagnose import CheckFailure
 from utils.gradcheck import numerical_gradient, relative_error
 from utils.guard import TorchUsedError
 
@@ -162,13 +163,6 @@ def make_backward(count="all", dgamma_axes=(0, 2, 3), keep=False):
 correct_backward = make_backward()
 
 
-def _fails(check, *args, match):
-    with pytest.raises(CheckFailure) as info:
-        check(*args)
-    assert match in str(info.value), str(info.value)
-    return str(info.value)
-
-
 def test_correct_code_passes_every_check(capsys):
     def to_rows(x):
         return np.moveaxis(x, 1, 3).reshape(-1, x.shape[1])
@@ -231,15 +225,12 @@ def test_a_wrong_forward_is_blamed_before_its_backward():
 
 def test_finite_differences_use_the_perturbed_argument_of_the_learners_forward():
     """A forward that ignores a perturbation of x has a zero numerical gradient: caught."""
-    memo = {}
-
-    def frozen_forward(x, gamma, beta, eps=1e-5):
-        key = (x.shape, gamma.tobytes(), beta.tobytes(), eps)
-        if key not in memo:
-            memo[key] = correct_forward(x.copy(), gamma, beta, eps)
-        return memo[key]
-
-    _fails(check_spatial_backward, correct_backward, frozen_forward, match="centered differences")
+    _fails(
+        check_spatial_backward,
+        correct_backward,
+        frozen(correct_forward),
+        match="centered differences",
+    )
 
 
 def test_using_torch_gets_no_points():

@@ -169,15 +169,7 @@ def test_known_wrong_function_outputs_all_differ_from_the_reference():
     expected = reference.batchnorm_forward_reference(case.x, case.gamma, case.beta, case.eps)
     for description, wrong in tm.forward_mistakes(case).items():
         assert relative_error(wrong, expected) > 1e-6, description
-    grads = dict(
-        zip(
-            ("dx", "dgamma", "dbeta"),
-            reference.batchnorm_gradients_reference(
-                case.x, case.gamma, case.beta, case.dout, case.eps
-            ),
-            strict=True,
-        )
-    )
+    grads = tm.reference_gradients(case)
     wrong = tm.backward_mistakes(case)
     for key, variants in wrong.items():
         for description, value in variants.items():

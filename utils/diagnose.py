@@ -101,6 +101,23 @@ def report(what: str, err: float, tol: float = TIGHT) -> None:
     print(f"{what}: max relative error {err:.1e} (below {tol:.0e}) — correct")
 
 
+def report_gradients(what: str, errors: Iterable[tuple[float, float]], differenced: str) -> None:
+    """The two lines after a passing gradient check: the largest error against autograd and
+    against the centered differences of ``differenced``, over (autograd, differences) pairs."""
+    errors = list(errors)
+    report(f"{what} vs PyTorch autograd", max(e[0] for e in errors))
+    report(f"{what} vs {differenced}", max(e[1] for e in errors), FINITE_DIFFERENCE)
+
+
+def noted(note: str, check: Callable, *args, **kwargs):
+    """``check(*args, **kwargs)``; a CheckFailure it raises is raised again with ``note``
+    after its message (say, what the comparison that failed means here)."""
+    try:
+        return check(*args, **kwargs)
+    except CheckFailure as failure:
+        raise CheckFailure(f"{failure} {note}") from None
+
+
 def on_cases(cases: Iterable, check_one: Callable) -> float:
     """Run ``check_one`` on each case; a failure names the case (its ``label``).
 
@@ -138,13 +155,11 @@ def compare_with_differences(names, grads, numeric, differenced: str) -> float:
     """``compare_gradients`` of the learner's gradients with centered differences ``numeric``
     of ``differenced`` (a forward), at ``FINITE_DIFFERENCE``. It runs after autograd agreed, so
     a failure points at that forward being inconsistent."""
-    try:
-        return compare_gradients(names, grads, numeric, tol=FINITE_DIFFERENCE)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"{failure} (This compares with centered differences of {differenced}, while "
-            "PyTorch's autograd agreed with your gradients: is that forward consistent?)"
-        ) from None
+    note = (
+        f"(This compares with centered differences of {differenced}, while PyTorch's autograd "
+        "agreed with your gradients: is that forward consistent?)"
+    )
+    return noted(note, compare_gradients, names, grads, numeric, tol=FINITE_DIFFERENCE)
 
 
 def forward_first(forward_name: str, run: Callable, made: str = "the cache"):

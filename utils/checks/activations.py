@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.checks.twins import On, paired
 from utils.diagnose import CheckFailure, as_float_array, assert_close, report
 from utils.guard import call_without_torch
 from utils.reference import as_tensor, to_numpy
@@ -352,10 +353,13 @@ def _check_mlp_case(fn, case: MLPCase) -> float:
     return worst
 
 
-def check_mlp_activations(fn) -> None:
+@paired(
+    lambda: On(visible_mlp_cases(), "mlp_activations (tanh and relu, 3 layers, against PyTorch)")
+)
+def check_mlp_activations(on: On, fn) -> None:
     """Visible check: a small tanh and ReLU MLP of 3 layers against PyTorch."""
-    err = max(_check_mlp_case(fn, case) for case in visible_mlp_cases())
-    report("mlp_activations (tanh and relu, 3 layers, against PyTorch)", err)
+    err = max(_check_mlp_case(fn, case) for case in on.cases)
+    report(on.label, err)
 
 
 # --- layer_statistics ---------------------------------------------------------------------------
@@ -396,10 +400,16 @@ def _require_one_value_per_layer(value, name: str, layers: int) -> None:
         )
 
 
-def check_layer_statistics(fn) -> None:
+@paired(
+    lambda: On(
+        visible_statistics_cases(),
+        "layer_statistics (mean, std, saturated, zero, dead; against PyTorch)",
+    )
+)
+def check_layer_statistics(on: On, fn) -> None:
     """Visible check: the five statistics of two small activation lists against PyTorch."""
-    err = max(_check_statistics_case(fn, acts, label) for acts, label in visible_statistics_cases())
-    report("layer_statistics (mean, std, saturated, zero, dead; against PyTorch)", err)
+    err = max(_check_statistics_case(fn, acts, label) for acts, label in on.cases)
+    report(on.label, err)
 
 
 # --- init_weights -------------------------------------------------------------------------------

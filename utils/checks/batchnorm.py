@@ -16,6 +16,7 @@ import numpy as np
 
 from utils import mistakes, reference
 from utils.cases import Case, visible_case
+from utils.checks.twins import On, paired
 from utils.diagnose import (
     CheckFailure,
     as_float_array,
@@ -74,10 +75,11 @@ def _statistics_error(batch_statistics: Callable, case: Case) -> float:
     )
 
 
-def check_batch_statistics(batch_statistics: Callable) -> None:
+@paired(lambda: On([visible_case()], " (mean, var)"))
+def check_batch_statistics(on: On, batch_statistics: Callable) -> None:
     """Visible check of ``batch_statistics(x) -> (mean, var)`` on the small fixed case."""
-    err = on_cases([visible_case()], lambda c: _statistics_error(batch_statistics, c))
-    report_line(f"{_name(batch_statistics)} (mean, var)", err)
+    err = on_cases(on.cases, lambda c: _statistics_error(batch_statistics, c))
+    report_line(f"{_name(batch_statistics)}{on.label}", err)
 
 
 # --- forward --------------------------------------------------------------------------------
@@ -163,10 +165,11 @@ def _cache_error(cache, case: Case) -> float:
     return max(errors)
 
 
-def check_batchnorm_cache(forward: Callable) -> None:
+@paired(lambda: On([visible_case()], f" ({', '.join(CACHE_KEYS)})"))
+def check_batchnorm_cache(on: On, forward: Callable) -> None:
     """Visible check that ``forward``'s cache holds the contract's keys with correct values."""
-    err = on_cases([visible_case()], lambda c: _cache_error(run_forward(forward, c)[1], c))
-    report_line(f"{_name(forward)} cache ({', '.join(CACHE_KEYS)})", err)
+    err = on_cases(on.cases, lambda c: _cache_error(run_forward(forward, c)[1], c))
+    report_line(f"{_name(forward)} cache{on.label}", err)
 
 
 # --- backward -------------------------------------------------------------------------------
@@ -279,10 +282,11 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
     )
 
 
-def check_batchnorm_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_batchnorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a backward ``(dout, cache) -> (dx, dgamma, dbeta)`` (staged or closed
     form) on the small fixed case, with the cache made by ``forward``."""
-    _check_backward_on(backward, forward, [visible_case()], "")
+    _check_backward_on(backward, forward, on.cases, on.label)
 
 
 # --- staged and closed form: what each exercise asks for -------------------------------------
@@ -296,10 +300,11 @@ STAGED_RULE = (
 CLOSED_FORM_RULE = "the closed form is one expression of its own, not the staged backward."
 
 
-def check_batchnorm_backward_staged(backward: Callable, forward: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_batchnorm_backward_staged(on: On, backward: Callable, forward: Callable) -> None:
     """``check_batchnorm_backward`` with the learner's ``batchnorm_backward`` refused."""
     with names_refused((backward, forward), ("batchnorm_backward",), STAGED_RULE):
-        check_batchnorm_backward(backward, forward)
+        check_batchnorm_backward.body(on, backward, forward)
 
 
 def _closed_form_error(backward: Callable, case: Case) -> float:
@@ -326,7 +331,8 @@ def _check_closed_form_on(backward: Callable, cases: list[Case], label: str) -> 
     report_line(f"{_name(backward)} from {', '.join(CLOSED_FORM_KEYS)} alone{label}", err)
 
 
-def check_batchnorm_backward_closed_form(backward: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_batchnorm_backward_closed_form(on: On, backward: Callable) -> None:
     """Visible check that ``backward`` is a closed form: right from a cache that holds only
     gamma, x_hat and inv_std, without calling the staged backward."""
-    _check_closed_form_on(backward, [visible_case()], "")
+    _check_closed_form_on(backward, on.cases, on.label)

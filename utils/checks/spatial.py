@@ -20,6 +20,7 @@ import numpy as np
 from utils import reference
 from utils.cases import Case, make_case
 from utils.checks.batchnorm import STEP_PER_SPREAD, check_default_eps, run_forward
+from utils.checks.twins import On, paired
 from utils.diagnose import (
     MATCH,
     CheckFailure,
@@ -228,10 +229,11 @@ def _layout_error(channels_to_rows: Callable, rows_to_channels: Callable, case: 
     return max(err_rows, assert_close("rows_to_channels(rows)", back, case.x, mistakes=wrong_back))
 
 
-def check_channel_rows(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_channel_rows(on: On, channels_to_rows: Callable, rows_to_channels: Callable) -> None:
     """Visible check of the (N, C, H, W) <-> (N*H*W, C) conversions on the small case."""
-    err = on_cases([visible_case()], lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
-    report_line(f"{_name(channels_to_rows)} and {_name(rows_to_channels)}", err)
+    err = on_cases(on.cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
+    report_line(f"{_name(channels_to_rows)} and {_name(rows_to_channels)}{on.label}", err)
 
 
 # --- checks: forward ---------------------------------------------------------------------------
@@ -339,10 +341,11 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list[Case],
     )
 
 
-def check_spatial_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_spatial_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a spatial backward ``(dout, cache) -> (dx, dgamma, dbeta)`` on the
     small case, with the cache made by ``forward``."""
-    _check_backward_on(backward, forward, [visible_case()], "")
+    _check_backward_on(backward, forward, on.cases, on.label)
 
 
 # --- checks: route 2, written without route 1 -------------------------------------------------
@@ -369,7 +372,8 @@ def check_spatial_forward_direct(forward: Callable) -> None:
         check_spatial_forward(forward)
 
 
-def check_spatial_backward_direct(backward: Callable, forward: Callable) -> None:
+@paired(lambda: On([visible_case()]))
+def check_spatial_backward_direct(on: On, backward: Callable, forward: Callable) -> None:
     """``check_spatial_backward`` for route 2, with the functions of ``ROUTE_1`` refused."""
     with names_refused((backward, forward), ROUTE_1, ROUTE_2_RULE):
-        check_spatial_backward(backward, forward)
+        check_spatial_backward.body(on, backward, forward)

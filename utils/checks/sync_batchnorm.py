@@ -22,6 +22,7 @@ import numpy as np
 from utils import reference
 from utils.cases import Case, copy_with_layout, make_case
 from utils.checks.batchnorm import DEFAULT_EPS, STEP_PER_SPREAD
+from utils.checks.twins import On, paired
 from utils.diagnose import (
     MATCH,
     CheckFailure,
@@ -334,10 +335,11 @@ def _channelwise_error(name: str, got: np.ndarray, expected: np.ndarray) -> floa
     )
 
 
-def check_global_moments(global_moments: Callable) -> None:
+@paired(lambda: On([visible_case()], " on 2 ranks vs torch.var_mean of the whole batch"))
+def check_global_moments(on: On, global_moments: Callable) -> None:
     """Visible check of ``global_moments(x, all_reduce) -> (count, mean, var)`` on two ranks."""
-    err = _on_cases([visible_case()], lambda sc: _moments_error(global_moments, sc))
-    report_line(f"{_name(global_moments)} on 2 ranks vs torch.var_mean of the whole batch", err)
+    err = _on_cases(on.cases, lambda sc: _moments_error(global_moments, sc))
+    report_line(f"{_name(global_moments)}{on.label}", err)
 
 
 # --- forward -----------------------------------------------------------------------------------
@@ -379,12 +381,13 @@ def _check_default_eps(forward: Callable) -> None:
     assert_default_eps(_name(forward), out, expected, DEFAULT_EPS)
 
 
-def check_sync_forward(forward: Callable) -> None:
+@paired(lambda: On([visible_case()], " on 2 ranks vs F.batch_norm of the whole batch"))
+def check_sync_forward(on: On, forward: Callable) -> None:
     """Visible check of a synchronized forward on two ranks against F.batch_norm of the
     concatenated batch."""
-    err = _on_cases([visible_case()], lambda sc: _checked_forward(forward, sc)[0])
+    err = _on_cases(on.cases, lambda sc: _checked_forward(forward, sc)[0])
     _check_default_eps(forward)
-    report_line(f"{_name(forward)} on 2 ranks vs F.batch_norm of the whole batch", err)
+    report_line(f"{_name(forward)}{on.label}", err)
 
 
 # --- backward ----------------------------------------------------------------------------------
@@ -526,6 +529,7 @@ def _check_backward_on(backward: Callable, forward: Callable, cases: list, label
     )
 
 
-def check_sync_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: On([visible_case()], " on 2 ranks"))
+def check_sync_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of a synchronized backward on two ranks, on the caches of ``forward``."""
-    _check_backward_on(backward, forward, [visible_case()], " on 2 ranks")
+    _check_backward_on(backward, forward, on.cases, on.label)

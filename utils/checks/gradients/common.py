@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from utils.cases import Case, make_case
-from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close
+from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, noted
 from utils.gradcheck import numerical_gradient
 from utils.guard import call_without_torch
 from utils.reference import as_tensor, to_numpy
@@ -70,13 +70,11 @@ def _own_forward_gradient(name: str, forward: Callable, at: np.ndarray, dout) ->
 
 def _agrees_with_own_forward(name: str, got, numerical: np.ndarray) -> float:
     """Compare an analytic gradient with a finite difference of the learner's own forward."""
-    try:
-        return assert_close(name, got, numerical, tol=FINITE_DIFFERENCE)
-    except CheckFailure as failure:
-        raise CheckFailure(
-            f"{failure} Your backward matches PyTorch but not your own forward: the forward is "
-            "the one to fix (run its check above)."
-        ) from None
+    note = (
+        "Your backward matches PyTorch but not your own forward: the forward is the one to fix "
+        "(run its check above)."
+    )
+    return noted(note, assert_close, name, got, numerical, tol=FINITE_DIFFERENCE)
 
 
 def _visible_batches() -> list[Case]:

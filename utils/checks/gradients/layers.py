@@ -21,7 +21,8 @@ from utils.checks.gradients.common import (
     _unpack,
     _visible_batches,
 )
-from utils.diagnose import FINITE_DIFFERENCE, assert_close, report
+from utils.checks.twins import On, paired
+from utils.diagnose import assert_close, report, report_gradients
 from utils.reference import as_tensor, to_numpy
 
 # --- exercise 3: scale_shift_forward / scale_shift_backward --------------------------------
@@ -45,9 +46,21 @@ def _scale_shift_forward_error(forward: Callable, case: Case) -> float:
     return assert_close(f"scale_shift_forward [{case.label}]", out, expected, mistakes)
 
 
-def check_scale_shift_forward(forward: Callable) -> None:
+def _first_batch() -> On:
+    """The visible side of the forward checks: the first visible batch."""
+    return On(_visible_batches()[:1])
+
+
+def _all_batches() -> On:
+    """The visible side of the backward checks: every visible batch."""
+    return On(_visible_batches())
+
+
+@paired(_first_batch)
+def check_scale_shift_forward(on: On, forward: Callable) -> None:
     """Visible check of ``scale_shift_forward(x, gamma, beta) -> (out, cache)``."""
-    report("scale_shift_forward", _scale_shift_forward_error(forward, _visible_batches()[0]))
+    errors = [_scale_shift_forward_error(forward, case) for case in on.cases]
+    report(f"scale_shift_forward{on.label}", max(errors))
 
 
 def _scale_shift_mistakes(case: Case) -> dict[str, dict[str, np.ndarray]]:
@@ -113,18 +126,14 @@ def _scale_shift_backward_errors(backward: Callable, forward: Callable, case: Ca
 
 
 def _report_backward(name: str, errors: list[tuple[float, float]]) -> None:
-    report(f"{name} vs PyTorch autograd", max(e[0] for e in errors))
-    report(
-        f"{name} vs finite differences of your forward",
-        max(e[1] for e in errors),
-        FINITE_DIFFERENCE,
-    )
+    report_gradients(name, errors, "finite differences of your forward")
 
 
-def check_scale_shift_backward(backward: Callable, forward: Callable) -> None:
+@paired(_all_batches)
+def check_scale_shift_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``scale_shift_backward(dout, cache) -> (dx, dgamma, dbeta)``."""
-    errors = [_scale_shift_backward_errors(backward, forward, c) for c in _visible_batches()]
-    _report_backward("scale_shift_backward", errors)
+    errors = [_scale_shift_backward_errors(backward, forward, c) for c in on.cases]
+    _report_backward(f"scale_shift_backward{on.label}", errors)
 
 
 # --- exercise 4: center_forward / center_backward ------------------------------------------
@@ -173,9 +182,11 @@ def _center_forward_error(forward: Callable, case: Case) -> float:
     return assert_close(f"center_forward [{case.label}]", out, expected, mistakes)
 
 
-def check_center_forward(forward: Callable) -> None:
+@paired(_first_batch)
+def check_center_forward(on: On, forward: Callable) -> None:
     """Visible check of ``center_forward(x) -> (out, cache)``."""
-    report("center_forward", _center_forward_error(forward, _visible_batches()[0]))
+    errors = [_center_forward_error(forward, case) for case in on.cases]
+    report(f"center_forward{on.label}", max(errors))
 
 
 def _center_backward_errors(backward: Callable, forward: Callable, case: Case):
@@ -193,7 +204,8 @@ def _center_backward_errors(backward: Callable, forward: Callable, case: Case):
     return against_torch, against_fd
 
 
-def check_center_backward(backward: Callable, forward: Callable) -> None:
+@paired(_all_batches)
+def check_center_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``center_backward(dout, cache) -> dx``."""
-    errors = [_center_backward_errors(backward, forward, c) for c in _visible_batches()]
-    _report_backward("center_backward", errors)
+    errors = [_center_backward_errors(backward, forward, c) for c in on.cases]
+    _report_backward(f"center_backward{on.label}", errors)

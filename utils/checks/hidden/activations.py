@@ -11,15 +11,16 @@ from utils.checks.activations import (
     MLPCase,
     _check_init_case,
     _check_layers_independent,
-    _check_mlp_case,
-    _check_statistics_case,
     _check_uses_rng,
     _report_init,
+    check_layer_statistics,
+    check_mlp_activations,
     make_mlp_case,
     mlp_activations_reference,
     with_planted_values,
 )
-from utils.diagnose import report
+from utils.checks.hidden import hidden_twin
+from utils.checks.twins import counted
 
 
 def hidden_mlp_cases() -> list[MLPCase]:
@@ -50,18 +51,13 @@ def hidden_statistics_cases() -> list[tuple[list[np.ndarray], str]]:
     return cases
 
 
-def check_mlp_activations_hidden(fn) -> None:
-    """Hidden check: one layer, N=1 and N=2, deep and saturating nets, non-contiguous input."""
-    cases = hidden_mlp_cases()
-    err = max(_check_mlp_case(fn, case) for case in cases)
-    report(f"mlp_activations, {len(cases)} hidden cases", err)
-
-
-def check_layer_statistics_hidden(fn) -> None:
-    """Hidden check: one-layer lists, N=1, deep nets, saturated and dead units, boundary values."""
-    cases = hidden_statistics_cases()
-    err = max(_check_statistics_case(fn, acts, label) for acts, label in cases)
-    report(f"layer_statistics, {len(cases)} hidden cases", err)
+check_mlp_activations_hidden = hidden_twin(
+    check_mlp_activations, lambda: counted(hidden_mlp_cases(), "mlp_activations, {n} hidden cases")
+)
+check_layer_statistics_hidden = hidden_twin(
+    check_layer_statistics,
+    lambda: counted(hidden_statistics_cases(), "layer_statistics, {n} hidden cases"),
+)
 
 
 HIDDEN_INIT = (

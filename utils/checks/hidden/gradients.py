@@ -9,11 +9,10 @@ import numpy as np
 from utils.cases import Case, make_case, strided_view
 from utils.checks.gradients.common import _guarded_call
 from utils.checks.gradients.layers import (
-    _center_backward_errors,
-    _center_forward_error,
-    _report_backward,
-    _scale_shift_backward_errors,
-    _scale_shift_forward_error,
+    check_center_backward,
+    check_center_forward,
+    check_scale_shift_backward,
+    check_scale_shift_forward,
 )
 from utils.checks.gradients.measures import (
     COPY_OF_TRANSPOSED,
@@ -25,6 +24,8 @@ from utils.checks.gradients.measures import (
     _relative_error_errors,
     _sin_matmul,
 )
+from utils.checks.hidden import hidden_twin
+from utils.checks.twins import On
 from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, report
 from utils.gradcheck import numerical_gradient
 from utils.reference import as_tensor
@@ -116,30 +117,6 @@ def check_numerical_gradient_hidden(fn: Callable) -> None:
     report("numerical_gradient with h=1e-3 vs the centered difference", _step_error(fn))
 
 
-def check_scale_shift_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``scale_shift_forward`` on every hidden batch."""
-    errors = [_scale_shift_forward_error(forward, case) for case in _hidden_batches()]
-    report("scale_shift_forward on the hidden cases", max(errors))
-
-
-def check_scale_shift_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``scale_shift_backward`` on every hidden batch."""
-    errors = [_scale_shift_backward_errors(backward, forward, c) for c in _hidden_batches()]
-    _report_backward("scale_shift_backward on the hidden cases", errors)
-
-
-def check_center_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``center_forward`` on every hidden batch."""
-    errors = [_center_forward_error(forward, case) for case in _hidden_batches()]
-    report("center_forward on the hidden cases", max(errors))
-
-
-def check_center_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``center_backward`` on every hidden batch."""
-    errors = [_center_backward_errors(backward, forward, c) for c in _hidden_batches()]
-    _report_backward("center_backward on the hidden cases", errors)
-
-
 def _hidden_batches() -> list[Case]:
     """A batch of two, a single feature, a square batch, non-contiguous x, an offset mean."""
     return [
@@ -152,3 +129,13 @@ def _hidden_batches() -> list[Case]:
             (8, 5), 14, "x of shape (8, 5), gamma and beta far from 1 and 0", far_affine=True
         ),
     ]
+
+
+def _hidden() -> On:
+    return On(_hidden_batches(), " on the hidden cases")
+
+
+check_scale_shift_forward_hidden = hidden_twin(check_scale_shift_forward, _hidden)
+check_scale_shift_backward_hidden = hidden_twin(check_scale_shift_backward, _hidden)
+check_center_forward_hidden = hidden_twin(check_center_forward, _hidden)
+check_center_backward_hidden = hidden_twin(check_center_backward, _hidden)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from utils.checks.networks.accuracy import AccuracyCase, _check_accuracy_case
-from utils.checks.networks.build import BuildCase, _check_build_case
-from utils.checks.networks.training import StepCase, _check_step_case
-from utils.diagnose import TIGHT, on_cases, report
+from utils.checks.hidden import hidden_twin
+from utils.checks.networks.accuracy import AccuracyCase, check_accuracy
+from utils.checks.networks.build import BuildCase, check_build_mlp
+from utils.checks.networks.training import StepCase, check_train_step
+from utils.checks.twins import counted
 
 HIDDEN_BUILD_CASES = (
     BuildCase((5, 3), True, math.sqrt(2), 2),
@@ -33,22 +33,13 @@ HIDDEN_ACCURACY_CASES = (
 )
 
 
-def check_build_mlp_hidden(build_mlp: Callable) -> None:
-    """Hidden check of ``build_mlp`` on other depths, widths and init scales."""
-    cases = HIDDEN_BUILD_CASES
-    err = on_cases(cases, lambda c: _check_build_case(build_mlp, c))
-    report(f"build_mlp on {len(cases)} hidden networks: weights", err)
-
-
-def check_train_step_hidden(train_step: Callable) -> None:
-    """Hidden check of ``train_step`` on other networks, batch sizes and learning rates."""
-    cases = HIDDEN_STEP_CASES
-    err = on_cases(cases, lambda c: _check_step_case(train_step, c))
-    report(f"train_step on {len(cases)} hidden networks", err, TIGHT)
-
-
-def check_accuracy_hidden(accuracy: Callable) -> None:
-    """Hidden check of ``accuracy``: sorted labels, partial and single-sample batches."""
-    cases = HIDDEN_ACCURACY_CASES
-    err = on_cases(cases, lambda c: _check_accuracy_case(accuracy, c))
-    report(f"accuracy on {len(cases)} hidden cases", err)
+check_build_mlp_hidden = hidden_twin(
+    check_build_mlp,
+    lambda: counted(HIDDEN_BUILD_CASES, "build_mlp on {n} hidden networks: weights"),
+)
+check_train_step_hidden = hidden_twin(
+    check_train_step, lambda: counted(HIDDEN_STEP_CASES, "train_step on {n} hidden networks")
+)
+check_accuracy_hidden = hidden_twin(
+    check_accuracy, lambda: counted(HIDDEN_ACCURACY_CASES, "accuracy on {n} hidden cases")
+)

@@ -6,12 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from utils.cases import LARGE_OFFSET
-from utils.checks.normalization_variants.cases import _case, _groups_label, _with_quiet_set
-from utils.checks.normalization_variants.engine import (
-    _check_backward_on,
-    _check_forward_on,
-    _check_indivisible_groups,
+from utils.checks.hidden import hidden_twin
+from utils.checks.normalization_variants import (
+    check_groupnorm_backward,
+    check_groupnorm_forward,
+    check_instancenorm_backward,
+    check_instancenorm_forward,
+    check_layernorm_backward,
+    check_layernorm_forward,
+    check_rmsnorm_backward,
+    check_rmsnorm_forward,
 )
+from utils.checks.normalization_variants.cases import _case, _groups_label, _with_quiet_set
+from utils.checks.normalization_variants.engine import _check_indivisible_groups
 from utils.checks.normalization_variants.forms import (
     GROUPNORM,
     INSTANCENORM,
@@ -21,6 +28,7 @@ from utils.checks.normalization_variants.forms import (
     VariantCase,
     _name,
 )
+from utils.checks.twins import On, counted
 
 HIDDEN = {
     "layernorm": [
@@ -90,7 +98,7 @@ def hidden_cases(variant: Variant, seed: int = 70_707) -> list[VariantCase]:
     return cases
 
 
-def _hidden(variant: Variant, gradients: bool = False) -> tuple[list, str]:
+def _hidden(variant: Variant, gradients: bool = False) -> On:
     """The hidden cases. For gradients, without rows of one feature (D = 1): layer norm's
     x_hat is exactly 0 there but roundoff (~1e-13) in PyTorch, so dgamma has no scale to be
     compared on, and RMSNorm's output is nearly flat (dx ~ eps / |x|^3), below what a
@@ -98,32 +106,25 @@ def _hidden(variant: Variant, gradients: bool = False) -> tuple[list, str]:
     cases = hidden_cases(variant)
     if gradients and variant.param_axis == -1:
         cases = [c for c in cases if c.x.shape[-1] > 1]
-    return cases, f" on {len(cases)} hidden cases"
+    return counted(cases, " on {n} hidden cases")
 
 
-def check_layernorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``layernorm_forward`` on every hidden case (ranks 2 to 4, N = 1, D = 1)."""
-    _check_forward_on(LAYERNORM, forward, *_hidden(LAYERNORM))
-
-
-def check_layernorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``layernorm_backward`` on every hidden case."""
-    _check_backward_on(LAYERNORM, backward, forward, *_hidden(LAYERNORM, gradients=True))
-
-
-def check_instancenorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``instancenorm_forward`` on every hidden case."""
-    _check_forward_on(INSTANCENORM, forward, *_hidden(INSTANCENORM))
-
-
-def check_instancenorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``instancenorm_backward`` on every hidden case."""
-    _check_backward_on(INSTANCENORM, backward, forward, *_hidden(INSTANCENORM))
-
-
-def check_groupnorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``groupnorm_forward`` on every hidden case (G = 1, G = C, N = 1, ...)."""
-    _check_forward_on(GROUPNORM, forward, *_hidden(GROUPNORM))
+check_layernorm_forward_hidden = hidden_twin(check_layernorm_forward, lambda: _hidden(LAYERNORM))
+check_layernorm_backward_hidden = hidden_twin(
+    check_layernorm_backward, lambda: _hidden(LAYERNORM, gradients=True)
+)
+check_instancenorm_forward_hidden = hidden_twin(
+    check_instancenorm_forward, lambda: _hidden(INSTANCENORM)
+)
+check_instancenorm_backward_hidden = hidden_twin(
+    check_instancenorm_backward, lambda: _hidden(INSTANCENORM)
+)
+check_groupnorm_forward_hidden = hidden_twin(check_groupnorm_forward, lambda: _hidden(GROUPNORM))
+check_groupnorm_backward_hidden = hidden_twin(check_groupnorm_backward, lambda: _hidden(GROUPNORM))
+check_rmsnorm_forward_hidden = hidden_twin(check_rmsnorm_forward, lambda: _hidden(RMSNORM))
+check_rmsnorm_backward_hidden = hidden_twin(
+    check_rmsnorm_backward, lambda: _hidden(RMSNORM, gradients=True)
+)
 
 
 def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
@@ -131,18 +132,3 @@ def check_groupnorm_rejects_uneven_groups_hidden(forward: Callable) -> None:
     for shape, groups in INDIVISIBLE_HIDDEN:
         _check_indivisible_groups(forward, shape, groups)
     print(f"{_name(forward)} raises ValueError for every uneven split — correct")
-
-
-def check_groupnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``groupnorm_backward`` on every hidden case."""
-    _check_backward_on(GROUPNORM, backward, forward, *_hidden(GROUPNORM))
-
-
-def check_rmsnorm_forward_hidden(forward: Callable) -> None:
-    """Hidden check of ``rmsnorm_forward`` on every hidden case (a near-zero row included)."""
-    _check_forward_on(RMSNORM, forward, *_hidden(RMSNORM))
-
-
-def check_rmsnorm_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of ``rmsnorm_backward`` on every hidden case."""
-    _check_backward_on(RMSNORM, backward, forward, *_hidden(RMSNORM, gradients=True))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from utils.checks.running_stats import _check
+from utils.checks.hidden import hidden_twin
+from utils.checks.running_stats import (
+    check_batchnorm1d_batch_of_one,
+    check_batchnorm1d_cumulative,
+    check_batchnorm1d_eval,
+    check_batchnorm1d_options,
+    check_batchnorm1d_training,
+)
 from utils.checks.running_stats.scenario import (
     FAR,
     LONG,
@@ -14,6 +21,7 @@ from utils.checks.running_stats.scenario import (
     make_scenario,
 )
 from utils.checks.scenario import Scenario, scenarios_from
+from utils.checks.twins import On
 
 HIDDEN = {
     "training": [
@@ -128,21 +136,20 @@ def hidden_scenarios(topic: str) -> list[Scenario]:
     return scenarios_from(HIDDEN, topic, make_scenario)
 
 
-def check_batchnorm1d_training_hidden(cls) -> None:
-    _check(cls, "training", hidden_scenarios("training"), hidden=True)
+def _hidden(topic: str) -> On:
+    return On(hidden_scenarios(topic), hidden=True)
 
 
-def check_batchnorm1d_eval_hidden(cls) -> None:
-    _check(cls, "eval", hidden_scenarios("eval"), hidden=True)
-
-
-def check_batchnorm1d_cumulative_hidden(cls) -> None:
-    _check(cls, "cumulative", hidden_scenarios("cumulative"), hidden=True)
-
-
-def check_batchnorm1d_options_hidden(cls) -> None:
-    _check(cls, "options", hidden_scenarios("options"), hidden=True)
-
-
-def check_batchnorm1d_batch_of_one_hidden(cls) -> None:
-    _check(cls, "batch_of_one", hidden_scenarios("batch_of_one"), hidden=True)
+check_batchnorm1d_training_hidden = hidden_twin(
+    check_batchnorm1d_training, lambda: _hidden("training")
+)
+check_batchnorm1d_eval_hidden = hidden_twin(check_batchnorm1d_eval, lambda: _hidden("eval"))
+check_batchnorm1d_cumulative_hidden = hidden_twin(
+    check_batchnorm1d_cumulative, lambda: _hidden("cumulative")
+)
+check_batchnorm1d_options_hidden = hidden_twin(
+    check_batchnorm1d_options, lambda: _hidden("options")
+)
+check_batchnorm1d_batch_of_one_hidden = hidden_twin(
+    check_batchnorm1d_batch_of_one, lambda: _hidden("batch_of_one")
+)

@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from utils.cases import Case, make_case
+from utils.checks.hidden import hidden_twin
 from utils.checks.spatial import (
     ROUTE_1,
     ROUTE_2_RULE,
     ChannelsLastCase,
-    _check_backward_on,
     _forward_error,
-    _layout_error,
     _name,
     channels_last_view,
+    check_channel_rows,
+    check_spatial_backward,
+    check_spatial_backward_direct,
 )
+from utils.checks.twins import On, counted
 from utils.diagnose import on_cases
 from utils.diagnose import report as report_line
 from utils.guard import names_refused
@@ -54,13 +57,15 @@ def hidden_cases(seed: int = 60_606) -> list[Case]:
     return cases
 
 
-def check_channel_rows_hidden(channels_to_rows: Callable, rows_to_channels: Callable) -> None:
-    """Hidden check of the conversions on every hidden case."""
-    cases = hidden_cases()
-    err = on_cases(cases, lambda c: _layout_error(channels_to_rows, rows_to_channels, c))
-    report_line(
-        f"{_name(channels_to_rows)} and {_name(rows_to_channels)} on {len(cases)} cases", err
-    )
+def _hidden() -> On:
+    return counted(hidden_cases(), " on {n} hidden cases")
+
+
+check_channel_rows_hidden = hidden_twin(
+    check_channel_rows, lambda: counted(hidden_cases(), " on {n} cases")
+)
+check_spatial_backward_hidden = hidden_twin(check_spatial_backward, _hidden)
+check_spatial_backward_direct_hidden = hidden_twin(check_spatial_backward_direct, _hidden)
 
 
 def check_spatial_forward_hidden(forward: Callable) -> None:
@@ -70,20 +75,7 @@ def check_spatial_forward_hidden(forward: Callable) -> None:
     report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
 
 
-def check_spatial_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of a spatial backward on every hidden case."""
-    cases = hidden_cases()
-    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
-
-
 def check_spatial_forward_direct_hidden(forward: Callable) -> None:
     """``check_spatial_forward_hidden`` for route 2, with the functions of ``ROUTE_1`` refused."""
     with names_refused((forward,), ROUTE_1, ROUTE_2_RULE):
         check_spatial_forward_hidden(forward)
-
-
-def check_spatial_backward_direct_hidden(backward: Callable, forward: Callable) -> None:
-    """``check_spatial_backward_hidden`` for route 2, with the functions of ``ROUTE_1``
-    refused."""
-    with names_refused((backward, forward), ROUTE_1, ROUTE_2_RULE):
-        check_spatial_backward_hidden(backward, forward)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from utils.cases import LARGE_OFFSET, make_case
+from utils.checks.hidden import hidden_twin
 from utils.checks.sync_batchnorm import (
     CANCELLATION_HINT,
     SyncCase,
-    _check_backward_on,
-    _check_default_eps,
-    _checked_forward,
-    _moments_error,
-    _name,
-    _on_cases,
+    check_global_moments,
+    check_sync_backward,
+    check_sync_forward,
 )
-from utils.diagnose import report as report_line
+from utils.checks.twins import On, counted
 
 HIDDEN_SPLITS = (
     ((8, 4), (2, 2, 2, 2)),  # four ranks, equal shards
@@ -60,22 +56,12 @@ def hidden_cases(seed: int = 101_010) -> list[SyncCase]:
     return cases
 
 
-def check_global_moments_hidden(global_moments: Callable) -> None:
-    """Hidden check of ``global_moments`` on every hidden case."""
-    cases = hidden_cases()
-    err = _on_cases(cases, lambda sc: _moments_error(global_moments, sc))
-    report_line(f"{_name(global_moments)} on {len(cases)} hidden cases", err)
+def _hidden(gradients: bool = False) -> On:
+    """The hidden cases; for gradients, only those that check them."""
+    cases = [sc for sc in hidden_cases() if sc.gradients or not gradients]
+    return counted(cases, " on {n} hidden cases")
 
 
-def check_sync_forward_hidden(forward: Callable) -> None:
-    """Hidden check of a synchronized forward on every hidden case."""
-    cases = hidden_cases()
-    err = _on_cases(cases, lambda sc: _checked_forward(forward, sc)[0])
-    _check_default_eps(forward)
-    report_line(f"{_name(forward)} on {len(cases)} hidden cases", err)
-
-
-def check_sync_backward_hidden(backward: Callable, forward: Callable) -> None:
-    """Hidden check of a synchronized backward on every hidden case that checks gradients."""
-    cases = [sc for sc in hidden_cases() if sc.gradients]
-    _check_backward_on(backward, forward, cases, f" on {len(cases)} hidden cases")
+check_global_moments_hidden = hidden_twin(check_global_moments, _hidden)
+check_sync_forward_hidden = hidden_twin(check_sync_forward, _hidden)
+check_sync_backward_hidden = hidden_twin(check_sync_backward, lambda: _hidden(gradients=True))

@@ -5,18 +5,21 @@ from __future__ import annotations
 import torch
 
 from utils.cases import LARGE_OFFSET, Case, make_case
+from utils.checks.hidden import hidden_twin
 from utils.checks.scenario import Scenario
 from utils.checks.spatial import ChannelsLastCase, channels_last_view
 from utils.checks.torch_module.fold import FoldCase, _fold_one, make_fold_case
 from utils.checks.torch_module.function import (
     _backward_one,
-    _forward_one,
     _name_of,
     _only_x_requires_grad,
+    check_function_forward,
     require_own_backward,
 )
 from utils.checks.torch_module.module import (
     _check_scenarios,
+    check_module_modes,
+    check_module_training,
     compare_registration,
     compare_saved_state,
 )
@@ -27,6 +30,7 @@ from utils.checks.torch_module.scenario import (
     make_scenario,
     scenarios,
 )
+from utils.checks.twins import On, counted
 from utils.diagnose import on_cases, report
 
 HIDDEN_SHAPES = ((2, 1), (6, 4), (2, 1, 3, 2), (3, 2, 3), (1, 3, 2, 2), (4, 2, 1, 1))
@@ -56,10 +60,10 @@ def hidden_cases(seed: int = 9_090) -> list[Case]:
     return cases
 
 
-def check_function_forward_hidden(fn_cls) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _forward_one(fn_cls, case))
-    report(f"{_name_of(fn_cls)}.forward, {len(cases)} hidden cases, vs F.batch_norm", err)
+check_function_forward_hidden = hidden_twin(
+    check_function_forward,
+    lambda: counted(hidden_cases(), ", {n} hidden cases, vs F.batch_norm"),
+)
 
 
 def check_function_backward_hidden(fn_cls) -> None:
@@ -215,12 +219,12 @@ def check_fold_hidden(fold) -> None:
     report(f"fold_batchnorm: {len(cases)} hidden cases", err)
 
 
-def check_module_training_hidden(cls, fn_cls) -> None:
-    _check_scenarios(cls, fn_cls, "training mode", scenarios(HIDDEN, "training"), True)
-
-
-def check_module_modes_hidden(cls, fn_cls) -> None:
-    _check_scenarios(cls, fn_cls, "modes and options", scenarios(HIDDEN, "modes"), True)
+check_module_training_hidden = hidden_twin(
+    check_module_training, lambda: On(scenarios(HIDDEN, "training"), hidden=True)
+)
+check_module_modes_hidden = hidden_twin(
+    check_module_modes, lambda: On(scenarios(HIDDEN, "modes"), hidden=True)
+)
 
 
 def check_module_state_hidden(cls, fn_cls) -> None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from utils.cases import LARGE_OFFSET
+from utils.checks.hidden import hidden_twin
 from utils.checks.torch_module.function import _name_of, require_own_backward
 from utils.checks.triton_kernels.common import FLOAT32, KernelCase, float32_case, kernel_case
 from utils.checks.triton_kernels.function import _function_backward_one, _function_forward_one
 from utils.checks.triton_kernels.kernels import (
-    _elementwise_one,
-    _normalize_one,
-    _on_cases_pairs,
-    _reductions_one,
-    _report_gradients,
     _statistics_one,
+    check_backward_elementwise,
+    check_backward_reductions,
+    check_normalize_affine,
 )
+from utils.checks.twins import On, counted
 from utils.diagnose import on_cases, report
 
 
@@ -46,24 +46,15 @@ def check_channel_statistics_hidden(fn) -> None:
     report("channel_statistics, float32 with a large mean", err, FLOAT32)
 
 
-def check_normalize_affine_hidden(fn) -> None:
-    cases = hidden_cases()
-    err = on_cases(cases, lambda case: _normalize_one(fn, case))
-    report(f"normalize_affine, {len(cases)} hidden cases, vs F.batch_norm", err)
-
-
-def check_backward_reductions_hidden(fn) -> None:
-    _report_gradients(
-        "backward_reductions, hidden cases",
-        _on_cases_pairs(hidden_cases(), lambda c: _reductions_one(fn, c)),
-    )
-
-
-def check_backward_elementwise_hidden(fn) -> None:
-    _report_gradients(
-        "backward_elementwise, hidden cases",
-        _on_cases_pairs(hidden_cases(), lambda c: _elementwise_one(fn, c)),
-    )
+check_normalize_affine_hidden = hidden_twin(
+    check_normalize_affine, lambda: counted(hidden_cases(), ", {n} hidden cases, vs F.batch_norm")
+)
+check_backward_reductions_hidden = hidden_twin(
+    check_backward_reductions, lambda: On(hidden_cases(), ", hidden cases")
+)
+check_backward_elementwise_hidden = hidden_twin(
+    check_backward_elementwise, lambda: On(hidden_cases(), ", hidden cases")
+)
 
 
 def check_function_forward_hidden(fn_cls) -> None:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
-from utils.checks.why.along_gradient import LandscapeCase, _landscape_error
-from utils.checks.why.common import on_cases
+from utils.checks.hidden import hidden_twin
+from utils.checks.twins import counted
+from utils.checks.why.along_gradient import (
+    LandscapeCase,
+    check_gradient_changes,
+    check_losses_along_gradient,
+)
 from utils.checks.why.covariate_shift import (
     IcsCase,
     ShiftCase,
-    _gradient_ics_error,
-    _input_shift_error,
+    check_gradient_ics,
+    check_input_shift,
 )
 from utils.checks.why.scale_invariance import (
     ScaleCase,
-    _gradient_norms_error,
-    _output_changes_error,
+    check_output_changes,
+    check_weight_gradient_norms,
 )
-from utils.diagnose import report
 
 # --- part 1: scale invariance ---
 
@@ -32,18 +33,13 @@ HIDDEN_SCALE_CASES = (
 )
 
 
-def check_output_changes_hidden(output_changes: Callable) -> None:
-    """Hidden check: eps > 0, a ReLU after BatchNorm, N=2, D_out=1, one alpha."""
-    cases = HIDDEN_SCALE_CASES
-    err = on_cases(cases, partial(_output_changes_error, output_changes))
-    report(f"output_changes on {len(cases)} hidden layers", err)
-
-
-def check_weight_gradient_norms_hidden(weight_gradient_norms: Callable) -> None:
-    """Hidden check of weight_gradient_norms on the hidden layers."""
-    cases = HIDDEN_SCALE_CASES
-    err = on_cases(cases, partial(_gradient_norms_error, weight_gradient_norms))
-    report(f"weight_gradient_norms on {len(cases)} hidden layers", err)
+check_output_changes_hidden = hidden_twin(
+    check_output_changes, lambda: counted(HIDDEN_SCALE_CASES, "output_changes on {n} hidden layers")
+)
+check_weight_gradient_norms_hidden = hidden_twin(
+    check_weight_gradient_norms,
+    lambda: counted(HIDDEN_SCALE_CASES, "weight_gradient_norms on {n} hidden layers"),
+)
 
 
 # --- part 2: the landscape along the gradient ---
@@ -56,18 +52,14 @@ HIDDEN_LANDSCAPE_CASES = (
 )
 
 
-def check_losses_along_gradient_hidden(losses_along_gradient: Callable) -> None:
-    """Hidden check: a saddle, least squares, an MLP without BatchNorm, one step size."""
-    check = partial(_landscape_error, losses_along_gradient, "losses")
-    cases = HIDDEN_LANDSCAPE_CASES
-    report(f"losses_along_gradient on {len(cases)} hidden cases", on_cases(cases, check))
-
-
-def check_gradient_changes_hidden(gradient_changes: Callable) -> None:
-    """Hidden check of gradient_changes on the hidden cases."""
-    check = partial(_landscape_error, gradient_changes, "changes")
-    cases = HIDDEN_LANDSCAPE_CASES
-    report(f"gradient_changes on {len(cases)} hidden cases", on_cases(cases, check))
+check_losses_along_gradient_hidden = hidden_twin(
+    check_losses_along_gradient,
+    lambda: counted(HIDDEN_LANDSCAPE_CASES, "losses_along_gradient on {n} hidden cases"),
+)
+check_gradient_changes_hidden = hidden_twin(
+    check_gradient_changes,
+    lambda: counted(HIDDEN_LANDSCAPE_CASES, "gradient_changes on {n} hidden cases"),
+)
 
 
 # --- part 3: covariate shift ---
@@ -82,12 +74,9 @@ HIDDEN_SHIFT_CASES = (
 )
 
 
-def check_input_shift_hidden(input_shift: Callable) -> None:
-    """Hidden check: the raw input, after a ReLU, no BatchNorm, noisy BatchNorm, N=2, and a
-    BatchNorm network handed over in eval mode."""
-    cases = HIDDEN_SHIFT_CASES
-    err = on_cases(cases, partial(_input_shift_error, input_shift))
-    report(f"input_shift on {len(cases)} hidden cases", err)
+check_input_shift_hidden = hidden_twin(
+    check_input_shift, lambda: counted(HIDDEN_SHIFT_CASES, "input_shift on {n} hidden cases")
+)
 
 
 HIDDEN_ICS_CASES = (
@@ -99,8 +88,6 @@ HIDDEN_ICS_CASES = (
 )
 
 
-def check_gradient_ics_hidden(gradient_ics: Callable) -> None:
-    """Hidden check: the first layer (nothing before it), other layers and learning rates."""
-    cases = HIDDEN_ICS_CASES
-    err = on_cases(cases, partial(_gradient_ics_error, gradient_ics))
-    report(f"gradient_ics on {len(cases)} hidden cases", err)
+check_gradient_ics_hidden = hidden_twin(
+    check_gradient_ics, lambda: counted(HIDDEN_ICS_CASES, "gradient_ics on {n} hidden cases")
+)

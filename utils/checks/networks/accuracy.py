@@ -18,6 +18,7 @@ from utils.checks.networks.oracle import (
     torch_description,
     torch_mlp,
 )
+from utils.checks.twins import On, paired
 from utils.diagnose import TIGHT, CheckFailure, as_float_array, name_mistake, on_cases, report
 from utils.gradcheck import relative_error
 from utils.guard import call_without_torch
@@ -147,7 +148,8 @@ VISIBLE_ACCURACY_CASES = (AccuracyCase((6, 8, 4), n=30, batch_size=8, seed=1),)
 """Chosen so that every known mistake gives its own, wrong, accuracy (a test verifies it)."""
 
 
-def check_accuracy(accuracy: Callable) -> None:
+@paired(lambda: On(VISIBLE_ACCURACY_CASES, "accuracy (eval mode, batch by batch)"))
+def check_accuracy(on: On, accuracy: Callable) -> None:
     """Visible check of ``accuracy`` against the torch model in eval mode."""
-    err = on_cases(VISIBLE_ACCURACY_CASES, lambda c: _check_accuracy_case(accuracy, c))
-    report("accuracy (eval mode, batch by batch)", err)
+    err = on_cases(on.cases, lambda c: _check_accuracy_case(accuracy, c))
+    report(on.label, err)

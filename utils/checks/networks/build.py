@@ -15,6 +15,7 @@ from utils.checks.networks.oracle import (
     torch_mlp,
     what_it_is,
 )
+from utils.checks.twins import On, paired
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.guard import call_without_torch
 from utils.reference import one_torch_thread
@@ -138,8 +139,9 @@ VISIBLE_BUILD_CASES = (
 )
 
 
-def check_build_mlp(build_mlp: Callable) -> None:
+@paired(lambda: On(VISIBLE_BUILD_CASES, "build_mlp: layers in the right order; weights"))
+def check_build_mlp(on: On, build_mlp: Callable) -> None:
     """Visible check of ``build_mlp``: the layer order, shapes, biases and weights, with and
     without BatchNorm, against the same network built in torch."""
-    err = on_cases(VISIBLE_BUILD_CASES, lambda c: _check_build_case(build_mlp, c))
-    report("build_mlp: layers in the right order; weights", err)
+    err = on_cases(on.cases, lambda c: _check_build_case(build_mlp, c))
+    report(on.label, err)

@@ -21,6 +21,7 @@ from utils.checks.networks.oracle import (
     torch_mlp,
     torch_state,
 )
+from utils.checks.twins import On, paired
 from utils.diagnose import TIGHT, CheckFailure, assert_close, on_cases, report
 from utils.guard import call_without_torch
 from utils.reference import as_tensor, one_torch_thread
@@ -177,8 +178,9 @@ VISIBLE_STEP_CASES = (
 )
 
 
-def check_train_step(train_step: Callable) -> None:
+@paired(lambda: On(VISIBLE_STEP_CASES, "train_step (loss, parameters, running statistics)"))
+def check_train_step(on: On, train_step: Callable) -> None:
     """Visible check of ``train_step``: loss, updated parameters and running statistics after
     one or two steps, against SGD on the same network in torch."""
-    err = on_cases(VISIBLE_STEP_CASES, lambda c: _check_step_case(train_step, c))
-    report("train_step (loss, parameters, running statistics)", err, TIGHT)
+    err = on_cases(on.cases, lambda c: _check_step_case(train_step, c))
+    report(on.label, err, TIGHT)

@@ -49,33 +49,39 @@ from utils.checks.normalization_variants.wrong import (
     backward_mistakes,
     forward_mistakes,
 )
+from utils.checks.twins import On, paired
 
 # --- checks: the ones the notebook calls -------------------------------------------------------
 
 
-def check_layernorm_forward(forward: Callable) -> None:
+@paired(lambda: _visible(LAYERNORM))
+def check_layernorm_forward(on: On, forward: Callable) -> None:
     """Visible check of ``layernorm_forward`` against F.layer_norm on a (4, 5) case."""
-    _check_forward_on(LAYERNORM, forward, *_visible(LAYERNORM))
+    _check_forward_on(LAYERNORM, forward, on.cases, on.label)
 
 
-def check_layernorm_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: _visible(LAYERNORM))
+def check_layernorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``layernorm_backward`` on the cache of ``forward``."""
-    _check_backward_on(LAYERNORM, backward, forward, *_visible(LAYERNORM))
+    _check_backward_on(LAYERNORM, backward, forward, on.cases, on.label)
 
 
-def check_instancenorm_forward(forward: Callable) -> None:
+@paired(lambda: _visible(INSTANCENORM))
+def check_instancenorm_forward(on: On, forward: Callable) -> None:
     """Visible check of ``instancenorm_forward`` against F.instance_norm on a (2, 3, 2, 2) case."""
-    _check_forward_on(INSTANCENORM, forward, *_visible(INSTANCENORM))
+    _check_forward_on(INSTANCENORM, forward, on.cases, on.label)
 
 
-def check_instancenorm_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: _visible(INSTANCENORM))
+def check_instancenorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``instancenorm_backward`` on the cache of ``forward``."""
-    _check_backward_on(INSTANCENORM, backward, forward, *_visible(INSTANCENORM))
+    _check_backward_on(INSTANCENORM, backward, forward, on.cases, on.label)
 
 
-def check_groupnorm_forward(forward: Callable) -> None:
+@paired(lambda: _visible(GROUPNORM))
+def check_groupnorm_forward(on: On, forward: Callable) -> None:
     """Visible check of ``groupnorm_forward`` against F.group_norm (6 channels, 3 groups)."""
-    _check_forward_on(GROUPNORM, forward, *_visible(GROUPNORM))
+    _check_forward_on(GROUPNORM, forward, on.cases, on.label)
 
 
 def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
@@ -87,19 +93,22 @@ def check_groupnorm_rejects_uneven_groups(forward: Callable) -> None:
     print(f"{name} raises ValueError for {channels} channels in {groups} groups — correct")
 
 
-def check_groupnorm_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: _visible(GROUPNORM))
+def check_groupnorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``groupnorm_backward`` on the cache of ``forward``."""
-    _check_backward_on(GROUPNORM, backward, forward, *_visible(GROUPNORM))
+    _check_backward_on(GROUPNORM, backward, forward, on.cases, on.label)
 
 
-def check_rmsnorm_forward(forward: Callable) -> None:
+@paired(lambda: _visible(RMSNORM))
+def check_rmsnorm_forward(on: On, forward: Callable) -> None:
     """Visible check of ``rmsnorm_forward`` against F.rms_norm on a (4, 5) case."""
-    _check_forward_on(RMSNORM, forward, *_visible(RMSNORM))
+    _check_forward_on(RMSNORM, forward, on.cases, on.label)
 
 
-def check_rmsnorm_backward(backward: Callable, forward: Callable) -> None:
+@paired(lambda: _visible(RMSNORM))
+def check_rmsnorm_backward(on: On, backward: Callable, forward: Callable) -> None:
     """Visible check of ``rmsnorm_backward`` -> (dx, dgamma) on the cache of ``forward``."""
-    _check_backward_on(RMSNORM, backward, forward, *_visible(RMSNORM))
+    _check_backward_on(RMSNORM, backward, forward, on.cases, on.label)
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from utils.checks.normalization_variants.wrong import (
     backward_mistakes,
     forward_mistakes,
 )
+from utils.checks.twins import On
 from utils.diagnose import (
     CheckFailure,
     assert_close,
@@ -190,5 +191,5 @@ def _check_backward_on(variant: Variant, backward, forward, cases: list, label: 
     )
 
 
-def _visible(variant: Variant) -> tuple[list, str]:
-    return [visible_case(variant)], ""
+def _visible(variant: Variant) -> On:
+    return On([visible_case(variant)])

@@ -28,6 +28,7 @@ from utils.checks.running_stats.adapter import LESSON, Driver
 from utils.checks.running_stats.reference import MISTAKES, KnownWrongBatchNorm1d, TorchBatchNorm1d
 from utils.checks.running_stats.scenario import make_scenario, visible_scenarios
 from utils.checks.scenario import Scenario
+from utils.checks.twins import On, paired
 from utils.diagnose import TIGHT
 
 # --- the checks ------------------------------------------------------------------------------
@@ -57,30 +58,35 @@ def _check(cls: Callable, topic: str, scenarios: list[Scenario], hidden: bool) -
     engine.check_scenarios(LESSON, learner, name, TOPICS[topic], scenarios, hidden)
 
 
-def check_batchnorm1d_training(cls) -> None:
+@paired(lambda: On(visible_scenarios("training")))
+def check_batchnorm1d_training(on: On, cls) -> None:
     """Visible check: default constructor, initial state, three training batches."""
-    _check(cls, "training", visible_scenarios("training"), hidden=False)
+    _check(cls, "training", on.cases, on.hidden)
 
 
-def check_batchnorm1d_eval(cls) -> None:
+@paired(lambda: On(visible_scenarios("eval")))
+def check_batchnorm1d_eval(on: On, cls) -> None:
     """Visible check: training batches, then eval mode (running statistics, the simple
     backward, no updates), including a batch of one in eval, then back to training."""
-    _check(cls, "eval", visible_scenarios("eval"), hidden=False)
+    _check(cls, "eval", on.cases, on.hidden)
 
 
-def check_batchnorm1d_cumulative(cls) -> None:
+@paired(lambda: On(visible_scenarios("cumulative")))
+def check_batchnorm1d_cumulative(on: On, cls) -> None:
     """Visible check of momentum=None: running statistics are the plain average."""
-    _check(cls, "cumulative", visible_scenarios("cumulative"), hidden=False)
+    _check(cls, "cumulative", on.cases, on.hidden)
 
 
-def check_batchnorm1d_options(cls) -> None:
+@paired(lambda: On(visible_scenarios("options")))
+def check_batchnorm1d_options(on: On, cls) -> None:
     """Visible check of affine=False and of track_running_stats=False."""
-    _check(cls, "options", visible_scenarios("options"), hidden=False)
+    _check(cls, "options", on.cases, on.hidden)
 
 
-def check_batchnorm1d_batch_of_one(cls) -> None:
+@paired(lambda: On(visible_scenarios("batch_of_one")))
+def check_batchnorm1d_batch_of_one(on: On, cls) -> None:
     """Visible check: a training batch of one example raises ValueError."""
-    _check(cls, "batch_of_one", visible_scenarios("batch_of_one"), hidden=False)
+    _check(cls, "batch_of_one", on.cases, on.hidden)
 
 
 __all__ = [

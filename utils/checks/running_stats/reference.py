@@ -15,6 +15,20 @@ def _numpy_or_none(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else to_numpy(tensor)
 
 
+def _module_array(attribute: str, settable: bool = False) -> property:
+    """The module's ``attribute`` as a numpy array (None where PyTorch has None); a settable
+    one copies an assigned value into the module's tensor."""
+
+    def get(self) -> np.ndarray | None:
+        return _numpy_or_none(getattr(self.module, attribute))
+
+    def set_(self, value) -> None:
+        with torch.no_grad():
+            getattr(self.module, attribute).copy_(as_tensor(value))
+
+    return property(get, set_ if settable else None)
+
+
 class TorchBatchNorm1d:
     """``torch.nn.BatchNorm1d`` in float64 behind the lesson's numpy interface: the oracle.
 
@@ -46,33 +60,10 @@ class TorchBatchNorm1d:
     def eval(self):
         return self.train(False)
 
-    def _set_parameter(self, parameter: torch.Tensor, value) -> None:
-        with torch.no_grad():
-            parameter.copy_(as_tensor(value))
-
-    @property
-    def gamma(self) -> np.ndarray | None:
-        return _numpy_or_none(self.module.weight)
-
-    @gamma.setter
-    def gamma(self, value) -> None:
-        self._set_parameter(self.module.weight, value)
-
-    @property
-    def beta(self) -> np.ndarray | None:
-        return _numpy_or_none(self.module.bias)
-
-    @beta.setter
-    def beta(self, value) -> None:
-        self._set_parameter(self.module.bias, value)
-
-    @property
-    def running_mean(self) -> np.ndarray | None:
-        return _numpy_or_none(self.module.running_mean)
-
-    @property
-    def running_var(self) -> np.ndarray | None:
-        return _numpy_or_none(self.module.running_var)
+    gamma = _module_array("weight", settable=True)
+    beta = _module_array("bias", settable=True)
+    running_mean = _module_array("running_mean")
+    running_var = _module_array("running_var")
 
     @property
     def num_batches_tracked(self) -> int | None:

@@ -60,6 +60,7 @@ from utils.checks.torch_module.function import (
     check_function_backward,
     check_function_forward,
     forward_mistakes,
+    reference_gradients,
     require_own_backward,
 )
 from utils.checks.torch_module.module import (
@@ -101,6 +102,7 @@ __all__ = [
     "make_case",
     "make_fold_case",
     "module_mistakes",
+    "reference_gradients",
     "require_own_backward",
     "scenarios",
     "tensor_like_case",

@@ -14,6 +14,7 @@ from utils.checks.torch_module.common import (
     tensor_like_case,
     tensor_of,
 )
+from utils.checks.twins import On, paired
 from utils.diagnose import CheckFailure, assert_close, on_cases, report
 from utils.mistakes import catalogue, describe
 from utils.mistakes.catalogue import PER_SAMPLE, batch_sets
@@ -244,6 +245,14 @@ def forward_losses(outputs, count: int, dout: np.ndarray, what: str) -> list[flo
     return losses
 
 
+def reference_gradients(case: Case) -> dict[str, np.ndarray]:
+    """{"dx", "dgamma", "dbeta"}: autograd of F.batch_norm on ``case``, in float64."""
+    grads = reference.batchnorm_gradients_reference(
+        case.x, case.gamma, case.beta, case.dout, case.eps
+    )
+    return dict(zip(("dx", "dgamma", "dbeta"), grads, strict=True))
+
+
 def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     """The learner's backward on ``case``: called directly (watched) and through the autograd
     engine, against autograd of F.batch_norm; then finite differences of its own forward."""
@@ -251,15 +260,7 @@ def _backward_one(fn_cls, case: Case, with_gradcheck: bool) -> float:
     x, gamma, beta = _inputs(case)
     answer = _grad(fn_cls, case)
     items = backward_items(name, answer.get("direct"))
-    expected = dict(
-        zip(
-            ("dx", "dgamma", "dbeta"),
-            reference.batchnorm_gradients_reference(
-                case.x, case.gamma, case.beta, case.dout, case.eps
-            ),
-            strict=True,
-        )
-    )
+    expected = reference_gradients(case)
     mistakes = backward_mistakes(case)
     worst = 0.0
     for key, got, like in zip(("dx", "dgamma", "dbeta"), items, (x, gamma, beta), strict=False):
@@ -307,10 +308,11 @@ def _gradcheck(fn_cls, case: Case, analytic: list[np.ndarray]) -> None:
         )
 
 
-def check_function_forward(fn_cls) -> None:
+@paired(lambda: On(visible_cases(), f", x of shapes {VISIBLE_SHAPES}, vs F.batch_norm"))
+def check_function_forward(on: On, fn_cls) -> None:
     """Visible check: BatchNormFunction.apply on a 2-D and a 4-D x against F.batch_norm."""
-    err = on_cases(visible_cases(), lambda case: _forward_one(fn_cls, case))
-    report(f"{_name_of(fn_cls)}.forward, x of shapes {VISIBLE_SHAPES}, vs F.batch_norm", err)
+    err = on_cases(on.cases, lambda case: _forward_one(fn_cls, case))
+    report(f"{_name_of(fn_cls)}.forward{on.label}", err)
 
 
 def check_function_backward(fn_cls) -> None:

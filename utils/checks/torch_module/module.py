@@ -17,6 +17,7 @@ from utils.checks.torch_module.adapter import (
 )
 from utils.checks.torch_module.common import in_kernel, kind_of, tensor_of
 from utils.checks.torch_module.scenario import VISIBLE, scenarios
+from utils.checks.twins import On, paired
 from utils.diagnose import CheckFailure, assert_close
 
 # --- side by side with nn.BatchNorm2d ------------------------------------------------------------
@@ -37,16 +38,18 @@ def _check_scenarios(cls, fn_cls, what: str, cases: list[Scenario], hidden: bool
     engine.check_scenarios(LESSON, LearnerRunner(cls, fn_cls), name, what, cases, hidden)
 
 
-def check_module_training(cls, fn_cls) -> None:
+@paired(lambda: On(scenarios(VISIBLE, "training")))
+def check_module_training(on: On, cls, fn_cls) -> None:
     """Visible check: default arguments, three training batches (outputs, gradients, running
     statistics, num_batches_tracked), normalizing through ``fn_cls``."""
-    _check_scenarios(cls, fn_cls, "training mode", scenarios(VISIBLE, "training"), False)
+    _check_scenarios(cls, fn_cls, "training mode", on.cases, on.hidden)
 
 
-def check_module_modes(cls, fn_cls) -> None:
+@paired(lambda: On(scenarios(VISIBLE, "modes")))
+def check_module_modes(on: On, cls, fn_cls) -> None:
     """Visible check: train/eval switches, momentum=None, affine=False and
     track_running_stats=False."""
-    _check_scenarios(cls, fn_cls, "modes and options", scenarios(VISIBLE, "modes"), False)
+    _check_scenarios(cls, fn_cls, "modes and options", on.cases, on.hidden)
 
 
 # --- registered state: parameters, buffers, state_dict, .double(), both directions of loading

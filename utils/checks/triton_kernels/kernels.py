@@ -22,7 +22,15 @@ from utils.checks.triton_kernels.common import (
     launch,
     visible_cases,
 )
-from utils.diagnose import FINITE_DIFFERENCE, CheckFailure, assert_close, on_cases, report
+from utils.checks.twins import On, paired
+from utils.diagnose import (
+    FINITE_DIFFERENCE,
+    CheckFailure,
+    assert_close,
+    on_cases,
+    report,
+    report_gradients,
+)
 from utils.gradcheck import relative_error
 from utils.mistakes import catalogue, describe
 from utils.mistakes.catalogue import batch_sets, quietly, wrong_dx
@@ -199,10 +207,11 @@ def _normalize_one(fn, case: KernelCase) -> float:
     )
 
 
-def check_normalize_affine(fn) -> None:
+@paired(lambda: On(visible_cases(), f", x of shape {VISIBLE_SHAPE}, block=16, vs F.batch_norm"))
+def check_normalize_affine(on: On, fn) -> None:
     """Visible check: y = gamma * (x - mean) * inv_std + beta against F.batch_norm, float64."""
-    err = on_cases(visible_cases(), lambda case: _normalize_one(fn, case))
-    report(f"normalize_affine, x of shape {VISIBLE_SHAPE}, block=16, vs F.batch_norm", err)
+    err = on_cases(on.cases, lambda case: _normalize_one(fn, case))
+    report(f"normalize_affine{on.label}", err)
 
 
 def _gradients(case: KernelCase) -> dict[str, np.ndarray]:
@@ -279,12 +288,7 @@ def _elementwise_one(fn, case: KernelCase) -> tuple[float, float]:
 
 
 def _report_gradients(what: str, errors: list[tuple[float, float]]) -> None:
-    report(f"{what} vs PyTorch autograd", max(e[0] for e in errors))
-    report(
-        f"{what} vs centered differences of F.batch_norm",
-        max(e[1] for e in errors),
-        FINITE_DIFFERENCE,
-    )
+    report_gradients(what, errors, "centered differences of F.batch_norm")
 
 
 def _on_cases_pairs(cases, one) -> list[tuple[float, float]]:
@@ -293,15 +297,19 @@ def _on_cases_pairs(cases, one) -> list[tuple[float, float]]:
     return errors
 
 
-def check_backward_reductions(fn) -> None:
+@paired(lambda: On(visible_cases()))
+def check_backward_reductions(on: On, fn) -> None:
     """Visible check: sum_dy and sum_dy_xhat (= dbeta and dgamma), float64."""
     _report_gradients(
-        "backward_reductions", _on_cases_pairs(visible_cases(), lambda c: _reductions_one(fn, c))
+        f"backward_reductions{on.label}",
+        _on_cases_pairs(on.cases, lambda c: _reductions_one(fn, c)),
     )
 
 
-def check_backward_elementwise(fn) -> None:
+@paired(lambda: On(visible_cases()))
+def check_backward_elementwise(on: On, fn) -> None:
     """Visible check: dx from the two sums, float64."""
     _report_gradients(
-        "backward_elementwise", _on_cases_pairs(visible_cases(), lambda c: _elementwise_one(fn, c))
+        f"backward_elementwise{on.label}",
+        _on_cases_pairs(on.cases, lambda c: _elementwise_one(fn, c)),
     )

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.checks.twins import On, paired
 from utils.checks.why.common import (
     _as_array,
     _assert_restored,
@@ -183,14 +184,16 @@ VISIBLE_LANDSCAPE_CASES = (
 )
 
 
-def check_losses_along_gradient(losses_along_gradient: Callable) -> None:
+@paired(lambda: On(VISIBLE_LANDSCAPE_CASES, "losses_along_gradient"))
+def check_losses_along_gradient(on: On, losses_along_gradient: Callable) -> None:
     """Visible check: a quadratic bowl (closed form) and a BatchNorm MLP (autograd); the
     parameters must be restored."""
     check = partial(_landscape_error, losses_along_gradient, "losses")
-    report("losses_along_gradient", on_cases(VISIBLE_LANDSCAPE_CASES, check))
+    report(on.label, on_cases(on.cases, check))
 
 
-def check_gradient_changes(gradient_changes: Callable) -> None:
+@paired(lambda: On(VISIBLE_LANDSCAPE_CASES, "gradient_changes"))
+def check_gradient_changes(on: On, gradient_changes: Callable) -> None:
     """Visible check of gradient_changes on the quadratic bowl and the BatchNorm MLP."""
     check = partial(_landscape_error, gradient_changes, "changes")
-    report("gradient_changes", on_cases(VISIBLE_LANDSCAPE_CASES, check))
+    report(on.label, on_cases(on.cases, check))

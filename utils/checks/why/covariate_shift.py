@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.checks.twins import On, paired
 from utils.checks.why.common import (
     _as_array,
     _assert_restored,
@@ -192,10 +193,11 @@ def _input_shift_error(fn: Callable, case: ShiftCase) -> float:
 VISIBLE_SHIFT_CASES = (ShiftCase("additive", 1, 0), ShiftCase("bn", 4, 1))
 
 
-def check_input_shift(input_shift: Callable) -> None:
+@paired(lambda: On(VISIBLE_SHIFT_CASES, "input_shift (mean shift, std shift)"))
+def check_input_shift(on: On, input_shift: Callable) -> None:
     """Visible check: a closed-form additive update, and one SGD step of a BatchNorm MLP."""
-    err = on_cases(VISIBLE_SHIFT_CASES, partial(_input_shift_error, input_shift))
-    report("input_shift (mean shift, std shift)", err)
+    err = on_cases(on.cases, partial(_input_shift_error, input_shift))
+    report(on.label, err)
 
 
 # --- part 3b: Santurkar et al.'s gradient-based covariate shift ---------------------------------
@@ -315,7 +317,8 @@ def _gradient_ics_error(fn: Callable, case: IcsCase) -> float:
 VISIBLE_ICS_CASES = (IcsCase("deep linear", 2, 0.3, 0), IcsCase("mlp with BatchNorm", 6, 0.5, 1))
 
 
-def check_gradient_ics(gradient_ics: Callable) -> None:
+@paired(lambda: On(VISIBLE_ICS_CASES, "gradient_ics (difference, cosine)"))
+def check_gradient_ics(on: On, gradient_ics: Callable) -> None:
     """Visible check: a deep linear network (closed form) and a BatchNorm MLP (autograd)."""
-    err = on_cases(VISIBLE_ICS_CASES, partial(_gradient_ics_error, gradient_ics))
-    report("gradient_ics (difference, cosine)", err)
+    err = on_cases(on.cases, partial(_gradient_ics_error, gradient_ics))
+    report(on.label, err)

@@ -10,6 +10,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from utils.checks.twins import On, paired
 from utils.checks.why.common import _as_array, _name, assert_close_scaled, on_cases, run_on_case
 from utils.diagnose import CheckFailure, report
 from utils.landscape import SCALE_LAYERS, linear_only, scale_inputs
@@ -154,14 +155,16 @@ VISIBLE_SCALE_CASES = (
 )
 
 
-def check_output_changes(output_changes: Callable) -> None:
+@paired(lambda: On(VISIBLE_SCALE_CASES, "output_changes (with and without BatchNorm)"))
+def check_output_changes(on: On, output_changes: Callable) -> None:
     """Visible check: the BatchNorm layer's output does not change with alpha, the plain
     layer's changes by exactly |alpha - 1|."""
-    err = on_cases(VISIBLE_SCALE_CASES, partial(_output_changes_error, output_changes))
-    report("output_changes (with and without BatchNorm)", err)
+    err = on_cases(on.cases, partial(_output_changes_error, output_changes))
+    report(on.label, err)
 
 
-def check_weight_gradient_norms(weight_gradient_norms: Callable) -> None:
+@paired(lambda: On(VISIBLE_SCALE_CASES, "weight_gradient_norms (with and without BatchNorm)"))
+def check_weight_gradient_norms(on: On, weight_gradient_norms: Callable) -> None:
     """Visible check: the 1/alpha law with BatchNorm, a constant norm without."""
-    err = on_cases(VISIBLE_SCALE_CASES, partial(_gradient_norms_error, weight_gradient_norms))
-    report("weight_gradient_norms (with and without BatchNorm)", err)
+    err = on_cases(on.cases, partial(_gradient_norms_error, weight_gradient_norms))
+    report(on.label, err)
