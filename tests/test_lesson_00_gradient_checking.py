@@ -389,5 +389,5 @@ def test_knowledge_check_gives_the_point_only_for_the_key(nb, question, key):
 
 @pytest.mark.slow
 def test_knowledge_check_failure_does_not_print_the_key(nb):
-    (outcome,) = nb.run_tests(["test_q1"], answer_q1="a")
+    (outcome,) = nb.run_tests(["test_q1"], "answer_q1 = 'a'")
     assert not outcome.passed and '"b"' not in outcome.message

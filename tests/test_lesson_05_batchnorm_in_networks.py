@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases
+from tests.harness import planted, planted_and_correct_tests, planted_cases
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
 
 def _build_with(body: str) -> str:
     indented = "\n".join("        " + line for line in body.strip().splitlines())
-    return _BUILD_TEMPLATE.format(body=indented)
+    return planted(_BUILD_TEMPLATE, body=indented)
 
 
 BUILD_BUGS = {
@@ -190,8 +190,9 @@ _UPDATE = """
 """
 
 
-def _step_with(mode: str = _TRAIN, step: str = "lr * p.grad", update: str = _UPDATE) -> str:
-    return _STEP_TEMPLATE.format(mode=mode.rstrip(), update=update.format(step=step).rstrip())
+def _step_with(mode: str = _TRAIN, step: str = "lr * p.grad", update: str | None = None) -> str:
+    update = planted(_UPDATE, step=step) if update is None else update
+    return planted(_STEP_TEMPLATE, mode=mode.rstrip(), update=update.rstrip())
 
 
 STEP_BUGS = {
@@ -243,9 +244,7 @@ def train_step(layers, x, y, lr):
 """,
 }
 """substring of the expected failure message -> planted bug."""
-BACKWARD_IN_FORWARD_ORDER = _STEP_TEMPLATE.format(
-    mode=_TRAIN.rstrip(), update=_UPDATE.format(step="lr * p.grad")
-).replace("reversed(layers)", "layers")
+BACKWARD_IN_FORWARD_ORDER = planted(_step_with(), ("reversed(layers)", "layers", 1))
 
 # Each layer is updated right after its own backward: its backward has already used the old
 # weights for dx, so this interleaved order is correct too.
@@ -299,7 +298,7 @@ _CORRECT_RESULT = "np.concatenate(hits).mean()"
 
 
 def _accuracy_with(mode: str = _EVAL, result: str = _CORRECT_RESULT) -> str:
-    return _ACCURACY_TEMPLATE.format(mode=mode.rstrip() or "    pass", result=result)
+    return planted(_ACCURACY_TEMPLATE, mode=mode.rstrip() or "    pass", result=result)
 
 
 ACCURACY_BUGS = {

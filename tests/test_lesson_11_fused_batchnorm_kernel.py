@@ -60,15 +60,6 @@ def test_only_the_keys_pass_the_knowledge_check(nb):
     nb.assert_only_the_key_passes("test_kc_q2", "answer_q2", "b")
 
 
-def planted(nb, cell: str, *edits: tuple[str, str], count: int | None = None) -> str:
-    """The solution cell ``cell`` with each (old, new) replaced everywhere (old must occur)."""
-    source = nb.cell_source(cell)
-    for old, new in edits:
-        assert old in source, f"{old!r} not in {cell}"
-        source = source.replace(old, new)
-    return source
-
-
 def with_function(nb, code: str) -> str:
     """``code`` followed by the notebook's TritonBatchNorm cell: the Function must call the
     launchers ``code`` redefines (it looks them up in the namespace the test runs in)."""
@@ -184,7 +175,7 @@ KERNEL_BUGS = [
 
 @pytest.mark.parametrize("cell, grade_ids, edits, hint", KERNEL_BUGS)
 def test_kernel_bugs_lose_their_points_and_are_named(nb, cell, grade_ids, edits, hint):
-    nb.assert_loses_points(grade_ids, planted(nb, cell, *edits), hint)
+    nb.assert_loses_points(grade_ids, nb.planted(cell, *edits), hint)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +185,7 @@ def test_kernel_bugs_lose_their_points_and_are_named(nb, cell, grade_ids, edits,
 )
 def test_a_broken_kernel_also_fails_the_function_that_uses_it(nb, bug, grade_id):
     cell, _, edits, _ = bug.values
-    nb.assert_loses_points([grade_id], with_function(nb, planted(nb, cell, *edits)))
+    nb.assert_loses_points([grade_id], with_function(nb, nb.planted(cell, *edits)))
 
 
 FUNCTION_BUGS = {
@@ -242,7 +233,7 @@ FUNCTION_BUGS = {
 @pytest.mark.parametrize("label", list(FUNCTION_BUGS))
 def test_function_bugs_lose_their_points(nb, label):
     edits, grade_ids, hint = FUNCTION_BUGS[label]
-    nb.assert_loses_points(grade_ids, planted(nb, "triton_batchnorm", *edits), hint)
+    nb.assert_loses_points(grade_ids, nb.planted("triton_batchnorm", *edits), hint)
 
 
 # --- independent correct implementations -----------------------------------------------------
