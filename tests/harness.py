@@ -303,3 +303,23 @@ def planted_and_correct_tests(planted: list, correct: dict):
         nb.assert_keeps_points(*correct[label])
 
     return test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points
+
+
+def solution_tests(points: Mapping[str, float], others=("test_kc_q1", "test_kc_q2"), written=None):
+    """The two tests every lesson file binds at module level (fixture ``nb``): the solution
+    passes every auto-graded cell, which are exactly ``points`` and ``others`` (the knowledge
+    check), and the cells ``points`` {grade_id: points} and ``written`` (manually graded
+    answers) are worth what the notebook announces.
+
+    Usage: ``test_the_solution_passes_every_grade_cell, test_points_are_as_announced =
+    solution_tests(POINTS)``.
+    """
+    announced = {**points, **(written or {})}
+
+    def test_the_solution_passes_every_grade_cell(nb):
+        assert set(nb.assert_passes_everything()) == {*points, *others}
+
+    def test_points_are_as_announced(nb):
+        assert {g: nb.points(g) for g in announced} == announced
+
+    return test_the_solution_passes_every_grade_cell, test_points_are_as_announced

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Template, planted, planted_and_correct_tests, planted_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +24,11 @@ STATS = ["test_layer_statistics"]
 INIT = ["test_init_weights"]
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*MLP, *STATS, *INIT, "test_answer_q1", "test_answer_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in (*MLP, *STATS, *INIT)] == [3, 3, 2]
-    assert nb.points("written_scale") == 3
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    {**dict.fromkeys(MLP, 3), **dict.fromkeys(STATS, 3), **dict.fromkeys(INIT, 2)},
+    others=("test_answer_q1", "test_answer_q2"),
+    written={"written_scale": 3},
+)
 
 
 @pytest.mark.parametrize("grade_id", ["mlp_activations", "layer_statistics", "init_weights"])

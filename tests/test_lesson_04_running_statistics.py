@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Template, planted, planted_and_correct_tests, planted_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +28,9 @@ ALL = [TRAINING, EVAL, CUMULATIVE, OPTIONS, BATCH_OF_ONE]
 POINTS = {TRAINING: 3, EVAL: 2, CUMULATIVE: 1, OPTIONS: 2, BATCH_OF_ONE: 1}
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*ALL, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in ALL} == POINTS
-    assert nb.points("written_stale_statistics") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_stale_statistics": 2}
+)
 
 
 def test_the_provided_functions_are_locked_and_not_graded(nb):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Template, planted
+from tests.harness import Template, planted, solution_tests
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +23,9 @@ FOLD = "test_fold"
 POINTS = {FORWARD: 2, BACKWARD: 3, TRAINING: 3, MODES: 3, STATE: 2, FOLD: 3}
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*POINTS, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in POINTS} == POINTS
-    assert nb.points("written_folding") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_folding": 2}
+)
 
 
 def test_the_demos_agree_with_pytorch(nb):

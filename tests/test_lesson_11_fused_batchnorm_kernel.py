@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from tests.harness import ROOT
+from tests.harness import ROOT, solution_tests
 
 # The harness executes cells without registering their source, which compiled Triton needs:
 # the lesson's tests always run the interpreter (the GPU test below compiles, through the bench).
@@ -40,14 +40,9 @@ POINTS = {STATS: 3, NORMALIZE: 2, REDUCTIONS: 3, ELEMENTWISE: 2, FORWARD: 2, BAC
 NCHW_OFFSETS = "(i // HW) * C * HW + c * HW + i % HW"
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*POINTS, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in POINTS} == POINTS
-    assert nb.points("written_fusion") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_fusion": 2}
+)
 
 
 def test_the_demos_run_and_agree_with_pytorch(nb):
