@@ -3,6 +3,17 @@
 Planted-bug tests use this: the notebook runs once with the instructor's solution; each test
 then swaps in another implementation of one exercise (a classic mistake, or an independently
 written correct version) and runs that exercise's grade cells, hidden tests included.
+
+A planted bug (or a correct variant) is always a code string, run by
+``SolvedNotebook.run_tests(grade_ids, code)`` before the grade cells; a knowledge-check answer
+too (``answer_q1 = 'a'``). One API builds every such string:
+
+- ``planted(base, *edits, **slots)``: ``base`` is code, or a ``Template`` (code with
+  ``{slot}``s and the good fill of each); ``slots`` fill or override its slots (each must be
+  one of the template's); then each edit ``(old, new)`` or ``(old, new, count)`` replaces every
+  occurrence of ``old``, which must occur (exactly ``count`` times when given): an edit or a
+  slot that matches nothing fails loudly instead of silently planting nothing.
+- ``nb.planted(grade_id, *edits)``: the same edits on the solution cell ``grade_id``.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import string
 import textwrap
 import threading
 import types
@@ -76,6 +88,47 @@ def lesson_of(test_file: str) -> str:
     return next((lesson for lesson in lessons() if rest.startswith(f"{lesson}_")), rest)
 
 
+class Template:
+    """Code with ``{slot}``s (``{{``/``}}`` for literal braces) and the good fill of each slot;
+    ``planted(template)`` is the correct code, ``planted(template, slot=...)`` a planted bug."""
+
+    def __init__(self, text: str, good: Mapping[str, str] | None = None):
+        self.text, self.good = text, dict(good or {})
+        self.slots = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+        unknown = set(self.good) - self.slots
+        if unknown:
+            raise ValueError(f"no slot {sorted(unknown)} in the template")
+
+
+def _edited(source: str, edits, where: str) -> str:
+    for edit in edits:
+        if not (isinstance(edit, tuple) and len(edit) in (2, 3)):
+            raise TypeError(f"a planted edit is (old, new) or (old, new, count), not {edit!r}")
+        old, new, *count = edit
+        found = source.count(old)
+        if not found or (count and found != count[0]):
+            wanted = f"{count[0]} time(s)" if count else "at least once"
+            raise ValueError(
+                f"planted edit: {old!r} occurs {found} time(s) in {where}, not {wanted}"
+            )
+        source = source.replace(old, new)
+    return source
+
+
+def planted(base: str | Template, *edits, **slots: str) -> str:
+    """The code ``base`` (or a ``Template`` filled with its good slots overridden by ``slots``)
+    with each edit ``(old, new)`` / ``(old, new, count)`` applied: every occurrence of ``old``
+    replaced by ``new``. Fails loudly when ``old`` does not occur (or not ``count`` times) or
+    a slot is not the template's."""
+    if isinstance(base, Template) or slots:
+        template = base if isinstance(base, Template) else Template(base)
+        unknown = set(slots) - template.slots
+        if unknown:
+            raise ValueError(f"no slot {sorted(unknown)} in the template")
+        base = template.text.format(**{**template.good, **slots})
+    return _edited(base, edits, f"the code starting {base.lstrip()[:40]!r}")
+
+
 def _grade_id(cell) -> str | None:
     return cell.metadata.get("nbgrader", {}).get("grade_id")
 
@@ -132,22 +185,25 @@ class SolvedNotebook:
                 return cell.source
         raise KeyError(f"no cell with grade_id {grade_id!r}")
 
+    def planted(self, grade_id: str, *edits) -> str:
+        """The solution cell ``grade_id`` with ``edits`` applied, as ``planted`` applies them."""
+        return _edited(self.cell_source(grade_id), edits, f"cell {grade_id}")
+
     def points(self, grade_id: str) -> float:
         for cell in self.nb.cells:
             if _grade_id(cell) == grade_id:
                 return float(cell.metadata["nbgrader"].get("points", 0))
         raise KeyError(grade_id)
 
-    def run_tests(self, grade_ids, code: str | None = None, **overrides) -> list[TestOutcome]:
+    def run_tests(self, grade_ids, code: str | None = None) -> list[TestOutcome]:
         """Run the grade cells ``grade_ids`` in a copy of the namespace.
 
-        code: source (e.g. a planted-bug implementation) executed first in that copy;
-        overrides: names to replace directly. Each cell passes when it raises nothing.
+        code: source (e.g. a planted-bug implementation, from ``planted``) executed first in
+        that copy. Each cell passes when it raises nothing.
         """
         ns = dict(self.namespace)
         if code is not None:
             exec(textwrap.dedent(code), ns)
-        ns.update(overrides)
         ns.update(_bound_to(ns, self.namespace))
         outcomes = []
         for grade_id in grade_ids:
@@ -161,13 +217,9 @@ class SolvedNotebook:
                 plt.close("all")
         return outcomes
 
-    def score(self, grade_ids, code: str | None = None, **overrides) -> float:
+    def score(self, grade_ids, code: str | None = None) -> float:
         """Points the grade cells ``grade_ids`` award to the substituted code."""
-        return sum(
-            self.points(o.grade_id)
-            for o in self.run_tests(grade_ids, code, **overrides)
-            if o.passed
-        )
+        return sum(self.points(o.grade_id) for o in self.run_tests(grade_ids, code) if o.passed)
 
     def code_grade_ids(self) -> list[str]:
         """The grade ids of every auto-graded code cell, in notebook order."""
@@ -201,8 +253,9 @@ class SolvedNotebook:
 
     def assert_only_the_key_passes(self, grade_id: str, name: str, key, answers="abcd") -> dict:
         """The knowledge-check cell ``grade_id`` passes when ``name`` is ``key`` and fails for
-        every other answer; returns {answer: TestOutcome}."""
-        outcomes = {a: self.run_tests([grade_id], **{name: a})[0] for a in answers}
+        every other answer (each planted as the code ``name = answer``); returns
+        {answer: TestOutcome}."""
+        outcomes = {a: self.run_tests([grade_id], f"{name} = {a!r}")[0] for a in answers}
         wrong = {a: o.passed for a, o in outcomes.items() if o.passed != (a == key)}
         assert not wrong, f"{grade_id}: passed={wrong} (key {key!r})"
         return outcomes
@@ -222,11 +275,11 @@ def planted_cases(grade_ids, bugs: Mapping | Iterable) -> list:
     ]
 
 
-def template_cases(grade_ids, template: str, good: dict, bugs) -> list:
-    """``planted_cases`` for a source template: each (slots, hint) in ``bugs`` fills the
-    template with ``good`` overridden by ``slots``, labelled by its hint."""
+def template_cases(grade_ids, template: Template, bugs) -> list:
+    """``planted_cases`` for a ``Template``: each (slots, hint) in ``bugs`` is
+    ``planted(template, **slots)``, labelled by its hint."""
     return planted_cases(
-        grade_ids, [(hint, template.format(**{**good, **slots}), hint) for slots, hint in bugs]
+        grade_ids, [(hint, planted(template, **slots), hint) for slots, hint in bugs]
     )
 
 
@@ -250,3 +303,23 @@ def planted_and_correct_tests(planted: list, correct: dict):
         nb.assert_keeps_points(*correct[label])
 
     return test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points
+
+
+def solution_tests(points: Mapping[str, float], others=("test_kc_q1", "test_kc_q2"), written=None):
+    """The two tests every lesson file binds at module level (fixture ``nb``): the solution
+    passes every auto-graded cell, which are exactly ``points`` and ``others`` (the knowledge
+    check), and the cells ``points`` {grade_id: points} and ``written`` (manually graded
+    answers) are worth what the notebook announces.
+
+    Usage: ``test_the_solution_passes_every_grade_cell, test_points_are_as_announced =
+    solution_tests(POINTS)``.
+    """
+    announced = {**points, **(written or {})}
+
+    def test_the_solution_passes_every_grade_cell(nb):
+        assert set(nb.assert_passes_everything()) == {*points, *others}
+
+    def test_points_are_as_announced(nb):
+        assert {g: nb.points(g) for g in announced} == announced
+
+    return test_the_solution_passes_every_grade_cell, test_points_are_as_announced

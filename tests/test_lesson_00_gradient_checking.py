@@ -16,7 +16,7 @@ import warnings
 import nbformat
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases, solution_path
+from tests.harness import Template, planted, planted_and_correct_tests, planted_cases, solution_path
 
 ASSIGNMENT = "00_gradient_checking"
 RELATIVE_ERROR = ["test_relative_error"]
@@ -60,67 +60,52 @@ def test_total_points(nb):
 
 # --- exercise 1: relative_error ------------------------------------------------------------
 
+RELATIVE_ERROR_TEMPLATE = Template(
+    """
+def relative_error(a, b, floor=1e-12):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("shapes")
+    scale = {scale}
+    return {result}
+""",
+    dict(
+        scale="max(np.abs(a).max(), np.abs(b).max(), floor)",
+        result="float(np.abs(a - b).max() / scale)",
+    ),
+)
+NO_FLOOR = "max(np.abs(a).max(), np.abs(b).max())"
+
 RELATIVE_ERROR_BUGS = {
     "absolute error": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            return float(np.max(np.abs(a - b)))
-        """,
+        planted(RELATIVE_ERROR_TEMPLATE, result="float(np.max(np.abs(a - b)))"),
         "absolute error",
     ),
     "elementwise": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), floor)))
-        """,
+        planted(
+            RELATIVE_ERROR_TEMPLATE,
+            result="float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), floor)))",
+        ),
         "elementwise relative error",
     ),
     "divides by max|a| only": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), floor))
-        """,
+        planted(RELATIVE_ERROR_TEMPLATE, scale="max(np.max(np.abs(a)), floor)"),
         "dividing by max|a| only",
     ),
     "divides by max|b| only": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
-        """,
+        planted(RELATIVE_ERROR_TEMPLATE, scale="max(np.max(np.abs(b)), floor)"),
         "dividing by max|b| only",
     ),
     "euclidean norms": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            scale = max(np.linalg.norm(a), np.linalg.norm(b), floor)
-            return float(np.linalg.norm(a - b) / scale)
-        """,
+        planted(
+            RELATIVE_ERROR_TEMPLATE,
+            scale="max(np.linalg.norm(a), np.linalg.norm(b), floor)",
+            result="float(np.linalg.norm(a - b) / scale)",
+        ),
         "Euclidean norms",
     ),
     "mean instead of max": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            scale = max(np.abs(a).max(), np.abs(b).max(), floor)
-            return float(np.mean(np.abs(a - b)) / scale)
-        """,
+        planted(RELATIVE_ERROR_TEMPLATE, result="float(np.mean(np.abs(a - b)) / scale)"),
         "mean of |a - b|",
     ),
     "no floor (0 / 0 on zeros)": (
@@ -136,23 +121,18 @@ RELATIVE_ERROR_BUGS = {
     ),
     # Special-cases exact zeros, so only the hidden roundoff-sized case can catch it.
     "no floor, zeros special-cased": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            if a.shape != b.shape:
-                raise ValueError("shapes")
-            scale = max(np.abs(a).max(), np.abs(b).max())
-            return 0.0 if scale == 0 else float(np.abs(a - b).max() / scale)
-        """,
+        planted(
+            RELATIVE_ERROR_TEMPLATE,
+            scale=NO_FLOOR,
+            result="0.0 if scale == 0 else float(np.abs(a - b).max() / scale)",
+        ),
         "without the floor",
     ),
     "broadcasts mismatched shapes": (
-        """
-        def relative_error(a, b, floor=1e-12):
-            a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-            scale = max(np.abs(a).max(), np.abs(b).max(), floor)
-            return float(np.abs(a - b).max() / scale)
-        """,
+        planted(
+            RELATIVE_ERROR_TEMPLATE,
+            ('    if a.shape != b.shape:\n        raise ValueError("shapes")\n', "", 1),
+        ),
         "Raise ValueError when the shapes differ",
     ),
     "calls torch": (
@@ -184,104 +164,54 @@ INDEPENDENT_RELATIVE_ERROR = """
 
 # --- exercise 2: numerical_gradient --------------------------------------------------------
 
+NUMERICAL_GRADIENT_CODE = """
+def numerical_gradient(f, x, dout=None, h=1e-5):
+    w = 1.0 if dout is None else dout
+    grad = np.zeros(x.shape)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        plus = np.sum(f(x) * w)
+        x[i] = old - h
+        minus = np.sum(f(x) * w)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+"""
+"""A correct central difference that the planted bugs below edit."""
+
 NUMERICAL_GRADIENT_BUGS = {
     "one-sided difference": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            w = 1.0 if dout is None else dout
-            grad = np.zeros(x.shape)
-            base = np.sum(f(x) * w)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                grad[i] = (np.sum(f(x) * w) - base) / h
-                x[i] = old
-            return grad
-        """,
+        planted(
+            NUMERICAL_GRADIENT_CODE,
+            ("    for i in", "    base = np.sum(f(x) * w)\n    for i in", 1),
+            ("        x[i] = old - h\n        minus = np.sum(f(x) * w)\n", "", 1),
+            ("(plus - minus) / (2 * h)", "(plus - base) / h", 1),
+        ),
         "one-sided difference",
     ),
     "divides by h instead of 2h": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            w = 1.0 if dout is None else dout
-            grad = np.zeros(x.shape)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                plus = np.sum(f(x) * w)
-                x[i] = old - h
-                minus = np.sum(f(x) * w)
-                x[i] = old
-                grad[i] = (plus - minus) / h
-            return grad
-        """,
+        planted(NUMERICAL_GRADIENT_CODE, ("(plus - minus) / (2 * h)", "(plus - minus) / h", 1)),
         "dividing by h instead of 2 * h",
     ),
     "x not restored": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            w = 1.0 if dout is None else dout
-            grad = np.zeros(x.shape)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                plus = np.sum(f(x) * w)
-                x[i] = old - h
-                minus = np.sum(f(x) * w)
-                grad[i] = (plus - minus) / (2 * h)
-            return grad
-        """,
+        planted(NUMERICAL_GRADIENT_CODE, ("        x[i] = old\n", "", 1)),
         "left x changed",
     ),
     "dout ignored": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            grad = np.zeros(x.shape)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                plus = np.sum(f(x))
-                x[i] = old - h
-                minus = np.sum(f(x))
-                x[i] = old
-                grad[i] = (plus - minus) / (2 * h)
-            return grad
-        """,
+        planted(NUMERICAL_GRADIENT_CODE, ("w = 1.0 if dout is None else dout", "w = 1.0", 1)),
         "dout was ignored",
     ),
     "h ignored": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            step = 1e-5
-            w = 1.0 if dout is None else dout
-            grad = np.zeros(x.shape)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + step
-                plus = np.sum(f(x) * w)
-                x[i] = old - step
-                minus = np.sum(f(x) * w)
-                x[i] = old
-                grad[i] = (plus - minus) / (2 * step)
-            return grad
-        """,
+        planted(NUMERICAL_GRADIENT_CODE, ("h=1e-5):\n", "h=1e-5):\n    h = 1e-5\n", 1)),
         "the h argument was ignored",
     ),
     "keeps f(x) arrays that may be views": (
-        """
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            w = 1.0 if dout is None else dout
-            grad = np.zeros(x.shape)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                plus = f(x)
-                x[i] = old - h
-                minus = f(x)
-                x[i] = old
-                grad[i] = np.sum((plus - minus) * w) / (2 * h)
-            return grad
-        """,
+        planted(
+            NUMERICAL_GRADIENT_CODE,
+            ("np.sum(f(x) * w)", "f(x)", 2),
+            ("(plus - minus) / (2 * h)", "np.sum((plus - minus) * w) / (2 * h)", 1),
+        ),
         "f may return a view of x",
     ),
     "perturbs a flattened copy": (
@@ -389,5 +319,5 @@ def test_knowledge_check_gives_the_point_only_for_the_key(nb, question, key):
 
 @pytest.mark.slow
 def test_knowledge_check_failure_does_not_print_the_key(nb):
-    (outcome,) = nb.run_tests(["test_q1"], answer_q1="a")
+    (outcome,) = nb.run_tests(["test_q1"], "answer_q1 = 'a'")
     assert not outcome.passed and '"b"' not in outcome.message

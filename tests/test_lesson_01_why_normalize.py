@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +24,11 @@ STATS = ["test_layer_statistics"]
 INIT = ["test_init_weights"]
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*MLP, *STATS, *INIT, "test_answer_q1", "test_answer_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in (*MLP, *STATS, *INIT)] == [3, 3, 2]
-    assert nb.points("written_scale") == 3
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    {**dict.fromkeys(MLP, 3), **dict.fromkeys(STATS, 3), **dict.fromkeys(INIT, 2)},
+    others=("test_answer_q1", "test_answer_q2"),
+    written={"written_scale": 3},
+)
 
 
 @pytest.mark.parametrize("grade_id", ["mlp_activations", "layer_statistics", "init_weights"])
@@ -145,7 +148,7 @@ def mlp_activations(x, weights, activation):
 
 # --- layer_statistics ----------------------------------------------------------------------------
 
-STATS_TEMPLATE = """
+_STATS_SOURCE = """
 def layer_statistics(activations):
     return {{
         "mean": np.array([{mean} for a in activations]),
@@ -164,25 +167,24 @@ CORRECT = {
 }
 
 
-def _stats_with(key: str, expression: str) -> str:
-    return STATS_TEMPLATE.format(**{**CORRECT, key: expression})
+STATS_TEMPLATE = Template(_STATS_SOURCE, CORRECT)
 
 
 STATS_BUGS = {
-    "the mean of |a|": _stats_with("mean", "np.abs(a).mean()"),
-    "the sample std (ddof=1)": _stats_with("std", "a.std(ddof=1)"),
-    "per unit (axis=0)": _stats_with("std", "a.std(axis=0).mean()"),
-    "per sample (axis=1)": _stats_with("std", "a.std(axis=1).mean()"),
-    "the variance instead of the std": _stats_with("std", "a.var()"),
-    "the mean is not subtracted": _stats_with("std", "np.sqrt(np.mean(a ** 2))"),
-    "|a| >= 0.99 is counted": _stats_with("saturated", "np.mean(np.abs(a) >= 0.99)"),
-    "tanh also saturates at -1": _stats_with("saturated", "np.mean(a > 0.99)"),
-    "a count instead of a fraction": _stats_with("saturated", "np.sum(np.abs(a) > 0.99)"),
-    "a <= 0 is counted": _stats_with("zero", "np.mean(a <= 0)"),
-    "the fraction of non-zero entries": _stats_with("zero", "np.mean(a != 0)"),
-    "the wrong axis": _stats_with("dead", "np.mean(np.all(a == 0, axis=1))"),
-    "any instead of all": _stats_with("dead", "np.mean(np.any(a == 0, axis=0))"),
-    "a count of dead units": _stats_with("dead", "np.sum(np.all(a == 0, axis=0))"),
+    "the mean of |a|": planted(STATS_TEMPLATE, mean="np.abs(a).mean()"),
+    "the sample std (ddof=1)": planted(STATS_TEMPLATE, std="a.std(ddof=1)"),
+    "per unit (axis=0)": planted(STATS_TEMPLATE, std="a.std(axis=0).mean()"),
+    "per sample (axis=1)": planted(STATS_TEMPLATE, std="a.std(axis=1).mean()"),
+    "the variance instead of the std": planted(STATS_TEMPLATE, std="a.var()"),
+    "the mean is not subtracted": planted(STATS_TEMPLATE, std="np.sqrt(np.mean(a ** 2))"),
+    "|a| >= 0.99 is counted": planted(STATS_TEMPLATE, saturated="np.mean(np.abs(a) >= 0.99)"),
+    "tanh also saturates at -1": planted(STATS_TEMPLATE, saturated="np.mean(a > 0.99)"),
+    "a count instead of a fraction": planted(STATS_TEMPLATE, saturated="np.sum(np.abs(a) > 0.99)"),
+    "a <= 0 is counted": planted(STATS_TEMPLATE, zero="np.mean(a <= 0)"),
+    "the fraction of non-zero entries": planted(STATS_TEMPLATE, zero="np.mean(a != 0)"),
+    "the wrong axis": planted(STATS_TEMPLATE, dead="np.mean(np.all(a == 0, axis=1))"),
+    "any instead of all": planted(STATS_TEMPLATE, dead="np.mean(np.any(a == 0, axis=0))"),
+    "a count of dead units": planted(STATS_TEMPLATE, dead="np.sum(np.all(a == 0, axis=0))"),
     "one number per layer": """
 _solution = layer_statistics
 
@@ -254,38 +256,46 @@ def layer_statistics(activations):
 
 # --- init_weights --------------------------------------------------------------------------------
 
-INIT_TEMPLATE = """
+INIT_TEMPLATE = Template("""
 def init_weights(dims, scale, rng):
     return [{draw} for d_in, d_out in zip(dims[:-1], dims[1:])]
-"""
-
-
-def _init_with(draw: str) -> str:
-    return INIT_TEMPLATE.format(draw=draw)
+""")
 
 
 INIT_BUGS = {
-    "sqrt(fan_out)": _init_with("scale / np.sqrt(d_out) * rng.standard_normal((d_in, d_out))"),
-    "scale multiplies the variance": _init_with(
-        "np.sqrt(scale / d_in) * rng.standard_normal((d_in, d_out))"
+    "sqrt(fan_out)": planted(
+        INIT_TEMPLATE, draw="scale / np.sqrt(d_out) * rng.standard_normal((d_in, d_out))"
     ),
-    "the square root is missing": _init_with("scale / d_in * rng.standard_normal((d_in, d_out))"),
-    "an extra sqrt(2)": _init_with(
-        "scale * np.sqrt(2 / d_in) * rng.standard_normal((d_in, d_out))"
+    "scale multiplies the variance": planted(
+        INIT_TEMPLATE, draw="np.sqrt(scale / d_in) * rng.standard_normal((d_in, d_out))"
     ),
-    "Glorot's std": _init_with(
-        "scale * np.sqrt(2 / (d_in + d_out)) * rng.standard_normal((d_in, d_out))"
+    "the square root is missing": planted(
+        INIT_TEMPLATE, draw="scale / d_in * rng.standard_normal((d_in, d_out))"
     ),
-    "the scale is not applied": _init_with("rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)"),
-    "not scaled at all": _init_with("rng.standard_normal((d_in, d_out))"),
-    "Draw from a normal distribution": _init_with(
-        "scale / np.sqrt(d_in) * np.sqrt(3) * rng.uniform(-1, 1, (d_in, d_out))"
+    "an extra sqrt(2)": planted(
+        INIT_TEMPLATE, draw="scale * np.sqrt(2 / d_in) * rng.standard_normal((d_in, d_out))"
     ),
-    "expected 0": _init_with("scale / np.sqrt(d_in) * rng.random((d_in, d_out))"),
-    "transposed?": _init_with("scale / np.sqrt(d_in) * rng.standard_normal((d_out, d_in))"),
-    "the same seed": _init_with("scale / np.sqrt(d_in) * np.random.randn(d_in, d_out)"),
-    "different seeds": _init_with(
-        "scale / np.sqrt(d_in) * np.random.default_rng(0).standard_normal((d_in, d_out))"
+    "Glorot's std": planted(
+        INIT_TEMPLATE,
+        draw="scale * np.sqrt(2 / (d_in + d_out)) * rng.standard_normal((d_in, d_out))",
+    ),
+    "the scale is not applied": planted(
+        INIT_TEMPLATE, draw="rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)"
+    ),
+    "not scaled at all": planted(INIT_TEMPLATE, draw="rng.standard_normal((d_in, d_out))"),
+    "Draw from a normal distribution": planted(
+        INIT_TEMPLATE, draw="scale / np.sqrt(d_in) * np.sqrt(3) * rng.uniform(-1, 1, (d_in, d_out))"
+    ),
+    "expected 0": planted(INIT_TEMPLATE, draw="scale / np.sqrt(d_in) * rng.random((d_in, d_out))"),
+    "transposed?": planted(
+        INIT_TEMPLATE, draw="scale / np.sqrt(d_in) * rng.standard_normal((d_out, d_in))"
+    ),
+    "the same seed": planted(
+        INIT_TEMPLATE, draw="scale / np.sqrt(d_in) * np.random.randn(d_in, d_out)"
+    ),
+    "different seeds": planted(
+        INIT_TEMPLATE,
+        draw="scale / np.sqrt(d_in) * np.random.default_rng(0).standard_normal((d_in, d_out))",
     ),
     "correlated": """
 def init_weights(dims, scale, rng):

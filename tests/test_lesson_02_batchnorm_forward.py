@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+    template_cases,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -17,13 +24,9 @@ FORWARD = ["test_batchnorm_forward"]
 CACHE = ["test_batchnorm_cache"]
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) >= {*STATS, *FORWARD, *CACHE, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in (*STATS, *FORWARD, *CACHE)] == [1, 3, 1]
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    {**dict.fromkeys(STATS, 1), **dict.fromkeys(FORWARD, 3), **dict.fromkeys(CACHE, 1)}
+)
 
 
 # --- batch_statistics ------------------------------------------------------------------------
@@ -48,7 +51,7 @@ INDEPENDENT_STATISTICS = """
 
 # --- batchnorm_forward -----------------------------------------------------------------------
 
-FORWARD_TEMPLATE = """
+_FORWARD_SOURCE = """
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis=0)
     var = x.var(axis={axis}, ddof={ddof}) if {axis} == 0 else x.var(axis=1, keepdims=True)
@@ -61,10 +64,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     return out, cache
 """
 GOOD = dict(axis=0, ddof=0, denominator="np.sqrt(var + eps)", affine="gamma * x_hat + beta")
-
-
-def planted_forward(**bug):
-    return FORWARD_TEMPLATE.format(**{**GOOD, **bug})
+FORWARD_TEMPLATE = Template(_FORWARD_SOURCE, GOOD)
 
 
 FORWARD_BUGS = [
@@ -127,7 +127,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-3):
 
 PLANTED = [
     *planted_cases(STATS, [(hint, code, hint) for hint, code in STATISTICS_BUGS.items()]),
-    *template_cases(FORWARD, FORWARD_TEMPLATE, GOOD, FORWARD_BUGS),
+    *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_BUGS),
     *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
     *planted_cases(FORWARD + CACHE, [("calls torch", TORCH_FORWARD, "PyTorch")]),
     *planted_cases(
@@ -136,7 +136,7 @@ PLANTED = [
 ]
 CORRECT = {
     "independent batch_statistics": (STATS, INDEPENDENT_STATISTICS),
-    "template with no bug": (FORWARD + CACHE, planted_forward()),
+    "template with no bug": (FORWARD + CACHE, planted(FORWARD_TEMPLATE)),
     "independent forward": (FORWARD + CACHE, INDEPENDENT_FORWARD),
 }
 
@@ -157,17 +157,20 @@ CACHE_BUGS = [
 ]
 
 
+CACHE_TEMPLATE = Template("""
+_solution_forward = batchnorm_forward
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    out, cache = _solution_forward(x, gamma, beta, eps)
+    cache = dict(cache)
+    {edit}
+    return out, cache
+""")
+
+
 @pytest.mark.parametrize("edit, hint", CACHE_BUGS, ids=[h for _, h in CACHE_BUGS])
 def test_cache_bugs_lose_the_cache_point_but_not_the_forward_points(nb, edit, hint):
-    code = f"""
-    _solution_forward = batchnorm_forward
-
-    def batchnorm_forward(x, gamma, beta, eps=1e-5):
-        out, cache = _solution_forward(x, gamma, beta, eps)
-        cache = dict(cache)
-        {edit}
-        return out, cache
-    """
+    code = planted(CACHE_TEMPLATE, edit=edit)
     nb.assert_keeps_points(FORWARD, code)
     nb.assert_loses_points(CACHE, code, hint)
 

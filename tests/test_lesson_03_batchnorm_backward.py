@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+    template_cases,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -17,10 +24,9 @@ CLOSED = ["test_batchnorm_backward"]
 CLOSED_FORM = ["test_batchnorm_backward_closed_form"]
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) >= {*STAGED, *CLOSED, *CLOSED_FORM, "test_kc_q1", "test_kc_q2"}
-    assert [nb.points(g) for g in STAGED + CLOSED + CLOSED_FORM] == [3, 2, 1]
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    {**dict.fromkeys(STAGED, 3), **dict.fromkeys(CLOSED, 2), **dict.fromkeys(CLOSED_FORM, 1)}
+)
 
 
 def test_the_forward_is_provided_in_a_locked_cell_that_is_not_graded(nb):
@@ -29,7 +35,7 @@ def test_the_forward_is_provided_in_a_locked_cell_that_is_not_graded(nb):
     assert not meta["nbgrader"]["solution"]
 
 
-STAGED_TEMPLATE = """
+_STAGED_SOURCE = """
 def batchnorm_backward_staged(dout, cache):
     x, gamma, eps = cache["x"], cache["gamma"], cache["eps"]
     n = x.shape[0]
@@ -58,6 +64,7 @@ STAGED_GOOD = dict(
     var_path="2.0 * xc * dvar / n",
     mean_path="dmu / n",
 )
+STAGED_TEMPLATE = Template(_STAGED_SOURCE, STAGED_GOOD)
 STAGED_BUGS = [
     ({"mean_path": "0.0"}, "missing the mean term"),
     ({"var_path": "0.0"}, "missing the variance term"),
@@ -72,7 +79,7 @@ STAGED_BUGS = [
 ]
 
 
-CLOSED_TEMPLATE = """
+_CLOSED_SOURCE = """
 def batchnorm_backward(dout, cache):
     xh, s, g = cache["x_hat"], cache["inv_std"], cache["gamma"]
     n = dout.shape[0]
@@ -87,6 +94,7 @@ CLOSED_GOOD = dict(
     dgamma="(dout * xh).sum(axis=0)",
     dbeta="dout.sum(axis=0)",
 )
+CLOSED_TEMPLATE = Template(_CLOSED_SOURCE, CLOSED_GOOD)
 CLOSED_BUGS = [
     ({"mean_term": "0.0"}, "missing the mean term"),
     ({"var_term": "0.0"}, "missing the variance term"),
@@ -166,8 +174,8 @@ STAGED_THROUGH_CLOSED = """
     """
 
 PLANTED = [
-    *template_cases(STAGED, STAGED_TEMPLATE, STAGED_GOOD, STAGED_BUGS),
-    *template_cases(CLOSED + CLOSED_FORM, CLOSED_TEMPLATE, CLOSED_GOOD, CLOSED_BUGS),
+    *template_cases(STAGED, STAGED_TEMPLATE, STAGED_BUGS),
+    *template_cases(CLOSED + CLOSED_FORM, CLOSED_TEMPLATE, CLOSED_BUGS),
     *planted_cases(CLOSED, [("inv_std without eps", NO_EPS_BACKWARD, "drops eps")]),
     *planted_cases(CLOSED_FORM, [("inv_std without eps", NO_EPS_BACKWARD, "needs only")]),
     *planted_cases(STAGED + CLOSED, [("calls torch", TORCH_BACKWARD, "PyTorch")]),
@@ -180,8 +188,8 @@ PLANTED = [
     ),
 ]
 CORRECT = {
-    "staged template with no bug": (STAGED, STAGED_TEMPLATE.format(**STAGED_GOOD)),
-    "closed template with no bug": (CLOSED + CLOSED_FORM, CLOSED_TEMPLATE.format(**CLOSED_GOOD)),
+    "staged template with no bug": (STAGED, planted(STAGED_TEMPLATE)),
+    "closed template with no bug": (CLOSED + CLOSED_FORM, planted(CLOSED_TEMPLATE)),
     "independent Jacobian backward": (STAGED + CLOSED, INDEPENDENT),
     # granular credit: right numbers from x keep the 2 points of the values
     "closed form recomputed from x": (CLOSED, CLOSED_FROM_X),

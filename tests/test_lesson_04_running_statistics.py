@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +28,9 @@ ALL = [TRAINING, EVAL, CUMULATIVE, OPTIONS, BATCH_OF_ONE]
 POINTS = {TRAINING: 3, EVAL: 2, CUMULATIVE: 1, OPTIONS: 2, BATCH_OF_ONE: 1}
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*ALL, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in ALL} == POINTS
-    assert nb.points("written_stale_statistics") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_stale_statistics": 2}
+)
 
 
 def test_the_provided_functions_are_locked_and_not_graded(nb):
@@ -41,7 +42,7 @@ def test_the_provided_functions_are_locked_and_not_graded(nb):
 # --- planted bugs ----------------------------------------------------------------------------
 # A learner-shaped class with slots; GOOD fills them correctly, each bug replaces one or two.
 
-TEMPLATE = """
+_SOURCE = """
 class BatchNorm1d:
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True):
@@ -123,10 +124,7 @@ GOOD = dict(
     centering="centered = x - mean",
     batch_backward="self.used_batch",
 )
-
-
-def planted(**bug) -> str:
-    return TEMPLATE.format(**{**GOOD, **bug})
+TEMPLATE = Template(_SOURCE, GOOD)
 
 
 BUGS = [
@@ -177,11 +175,11 @@ BUGS = [
     ids=["momentum=None", "batch of one"],
 )
 def test_a_bug_in_one_feature_loses_only_that_cells_points(nb, bug, lost):
-    assert nb.score(ALL, code=planted(**bug)) == sum(POINTS.values()) - POINTS[lost]
+    assert nb.score(ALL, code=planted(TEMPLATE, **bug)) == sum(POINTS.values()) - POINTS[lost]
 
 
 def test_a_layer_raising_in_eval_on_a_batch_of_one_loses_the_eval_points(nb):
-    nb.assert_loses_points([EVAL], planted(too_small="n < 2"), "raised ValueError")
+    nb.assert_loses_points([EVAL], planted(TEMPLATE, too_small="n < 2"), "raised ValueError")
 
 
 # --- an independently written correct class --------------------------------------------------
@@ -295,12 +293,14 @@ TORCH_CLASS = """
             return self.x.grad.numpy()
     """
 
-PLANTED = [pytest.param(cells, planted(**bug), hint, id=hint) for bug, cells, hint in BUGS]
+PLANTED = [
+    pytest.param(cells, planted(TEMPLATE, **bug), hint, id=hint) for bug, cells, hint in BUGS
+]
 PLANTED += planted_cases(ALL, [("calls torch", TORCH_CLASS, "PyTorch")])
 
 
 test_planted_bugs_lose_the_points, test_correct_code_keeps_the_points = planted_and_correct_tests(
-    PLANTED, {"template": (ALL, planted()), "independent": (ALL, INDEPENDENT)}
+    PLANTED, {"template": (ALL, planted(TEMPLATE)), "independent": (ALL, INDEPENDENT)}
 )
 
 

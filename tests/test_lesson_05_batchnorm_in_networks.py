@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases
+from tests.harness import planted, planted_and_correct_tests, planted_cases, solution_tests
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +21,11 @@ STEP = ["test_train_step"]
 ACCURACY = ["test_accuracy"]
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*BUILD, *STEP, *ACCURACY, "test_answer_q1", "test_answer_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in (*BUILD, *STEP, *ACCURACY)] == [3, 4, 2]
-    assert nb.points("written_claims") == 3
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    {**dict.fromkeys(BUILD, 3), **dict.fromkeys(STEP, 4), **dict.fromkeys(ACCURACY, 2)},
+    others=("test_answer_q1", "test_answer_q2"),
+    written={"written_claims": 3},
+)
 
 
 @pytest.mark.parametrize("grade_id", ["build_mlp", "train_step", "accuracy"])
@@ -77,7 +74,7 @@ def build_mlp(dims, use_bn, rng, init_scale=RELU_GAIN):
 
 def _build_with(body: str) -> str:
     indented = "\n".join("        " + line for line in body.strip().splitlines())
-    return _BUILD_TEMPLATE.format(body=indented)
+    return planted(_BUILD_TEMPLATE, body=indented)
 
 
 BUILD_BUGS = {
@@ -190,8 +187,9 @@ _UPDATE = """
 """
 
 
-def _step_with(mode: str = _TRAIN, step: str = "lr * p.grad", update: str = _UPDATE) -> str:
-    return _STEP_TEMPLATE.format(mode=mode.rstrip(), update=update.format(step=step).rstrip())
+def _step_with(mode: str = _TRAIN, step: str = "lr * p.grad", update: str | None = None) -> str:
+    update = planted(_UPDATE, step=step) if update is None else update
+    return planted(_STEP_TEMPLATE, mode=mode.rstrip(), update=update.rstrip())
 
 
 STEP_BUGS = {
@@ -226,26 +224,12 @@ STEP_BUGS = {
 """
     ),
     "the updated parameters": _step_with(step="lr * p.grad / len(x)"),  # a second 1/N
-    "the returned loss": """
-def train_step(layers, x, y, lr):
-    for layer in layers:
-        layer.train()
-    out = x
-    for layer in layers:
-        out = layer.forward(out)
-    loss, grad = softmax_cross_entropy(out, y)
-    for layer in reversed(layers):
-        grad = layer.backward(grad)
-    for layer in layers:
-        for p in layer.parameters():
-            p.data -= lr * p.grad
-    return loss * len(x)  # the summed loss
-""",
+    "the returned loss": planted(
+        _step_with(), ("    return loss\n", "    return loss * len(x)  # the summed loss\n", 1)
+    ),
 }
 """substring of the expected failure message -> planted bug."""
-BACKWARD_IN_FORWARD_ORDER = _STEP_TEMPLATE.format(
-    mode=_TRAIN.rstrip(), update=_UPDATE.format(step="lr * p.grad")
-).replace("reversed(layers)", "layers")
+BACKWARD_IN_FORWARD_ORDER = planted(_step_with(), ("reversed(layers)", "layers", 1))
 
 # Each layer is updated right after its own backward: its backward has already used the old
 # weights for dx, so this interleaved order is correct too.
@@ -299,7 +283,7 @@ _CORRECT_RESULT = "np.concatenate(hits).mean()"
 
 
 def _accuracy_with(mode: str = _EVAL, result: str = _CORRECT_RESULT) -> str:
-    return _ACCURACY_TEMPLATE.format(mode=mode.rstrip() or "    pass", result=result)
+    return planted(_ACCURACY_TEMPLATE, mode=mode.rstrip() or "    pass", result=result)
 
 
 ACCURACY_BUGS = {

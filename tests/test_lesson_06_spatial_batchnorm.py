@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests, planted_cases, template_cases
+from tests.harness import (
+    Template,
+    planted,
+    planted_and_correct_tests,
+    planted_cases,
+    solution_tests,
+    template_cases,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,13 +29,9 @@ BACKWARD_DIRECT = ["test_spatial_batchnorm_backward_direct"]
 EXERCISES = ROWS + FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*EXERCISES, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in EXERCISES] == [2, 3, 3, 2, 2]
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    dict(zip(EXERCISES, [2, 3, 3, 2, 2], strict=True))
+)
 
 
 def test_the_2d_layer_is_provided_in_a_locked_cell_that_is_not_graded(nb):
@@ -82,7 +85,7 @@ INDEPENDENT_ROWS = """
 
 # --- spatial_batchnorm_forward (through the 2-D layer) ---------------------------------------
 
-FORWARD_TEMPLATE = """
+_FORWARD_SOURCE = """
 def spatial_batchnorm_forward(x, gamma, beta, eps=1e-5):
     n, c, h, w = x.shape
     rows = {to_rows}
@@ -101,6 +104,7 @@ FORWARD_GOOD = dict(
     affine="gamma * xh + beta",
     back="np.moveaxis(out_rows.reshape(n, h, w, c), -1, 1)",
 )
+FORWARD_TEMPLATE = Template(_FORWARD_SOURCE, FORWARD_GOOD)
 FORWARD_BUGS = [
     ({"to_rows": "x.reshape(-1, c)"}, "without moving the channel axis last"),
     ({"back": "out_rows.reshape(x.shape)"}, "put back with reshape alone"),
@@ -120,7 +124,7 @@ IN_PLACE_FORWARD = """
 
 # --- spatial_batchnorm_backward (through the 2-D layer) --------------------------------------
 
-BACKWARD_TEMPLATE = """
+_BACKWARD_SOURCE = """
 def spatial_batchnorm_backward(dout, cache):
     n, c, h, w = cache["shape"]
     drows = {to_rows}
@@ -133,6 +137,7 @@ BACKWARD_GOOD = dict(
     back="dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)",
     grads="dgamma, dbeta",
 )
+BACKWARD_TEMPLATE = Template(_BACKWARD_SOURCE, BACKWARD_GOOD)
 BACKWARD_BUGS = [
     ({"to_rows": "dout.reshape(-1, c)"}, "dout was reshaped to (-1, C)"),
     ({"back": "dx_rows.reshape(n, c, h, w)"}, "rows of dx were put back with reshape alone"),
@@ -142,14 +147,14 @@ BACKWARD_BUGS = [
 
 
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
-    code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, "ddof": "1"})
+    code = planted(FORWARD_TEMPLATE, ddof="1")
     nb.assert_loses_points(BACKWARD, code, "fix spatial_batchnorm_forward first")
     nb.assert_loses_points(BACKWARD, code, "unbiased")
 
 
 # --- the direct forward, axis=(0, 2, 3) --------------------------------------------------------
 
-DIRECT_FORWARD_TEMPLATE = """
+_DIRECT_FORWARD_SOURCE = """
 def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis={axes}, keepdims=True)
     var = {var}
@@ -163,6 +168,7 @@ DIRECT_FORWARD_GOOD = dict(
     g="gamma[None, :, None, None]",
     b="beta[None, :, None, None]",
 )
+DIRECT_FORWARD_TEMPLATE = Template(_DIRECT_FORWARD_SOURCE, DIRECT_FORWARD_GOOD)
 DIRECT_FORWARD_BUGS = [
     (
         {"axes": "0", "var": "x.var(axis=0, keepdims=True)"},
@@ -181,7 +187,7 @@ DIRECT_FORWARD_BUGS = [
 
 # --- the direct backward -----------------------------------------------------------------------
 
-DIRECT_BACKWARD_TEMPLATE = """
+_DIRECT_BACKWARD_SOURCE = """
 def spatial_batchnorm_backward_direct(dout, cache):
     xh, s, g = cache["x_hat"], cache["inv_std"], cache["gamma"].reshape(1, -1, 1, 1)
     m = {m}
@@ -197,6 +203,7 @@ DIRECT_BACKWARD_GOOD = dict(
     dgamma="(dout * xh).sum(axis=(0, 2, 3))",
     dbeta="dout.sum(axis=(0, 2, 3))",
 )
+DIRECT_BACKWARD_TEMPLATE = Template(_DIRECT_BACKWARD_SOURCE, DIRECT_BACKWARD_GOOD)
 DIRECT_BACKWARD_BUGS = [
     ({"m": "dout.shape[0]"}, "divided by N instead of by N * H * W"),
     (
@@ -361,15 +368,11 @@ PLANTED = [
         [(label, code, ROUTE_2_HINT) for label, code in ROUTE_1_REUSED_BACKWARD.items()],
     ),
     *planted_cases(ROWS, [(hint, code, hint) for hint, code in ROWS_BUGS.items()]),
-    *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_GOOD, FORWARD_BUGS),
+    *template_cases(FORWARD, FORWARD_TEMPLATE, FORWARD_BUGS),
     *planted_cases(FORWARD, [("in place", IN_PLACE_FORWARD, "in place")]),
-    *template_cases(BACKWARD, BACKWARD_TEMPLATE, BACKWARD_GOOD, BACKWARD_BUGS),
-    *template_cases(
-        FORWARD_DIRECT, DIRECT_FORWARD_TEMPLATE, DIRECT_FORWARD_GOOD, DIRECT_FORWARD_BUGS
-    ),
-    *template_cases(
-        BACKWARD_DIRECT, DIRECT_BACKWARD_TEMPLATE, DIRECT_BACKWARD_GOOD, DIRECT_BACKWARD_BUGS
-    ),
+    *template_cases(BACKWARD, BACKWARD_TEMPLATE, BACKWARD_BUGS),
+    *template_cases(FORWARD_DIRECT, DIRECT_FORWARD_TEMPLATE, DIRECT_FORWARD_BUGS),
+    *template_cases(BACKWARD_DIRECT, DIRECT_BACKWARD_TEMPLATE, DIRECT_BACKWARD_BUGS),
     *planted_cases(EXERCISES, [("calls torch", TORCH_EVERYWHERE, "PyTorch")]),
     *planted_cases(
         FORWARD, [("wrong default eps", WRONG_DEFAULT_EPS, "default must be eps=1e-05")]
@@ -395,19 +398,19 @@ def spatial_batchnorm_forward_direct(x, gamma, beta, eps=1e-5):
 """
 CORRECT = {
     "independent conversions": (ROWS, INDEPENDENT_ROWS),
-    "forward template with no bug": (FORWARD, FORWARD_TEMPLATE.format(**FORWARD_GOOD)),
-    "backward template with no bug": (BACKWARD, BACKWARD_TEMPLATE.format(**BACKWARD_GOOD)),
+    "forward template with no bug": (FORWARD, planted(FORWARD_TEMPLATE)),
+    "backward template with no bug": (BACKWARD, planted(BACKWARD_TEMPLATE)),
     "direct forward template with no bug": (
         FORWARD_DIRECT,
-        DIRECT_FORWARD_TEMPLATE.format(**DIRECT_FORWARD_GOOD),
+        planted(DIRECT_FORWARD_TEMPLATE),
     ),
     "direct backward template with no bug": (
         BACKWARD_DIRECT,
-        DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD),
+        planted(DIRECT_BACKWARD_TEMPLATE),
     ),
     "direct route with a conversion helper of its own": (
         FORWARD_DIRECT + BACKWARD_DIRECT,
-        OWN_HELPER_DIRECT + DIRECT_BACKWARD_TEMPLATE.format(**DIRECT_BACKWARD_GOOD),
+        OWN_HELPER_DIRECT + planted(DIRECT_BACKWARD_TEMPLATE),
     ),
     "independent per-channel implementation": (
         FORWARD + BACKWARD + FORWARD_DIRECT + BACKWARD_DIRECT,

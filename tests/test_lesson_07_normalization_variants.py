@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness import Template, planted, solution_tests
+
 pytestmark = pytest.mark.slow
 
 LN_FORWARD = ["test_layernorm_forward"]
@@ -27,13 +29,9 @@ EXERCISES = (
 )  # fmt: skip
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*EXERCISES, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in EXERCISES] == [2, 3, 2, 1, 3, 1, 1, 2, 3]
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    dict(zip(EXERCISES, [2, 3, 2, 1, 3, 1, 1, 2, 3], strict=True))
+)
 
 
 def test_the_experiment_shows_only_batch_norm_depends_on_the_batch(nb):
@@ -63,7 +61,7 @@ def test_small_batches_hurt_batch_norm_in_training_and_not_group_or_layer_norm(n
 
 # --- planted bugs, one parametrized test per exercise --------------------------------------
 
-LN_FORWARD_TEMPLATE = """
+_LN_FORWARD_SOURCE = """
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis={axes}, keepdims=True)
     var = x.var(axis={axes}, ddof={ddof}, keepdims=True)
@@ -74,6 +72,7 @@ LN_FORWARD_GOOD = dict(
     axes="-1", ddof="0", centered="x - mu", denominator="np.sqrt(var + eps)",
     affine="gamma * xh + beta",
 )  # fmt: skip
+LN_FORWARD_TEMPLATE = Template(_LN_FORWARD_SOURCE, LN_FORWARD_GOOD)
 LN_FORWARD_BUGS = [
     ({"axes": "0"}, "batch axis (axis=0): that is batch norm"),
     ({"ddof": "1"}, "unbiased"),
@@ -85,7 +84,7 @@ LN_FORWARD_BUGS = [
     ({"axes": "1"}, "taken over axis=1"),  # right for (N, D), wrong for (B, T, D)
 ]
 
-LN_BACKWARD_TEMPLATE = """
+_LN_BACKWARD_SOURCE = """
 def layernorm_backward(dout, cache):
     xh = cache["x_hat"]
     s = 1 / np.sqrt(((cache["x"] - cache["x"].mean(-1, keepdims=True)) ** 2).mean(
@@ -106,6 +105,7 @@ LN_BACKWARD_GOOD = dict(
     dxh='dout * cache["gamma"]', m="dout.shape[-1]", mean_term="d.sum(-1, keepdims=True) / m",
     sum_axis="-1", var_count="m", dgamma="(dout * xh).sum(rows)", dbeta="dout.sum(rows)",
 )  # fmt: skip
+LN_BACKWARD_TEMPLATE = Template(_LN_BACKWARD_SOURCE, LN_BACKWARD_GOOD)
 LN_BACKWARD_BUGS = [
     ({"mean_term": "0"}, "missing the mean term"),
     ({"var_count": "(m - 1)"}, "unbiased variance (m - 1)"),
@@ -120,7 +120,7 @@ LN_BACKWARD_BUGS = [
     ({"dbeta": "dout.mean(rows)"}, "averages dout"),
 ]
 
-GN_FORWARD_TEMPLATE = """
+_GN_FORWARD_SOURCE = """
 def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
     n, c, h, w = x.shape
     {guard}
@@ -135,6 +135,7 @@ GN_FORWARD_GOOD = dict(
     guard="if c % num_groups: raise ValueError('C must be divisible by num_groups')",
     groups="num_groups", view="x.reshape(n, g, -1)", axes="2", ddof="0", params="gamma, beta",
 )  # fmt: skip
+GN_FORWARD_TEMPLATE = Template(_GN_FORWARD_SOURCE, GN_FORWARD_GOOD)
 GN_FORWARD_BUGS = [
     ({"view": "x.reshape(n, c // g, g, h, w)", "axes": "(1, 3, 4)"}, "interleaved"),
     (
@@ -153,7 +154,7 @@ GN_UNEVEN_BUGS = [
     ({"guard": "if num_groups > c: raise ValueError('too many groups')"}, "must raise ValueError"),
 ]
 
-GN_BACKWARD_TEMPLATE = """
+_GN_BACKWARD_SOURCE = """
 def groupnorm_backward(dout, cache):
     n, c, h, w = dout.shape
     g = cache["g"]
@@ -179,6 +180,7 @@ GN_BACKWARD_GOOD = dict(
     dxh='(dout * cache["gamma"][:, None, None])', mean_term="d.mean(2, keepdims=True)",
     axes="2", dgamma='(dout * cache["xh"]).sum((0, 2, 3))',
 )  # fmt: skip
+GN_BACKWARD_TEMPLATE = Template(_GN_BACKWARD_SOURCE, GN_BACKWARD_GOOD)
 GN_BACKWARD_BUGS = [
     ({"mean_term": "0"}, "missing the mean term"),
     ({"dxh": "dout"}, "forgets gamma"),
@@ -187,7 +189,7 @@ GN_BACKWARD_BUGS = [
     ({"dgamma": '(dout * cache["xh"]).reshape(n, g, -1).sum((0, 2))'}, "shape"),
 ]
 
-IN_FORWARD_TEMPLATE = """
+_IN_FORWARD_SOURCE = """
 def instancenorm_forward(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis={axes}, keepdims=True)
     xh = (x - mu) / {denominator}
@@ -197,6 +199,7 @@ IN_FORWARD_GOOD = dict(
     axes="(2, 3)", denominator="np.sqrt(x.var(axis=(2, 3), keepdims=True) + eps)",
     affine="gamma.reshape(1, -1, 1, 1) * xh + beta.reshape(1, -1, 1, 1)",
 )  # fmt: skip
+IN_FORWARD_TEMPLATE = Template(_IN_FORWARD_SOURCE, IN_FORWARD_GOOD)
 IN_FORWARD_BUGS = [
     (
         {"axes": "(0, 2, 3)", "denominator": "np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)"},
@@ -211,7 +214,7 @@ IN_FORWARD_BUGS = [
     ({"affine": "gamma * xh + beta"}, "broadcast"),
 ]
 
-IN_BACKWARD_TEMPLATE = """
+_IN_BACKWARD_SOURCE = """
 def instancenorm_backward(dout, cache):
     xh, s, g = cache["xh"], cache["s"], cache["gamma"].reshape(1, -1, 1, 1)
     d = dout * g
@@ -229,6 +232,7 @@ IN_BACKWARD_GOOD = dict(
     axes="(2, 3)", var_term="xh * (d * xh).mean((2, 3), keepdims=True)",
     dgamma="(dout * xh).sum((0, 2, 3))", dbeta="dout.sum((0, 2, 3))",
 )  # fmt: skip
+IN_BACKWARD_TEMPLATE = Template(_IN_BACKWARD_SOURCE, IN_BACKWARD_GOOD)
 IN_BACKWARD_BUGS = [
     ({"var_term": "0"}, "missing the variance term"),
     ({"dgamma": "(dout * xh).sum((2, 3))"}, "a sum over axis=(2, 3)"),
@@ -236,7 +240,7 @@ IN_BACKWARD_BUGS = [
     ({"dgamma": "(dout * xh).sum(0)"}, "a sum over axis=0"),
 ]
 
-RMS_FORWARD_TEMPLATE = """
+_RMS_FORWARD_SOURCE = """
 def rmsnorm_forward(x, gamma, eps=1e-6):
     z = {z}
     ms = (z**2).{reduce}(axis={axes}, keepdims=True)
@@ -246,6 +250,7 @@ def rmsnorm_forward(x, gamma, eps=1e-6):
 RMS_FORWARD_GOOD = dict(
     z="x", reduce="mean", axes="-1", denominator="np.sqrt(ms + eps)", out="gamma * xh",
 )  # fmt: skip
+RMS_FORWARD_TEMPLATE = Template(_RMS_FORWARD_SOURCE, RMS_FORWARD_GOOD)
 RMS_FORWARD_BUGS = [
     ({"z": "x - x.mean(-1, keepdims=True)"}, "the mean is subtracted (that is layer norm)"),
     ({"denominator": "(np.sqrt(ms) + eps)"}, "outside the square root"),
@@ -257,7 +262,7 @@ RMS_FORWARD_BUGS = [
     ({"out": "(gamma * xh).astype(np.float32)"}, "dtype float32"),
 ]
 
-RMS_BACKWARD_TEMPLATE = """
+_RMS_BACKWARD_SOURCE = """
 def rmsnorm_backward(dout, cache):
     xh, r = cache["xh"], cache["r"]
     d = {dxh}
@@ -273,6 +278,7 @@ RMS_BACKWARD_GOOD = dict(
     dxh='dout * cache["gamma"]', mean_term="0", axes="-1",
     dgamma="(dout * xh).reshape(-1, dout.shape[-1]).sum(0)",
 )  # fmt: skip
+RMS_BACKWARD_TEMPLATE = Template(_RMS_BACKWARD_SOURCE, RMS_BACKWARD_GOOD)
 RMS_BACKWARD_BUGS = [
     ({"mean_term": "d.mean(-1, keepdims=True)"}, "dx has a mean term"),
     ({"dxh": "dout"}, "forgets gamma"),
@@ -282,41 +288,41 @@ RMS_BACKWARD_BUGS = [
 ]
 
 EXERCISE_BUGS = {
-    "layernorm_forward": (LN_FORWARD, LN_FORWARD_TEMPLATE, LN_FORWARD_GOOD, LN_FORWARD_BUGS),
-    "layernorm_backward": (LN_BACKWARD, LN_BACKWARD_TEMPLATE, LN_BACKWARD_GOOD, LN_BACKWARD_BUGS),
-    "groupnorm_forward": (GN_FORWARD, GN_FORWARD_TEMPLATE, GN_FORWARD_GOOD, GN_FORWARD_BUGS),
+    "layernorm_forward": (LN_FORWARD, LN_FORWARD_TEMPLATE, LN_FORWARD_BUGS),
+    "layernorm_backward": (LN_BACKWARD, LN_BACKWARD_TEMPLATE, LN_BACKWARD_BUGS),
+    "groupnorm_forward": (GN_FORWARD, GN_FORWARD_TEMPLATE, GN_FORWARD_BUGS),
     "groupnorm_forward's ValueError": (
-        GN_UNEVEN, GN_FORWARD_TEMPLATE, GN_FORWARD_GOOD, GN_UNEVEN_BUGS,
+        GN_UNEVEN, GN_FORWARD_TEMPLATE, GN_UNEVEN_BUGS,
     ),
-    "groupnorm_backward": (GN_BACKWARD, GN_BACKWARD_TEMPLATE, GN_BACKWARD_GOOD, GN_BACKWARD_BUGS),
-    "instancenorm_forward": (IN_FORWARD, IN_FORWARD_TEMPLATE, IN_FORWARD_GOOD, IN_FORWARD_BUGS),
+    "groupnorm_backward": (GN_BACKWARD, GN_BACKWARD_TEMPLATE, GN_BACKWARD_BUGS),
+    "instancenorm_forward": (IN_FORWARD, IN_FORWARD_TEMPLATE, IN_FORWARD_BUGS),
     "instancenorm_backward": (
-        IN_BACKWARD, IN_BACKWARD_TEMPLATE, IN_BACKWARD_GOOD, IN_BACKWARD_BUGS,
+        IN_BACKWARD, IN_BACKWARD_TEMPLATE, IN_BACKWARD_BUGS,
     ),
-    "rmsnorm_forward": (RMS_FORWARD, RMS_FORWARD_TEMPLATE, RMS_FORWARD_GOOD, RMS_FORWARD_BUGS),
+    "rmsnorm_forward": (RMS_FORWARD, RMS_FORWARD_TEMPLATE, RMS_FORWARD_BUGS),
     "rmsnorm_backward": (
-        RMS_BACKWARD, RMS_BACKWARD_TEMPLATE, RMS_BACKWARD_GOOD, RMS_BACKWARD_BUGS,
+        RMS_BACKWARD, RMS_BACKWARD_TEMPLATE, RMS_BACKWARD_BUGS,
     ),
 }  # fmt: skip
-"""exercise -> (its grade cells, a template, the template's correct filling, [(bug, hint)])."""
+"""exercise -> (its grade cells, its Template, [(bug, hint)])."""
 
 PLANTED = [
     pytest.param(exercise, bug, hint, id=f"{exercise}: {hint}")
-    for exercise, (_, _, _, bugs) in EXERCISE_BUGS.items()
+    for exercise, (_, _, bugs) in EXERCISE_BUGS.items()
     for bug, hint in bugs
 ]
 
 
 @pytest.mark.parametrize("exercise", list(EXERCISE_BUGS))
 def test_each_template_without_a_bug_keeps_the_points(nb, exercise):
-    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
-    nb.assert_keeps_points(grade_ids, template.format(**good))
+    grade_ids, template, _ = EXERCISE_BUGS[exercise]
+    nb.assert_keeps_points(grade_ids, planted(template))
 
 
 @pytest.mark.parametrize("exercise, bug, hint", PLANTED)
 def test_planted_bugs_lose_the_points_and_are_named(nb, exercise, bug, hint):
-    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
-    nb.assert_loses_points(grade_ids, template.format(**{**good, **bug}), hint)
+    grade_ids, template, _ = EXERCISE_BUGS[exercise]
+    nb.assert_loses_points(grade_ids, planted(template, **bug), hint)
 
 
 DEFAULT_EPS_BUGS = [
@@ -330,17 +336,21 @@ DEFAULT_EPS_BUGS = [
 @pytest.mark.parametrize("exercise, default", DEFAULT_EPS_BUGS)
 def test_a_wrong_default_eps_loses_the_points(nb, exercise, default):
     """Every check passes eps explicitly; a wrong default is caught by a call without it."""
-    grade_ids, template, good, _ = EXERCISE_BUGS[exercise]
-    code = template.format(**good)
+    grade_ids, template, _ = EXERCISE_BUGS[exercise]
+    code = planted(template)
     signature = code[code.index(f"def {exercise}(") :].split("\n", 1)[0]
-    wrong = signature.replace(signature[signature.index("eps=") : signature.index(")")], default)
-    nb.assert_loses_points(grade_ids, code.replace(signature, wrong), "the default must be eps=")
+    wrong = planted(
+        signature, (signature[signature.index("eps=") : signature.index(")")], default, 1)
+    )
+    nb.assert_loses_points(
+        grade_ids, planted(code, (signature, wrong, 1)), "the default must be eps="
+    )
 
 
 @pytest.mark.parametrize("bug, _", GN_UNEVEN_BUGS)
 def test_a_right_groupnorm_without_its_value_error_keeps_the_forward_points(nb, bug, _):
     """Granular credit: the ValueError is its own requirement, graded in its own cell."""
-    code = GN_FORWARD_TEMPLATE.format(**{**GN_FORWARD_GOOD, **bug})
+    code = planted(GN_FORWARD_TEMPLATE, **bug)
     nb.assert_keeps_points(GN_FORWARD, code)
     nb.assert_loses_points(GN_UNEVEN, code, "must raise ValueError")
 
@@ -356,8 +366,8 @@ def test_a_forward_that_modifies_x_in_place_loses_the_points(nb):
 
 
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
-    code = LN_BACKWARD_TEMPLATE.format(**LN_BACKWARD_GOOD).replace(
-        "x.var(-1, keepdims=True)", "x.var(-1, ddof=1, keepdims=True)"
+    code = planted(
+        LN_BACKWARD_TEMPLATE, ("x.var(-1, keepdims=True)", "x.var(-1, ddof=1, keepdims=True)")
     )
     nb.assert_loses_points(LN_BACKWARD, code, "fix layernorm_forward first")
 

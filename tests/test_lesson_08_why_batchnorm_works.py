@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests
+from tests.harness import planted, planted_and_correct_tests
 
 pytestmark = pytest.mark.slow
 
@@ -101,10 +101,12 @@ def output_changes(layer, weight, x, alphas):
 """
 
 
+def _indented(body: str) -> str:
+    return "\n".join("        " + line for line in body.strip().splitlines())
+
+
 def _output_with(body: str) -> str:
-    return _OUTPUT_TEMPLATE.format(
-        body="\n".join("        " + line for line in body.strip().splitlines())
-    )
+    return planted(_OUTPUT_TEMPLATE, body=_indented(body))
 
 
 OUTPUT_BUGS = {
@@ -156,9 +158,7 @@ def weight_gradient_norms(layer, weight, x, alphas, upstream):
 
 
 def _gradient_with(body: str) -> str:
-    return _GRADIENT_TEMPLATE.format(
-        body="\n".join("        " + line for line in body.strip().splitlines())
-    )
+    return planted(_GRADIENT_TEMPLATE, body=_indented(body))
 
 
 GRADIENT_BUGS = {
@@ -258,7 +258,8 @@ def _landscape_with(
     step: str = _STEP,
     restore: str = _RESTORE,
 ) -> str:
-    return _LANDSCAPE_TEMPLATE.format(
+    return planted(
+        _LANDSCAPE_TEMPLATE,
         name=name,
         gradient=gradient,
         step=step,
@@ -419,8 +420,9 @@ REVIEW_BUGS = [
     ),
     (
         LOSSES,
-        _landscape_with("losses_along_gradient", _MEASURE_LOSS).replace(
-            "    params = list(", "    model.eval()\n    params = list(", 1
+        planted(
+            _landscape_with("losses_along_gradient", _MEASURE_LOSS),
+            ("    params = list(", "    model.eval()\n    params = list(", 1),
         ),
         "left the model in eval mode",
     ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted_and_correct_tests
+from tests.harness import Template, planted, planted_and_correct_tests
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 SHIFT = ["test_input_shift"]
 ICS = ["test_gradient_ics"]
 
-_SHIFT_TEMPLATE = """
+_SHIFT_SOURCE = """
 def _record(model, layer, x):
     seen = []
     handle = layer.{hook}(lambda module, *args: seen.append({grab}.detach().clone()))
@@ -45,36 +45,44 @@ _SHIFT_DEFAULTS = {
     "correction": 0,
     "result": "float(mean), float(std.mean())",
 }
-
-
-def _shift_with(**changes) -> str:
-    return _SHIFT_TEMPLATE.format(**(_SHIFT_DEFAULTS | changes))
+_SHIFT_TEMPLATE = Template(_SHIFT_SOURCE, _SHIFT_DEFAULTS)
 
 
 SHIFT_BUGS = {
-    "the output of layer was recorded": _shift_with(hook="register_forward_hook", grab="args[1]"),
-    "left a hook registered": _shift_with(remove=""),
-    "the unbiased std": _shift_with(correction=1),
-    "the mean of |after - before|": _shift_with(
-        result="float((after - before).abs().mean()), float((after - before).abs().mean())"
+    "the output of layer was recorded": planted(
+        _SHIFT_TEMPLATE, hook="register_forward_hook", grab="args[1]"
     ),
-    "called update() 2 times": _shift_with().replace("    update()\n", "    update()\n" * 2),
-    "called update() 0 times": _shift_with().replace("    update()\n", ""),
-    "evaluation mode": _shift_with().replace(
-        "    with torch.no_grad():\n        model(x)",
-        "    was = model.training\n    with torch.no_grad():\n        model.eval()(x)\n"
-        "    model.train(was)",
+    "left a hook registered": planted(_SHIFT_TEMPLATE, remove=""),
+    "the unbiased std": planted(_SHIFT_TEMPLATE, correction=1),
+    "the mean of |after - before|": planted(
+        _SHIFT_TEMPLATE,
+        result="float((after - before).abs().mean()), float((after - before).abs().mean())",
+    ),
+    "called update() 2 times": planted(_SHIFT_TEMPLATE, ("    update()\n", "    update()\n" * 2)),
+    "called update() 0 times": planted(_SHIFT_TEMPLATE, ("    update()\n", "")),
+    "evaluation mode": planted(
+        _SHIFT_TEMPLATE,
+        (
+            "    with torch.no_grad():\n        model(x)",
+            "    was = model.training\n    with torch.no_grad():\n        model.eval()(x)\n"
+            "    model.train(was)",
+        ),
     ),
     "the model was switched to training mode while recording; record in the model's current "
-    "mode": _shift_with().replace(
-        "    with torch.no_grad():\n        model(x)",
-        "    was = model.training\n    with torch.no_grad():\n        model.train()(x)\n"
-        "    model.train(was)",
+    "mode": planted(
+        _SHIFT_TEMPLATE,
+        (
+            "    with torch.no_grad():\n        model(x)",
+            "    was = model.training\n    with torch.no_grad():\n        model.train()(x)\n"
+            "    model.train(was)",
+        ),
     ),
     "left the model in training mode; it looks like the model was switched to training mode": (
-        _shift_with().replace("    before = _record(", "    model.train()\n    before = _record(")
+        planted(
+            _SHIFT_TEMPLATE, ("    before = _record(", "    model.train()\n    before = _record(")
+        )
     ),
-    "a tuple (mean_shift, std_shift)": _shift_with(result="float(mean)"),
+    "a tuple (mean_shift, std_shift)": planted(_SHIFT_TEMPLATE, result="float(mean)"),
 }
 
 
@@ -109,7 +117,7 @@ def input_shift(model, layer, x, update):
     assert nb.score(SHIFT, code=code) == 2
 
 
-_ICS_TEMPLATE = """
+_ICS_SOURCE = """
 def gradient_ics(model, loss_fn, layer, lr):
     modules = list(model)
     moving = [p for m in modules[{select}] for p in m.parameters()]
@@ -136,27 +144,27 @@ _ICS_DEFAULTS = {
     "denominator": "g0.norm() * g1.norm()",
     "difference": "(g0 - g1).norm()",
 }
-
-
-def _ics_with(**changes) -> str:
-    return _ICS_TEMPLATE.format(**(_ICS_DEFAULTS | changes))
+_ICS_TEMPLATE = Template(_ICS_SOURCE, _ICS_DEFAULTS)
 
 
 ICS_BUGS = {
-    "the layer itself took the step too": _ics_with(select=": modules.index(layer) + 1"),
-    "every layer took the step": _ics_with(select=":"),
-    "only the module right before the layer": _ics_with(
-        select="max(modules.index(layer) - 1, 0) : modules.index(layer)"
+    "the layer itself took the step too": planted(
+        _ICS_TEMPLATE, select=": modules.index(layer) + 1"
     ),
-    "a step along +grad": _ics_with(sign="+"),
-    "a relative difference": _ics_with(difference="(g0 - g1).norm() / g0.norm()"),
-    "an unnormalized dot product": _ics_with(denominator="1.0"),
-    "left the parameters moved": _ics_with(restore="    pass"),
-    "step every parameter of the modules before layer": _ics_with(  # the wrong layer
-        select=": modules.index(layer)"
-    )
-    .replace("grads[layer.weight]", "grads[every[0]]")
-    .replace("[layer.weight])", "[every[0]])"),
+    "every layer took the step": planted(_ICS_TEMPLATE, select=":"),
+    "only the module right before the layer": planted(
+        _ICS_TEMPLATE, select="max(modules.index(layer) - 1, 0) : modules.index(layer)"
+    ),
+    "a step along +grad": planted(_ICS_TEMPLATE, sign="+"),
+    "a relative difference": planted(_ICS_TEMPLATE, difference="(g0 - g1).norm() / g0.norm()"),
+    "an unnormalized dot product": planted(_ICS_TEMPLATE, denominator="1.0"),
+    "left the parameters moved": planted(_ICS_TEMPLATE, restore="    pass"),
+    "step every parameter of the modules before layer": planted(  # the wrong layer
+        _ICS_TEMPLATE,
+        ("grads[layer.weight]", "grads[every[0]]"),
+        ("[layer.weight])", "[every[0]])"),
+        select=": modules.index(layer)",
+    ),
 }
 
 
@@ -205,7 +213,8 @@ def input_shift(model, layer, x, update):
 REVIEW_BUGS = [
     (
         SHIFT,
-        _RECORD_AFTER_UPDATE.format(
+        planted(
+            _RECORD_AFTER_UPDATE,
             body="""
     h = layer.register_forward_pre_hook(hook)
     with torch.no_grad():
@@ -213,13 +222,14 @@ REVIEW_BUGS = [
     update()
     with torch.no_grad():
         model(x)
-    h.remove()"""
+    h.remove()""",
         ),
         "still registered while update() ran",
     ),
     (
         SHIFT,
-        _RECORD_AFTER_UPDATE.format(
+        planted(
+            _RECORD_AFTER_UPDATE,
             body="""
     with torch.no_grad():
         for step in range(2):
@@ -227,13 +237,14 @@ REVIEW_BUGS = [
                 update()
             h = layer.register_forward_pre_hook(hook)
             model(x)
-            h.remove()"""
+            h.remove()""",
         ),
         "inside torch.no_grad()",
     ),
     (
         SHIFT,
-        _RECORD_AFTER_UPDATE.format(
+        planted(
+            _RECORD_AFTER_UPDATE,
             body="""
     for step in range(2):
         if step:
@@ -241,7 +252,7 @@ REVIEW_BUGS = [
         h = layer.register_forward_pre_hook(hook)
         with torch.no_grad():
             model.eval()(x)
-        h.remove()"""
+        h.remove()""",
         ),
         "left the model in eval mode",
     ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness import Template, planted, solution_tests
+
 pytestmark = pytest.mark.slow
 
 FORWARD = "test_function_forward"
@@ -21,14 +23,9 @@ FOLD = "test_fold"
 POINTS = {FORWARD: 2, BACKWARD: 3, TRAINING: 3, MODES: 3, STATE: 2, FOLD: 3}
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*POINTS, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in POINTS} == POINTS
-    assert nb.points("written_folding") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_folding": 2}
+)
 
 
 def test_the_demos_agree_with_pytorch(nb):
@@ -40,7 +37,7 @@ def test_the_demos_agree_with_pytorch(nb):
 
 # --- BatchNormFunction -------------------------------------------------------------------------
 
-FUNCTION = """
+_FUNCTION_SOURCE = """
 class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, eps=1e-5):
@@ -76,12 +73,13 @@ GOOD_FUNCTION = dict(
     mean_term="dxh.sum(dim=axes, keepdim=True)",
     grads="dx, (dy * x_hat).sum(dim=axes), dy.sum(dim=axes), None",
 )
+FUNCTION_TEMPLATE = Template(_FUNCTION_SOURCE, GOOD_FUNCTION)
 
 
 def planted_function(**bug) -> str:
     """The Function with ``bug`` and the helper a bug may call; the notebook's module cell is
     re-run after it (by the harness's ``with_module``) so that the module uses this Function."""
-    return FUNCTION.format(**{**GOOD_FUNCTION, **bug}) + AUTOGRAD_GRADS
+    return planted(FUNCTION_TEMPLATE, **bug) + AUTOGRAD_GRADS
 
 
 def with_module(nb, function_code: str) -> str:
@@ -201,7 +199,7 @@ def test_independent_function_keeps_full_points(nb):
 
 # --- BatchNorm2d ---------------------------------------------------------------------------------
 
-MODULE = """
+_MODULE_SOURCE = """
 class BatchNorm2d(nn.Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True):
@@ -251,10 +249,7 @@ GOOD_MODULE = dict(
     update_mean="self.running_mean = (1 - f) * self.running_mean + f * mean",
     normalize="BatchNormFunction.apply(x, w, b, self.eps)",
 )
-
-
-def planted_module(**bug) -> str:
-    return MODULE.format(**{**GOOD_MODULE, **bug})
+MODULE_TEMPLATE = Template(_MODULE_SOURCE, GOOD_MODULE)
 
 
 MODULE_BUGS = [
@@ -309,11 +304,11 @@ MODULE_BUGS = [
 
 @pytest.mark.parametrize("bug, cells, hint", MODULE_BUGS, ids=[hint for _, _, hint in MODULE_BUGS])
 def test_module_bugs_lose_their_points_and_are_named(nb, bug, cells, hint):
-    nb.assert_loses_points(cells, planted_module(**bug), hint)
+    nb.assert_loses_points(cells, planted(MODULE_TEMPLATE, **bug), hint)
 
 
 def test_module_template_with_no_bug_keeps_full_points(nb):
-    nb.assert_keeps_points(list(POINTS), planted_module())
+    nb.assert_keeps_points(list(POINTS), planted(MODULE_TEMPLATE))
 
 
 INDEPENDENT_MODULE = """
@@ -362,7 +357,7 @@ def test_independent_module_keeps_full_points(nb):
 
 # --- fold_batchnorm ------------------------------------------------------------------------------
 
-FOLD_TEMPLATE = """
+_FOLD_SOURCE = """
 def fold_batchnorm(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
     scale = {scale}
     if bias is None:
@@ -378,10 +373,7 @@ GOOD_FOLD = dict(
     folded_bias="(bias - running_mean) * scale + beta",
     result="folded_weight, folded_bias",
 )
-
-
-def planted_fold(**bug) -> str:
-    return FOLD_TEMPLATE.format(**{**GOOD_FOLD, **bug})
+FOLD_TEMPLATE = Template(_FOLD_SOURCE, GOOD_FOLD)
 
 
 FOLD_BUGS = [
@@ -408,21 +400,21 @@ FOLD_BUGS = [
 
 @pytest.mark.parametrize("bug, hint", FOLD_BUGS, ids=[str(hint) for _, hint in FOLD_BUGS])
 def test_fold_bugs_lose_their_points_and_are_named(nb, bug, hint):
-    nb.assert_loses_points([FOLD], planted_fold(**bug), hint)
+    nb.assert_loses_points([FOLD], planted(FOLD_TEMPLATE, **bug), hint)
 
 
 def test_scaling_the_input_dimension_is_named_on_a_square_layer():
     from utils.checks import torch_module as tm
 
     ns: dict = {"torch": __import__("torch")}
-    exec(planted_fold(folded_weight=FOLD_BUGS[5][0]["folded_weight"]), ns)
+    exec(planted(FOLD_TEMPLATE, folded_weight=FOLD_BUGS[5][0]["folded_weight"]), ns)
     square = tm.make_fold_case("square Linear", 1, (4, 4), "numpy")
     with pytest.raises(tm.CheckFailure, match="input dimension"):
         tm._fold_one(ns["fold_batchnorm"], square)
 
 
 def test_fold_template_with_no_bug_keeps_full_points(nb):
-    nb.assert_keeps_points([FOLD], planted_fold())
+    nb.assert_keeps_points([FOLD], planted(FOLD_TEMPLATE))
 
 
 INDEPENDENT_FOLD = """
@@ -444,13 +436,16 @@ def test_independent_fold_keeps_full_points(nb):
 # --- how far a bug reaches ----------------------------------------------------------------------
 
 BLAST_RADIUS = [
-    (planted_module(weight="0.1 if self.momentum is None else self.momentum"), {MODES, STATE}),
-    (planted_module(uses_batch="True"), {MODES, STATE}),
     (
-        planted_module(register_mean="self.running_mean = torch.zeros(num_features)"),
+        planted(MODULE_TEMPLATE, weight="0.1 if self.momentum is None else self.momentum"),
+        {MODES, STATE},
+    ),
+    (planted(MODULE_TEMPLATE, uses_batch="True"), {MODES, STATE}),
+    (
+        planted(MODULE_TEMPLATE, register_mean="self.running_mean = torch.zeros(num_features)"),
         {TRAINING, MODES, STATE},
     ),  # not moved by .double(): every scenario sees float32
-    (planted_fold(scale="gamma / running_var ** 0.5"), {FOLD}),
+    (planted(FOLD_TEMPLATE, scale="gamma / running_var ** 0.5"), {FOLD}),
 ]
 
 
@@ -475,12 +470,6 @@ def test_knowledge_check_needs_the_right_letter(nb, question):
 
 
 # --- found in review ------------------------------------------------------------------------------
-
-
-def _module_with(nb, old: str, new: str) -> str:
-    source = nb.cell_source("batchnorm2d_module")
-    assert old in source, old
-    return source.replace(old, new, 1)
 
 
 REVIEW_MODULE_BUGS = [
@@ -516,7 +505,7 @@ REVIEW_MODULE_BUGS = [
     "old, new, cells, hint", REVIEW_MODULE_BUGS, ids=[h for *_, h in REVIEW_MODULE_BUGS]
 )
 def test_review_module_mistakes_lose_their_points_and_are_named(nb, old, new, cells, hint):
-    nb.assert_loses_points(cells, _module_with(nb, old, new), hint)
+    nb.assert_loses_points(cells, nb.planted("batchnorm2d_module", (old, new, 1)), hint)
 
 
 def test_a_mistake_that_leaves_the_failing_value_unchanged_is_not_named():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.harness import Template, planted, solution_tests
+
 pytestmark = pytest.mark.slow
 
 MOMENTS = ["test_global_moments"]
@@ -23,13 +25,9 @@ SAME_CALLS = "same number of times"
 """The hint of a collective called a different number of times on different ranks."""
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*EXERCISES, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert [nb.points(g) for g in EXERCISES] == [2, 2, 3]
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    dict(zip(EXERCISES, [2, 2, 3], strict=True))
+)
 
 
 def test_the_gloo_demo_matches_one_process_or_says_why_not(nb):
@@ -42,7 +40,7 @@ def test_the_gloo_demo_matches_one_process_or_says_why_not(nb):
 
 # --- global_moments ---------------------------------------------------------------------------
 
-MOMENTS_TEMPLATE = """
+_MOMENTS_SOURCE = """
 def global_moments(x, all_reduce):
     axes, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
     n_local = float(x.size // x.shape[1])
@@ -58,21 +56,24 @@ MOMENTS_GOOD = dict(
     mean="all_reduce(x.sum(axis=axes)) / count",
     var="all_reduce(((x - mean.reshape(shape)) ** 2).sum(axis=axes)) / count",
 )
-PLAIN_AVERAGE = "all_reduce({}) / all_reduce(np.array(1.0))"
+MOMENTS_TEMPLATE = Template(_MOMENTS_SOURCE, MOMENTS_GOOD)
+PLAIN_AVERAGE = "all_reduce({values}) / all_reduce(np.array(1.0))"
 MOMENTS_BUGS = [
     ({"mean": "x.mean(axis=axes)", "var": "x.var(axis=axes)"}, "its own shard only"),
     ({"count": "n_local"}, "count is this rank's own count"),
     ({"count": "all_reduce(np.array(float(x.shape[0])))"}, "count is the number of samples"),
     (
         {
-            "mean": PLAIN_AVERAGE.format("x.mean(axis=axes)"),
-            "var": PLAIN_AVERAGE.format("((x - mean.reshape(shape)) ** 2).mean(axis=axes)"),
+            "mean": planted(PLAIN_AVERAGE, values="x.mean(axis=axes)"),
+            "var": planted(
+                PLAIN_AVERAGE, values="((x - mean.reshape(shape)) ** 2).mean(axis=axes)"
+            ),
         },
         "without weighting them by their counts",
     ),
     ({"var": "all_reduce(x.var(axis=axes) * n_local) / count"}, "mean of the ranks' own"),
     ({"var": "all_reduce((x ** 2).sum(axis=axes)) / count - mean ** 2"}, "sum(x**2) / n"),
-    ({"var": MOMENTS_GOOD["var"].replace("/ count", "/ (count - 1)")}, "unbiased"),
+    ({"var": planted(MOMENTS_GOOD["var"], ("/ count", "/ (count - 1)", 1))}, "unbiased"),
     ({"mean": "all_reduce(x).sum(axis=axes) / count"}, "different shapes"),
     ({"extra": "_ = all_reduce(np.zeros(1)) if len(x) == 1 else None"}, SAME_CALLS),
     ({"count": "all_reduce(np.ones(1))[0] * n_local"}, "world_size times this rank's count"),
@@ -81,18 +82,18 @@ MOMENTS_BUGS = [
 
 
 def test_moments_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(MOMENTS, code=MOMENTS_TEMPLATE.format(**MOMENTS_GOOD)) == 2
+    assert nb.score(MOMENTS, code=planted(MOMENTS_TEMPLATE)) == 2
 
 
 @pytest.mark.parametrize("bug, hint", MOMENTS_BUGS, ids=[h for _, h in MOMENTS_BUGS])
 def test_moments_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = MOMENTS_TEMPLATE.format(**{**MOMENTS_GOOD, **bug})
+    code = planted(MOMENTS_TEMPLATE, **bug)
     nb.assert_loses_points(MOMENTS, code, hint)
 
 
 # --- sync_batchnorm_forward -------------------------------------------------------------------
 
-FORWARD_TEMPLATE = """
+_FORWARD_SOURCE = """
 def sync_batchnorm_forward(x, gamma, beta, all_reduce, eps=1e-5):
     axes, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
     n_local = float(x.size // x.shape[1])
@@ -110,22 +111,23 @@ FORWARD_GOOD = dict(
     denominator="np.sqrt(var + eps).reshape(shape)",
     affine="gamma.reshape(shape) * x_hat + beta.reshape(shape)",
 )
+FORWARD_TEMPLATE = Template(_FORWARD_SOURCE, FORWARD_GOOD)
 FORWARD_BUGS = [
     ({"mean": "x.mean(axis=axes)", "var": "x.var(axis=axes)"}, "its own shard only"),
     (
-        {"mean": PLAIN_AVERAGE.format("x.mean(axis=axes)")},
+        {"mean": planted(PLAIN_AVERAGE, values="x.mean(axis=axes)")},
         "without weighting them by their counts",
     ),
     (
         {
-            "mean": PLAIN_AVERAGE.format("x.mean(axis=axes)"),
-            "var": PLAIN_AVERAGE.format("x.var(axis=axes)"),
+            "mean": planted(PLAIN_AVERAGE, values="x.mean(axis=axes)"),
+            "var": planted(PLAIN_AVERAGE, values="x.var(axis=axes)"),
         },
         "plain average of the ranks' variances",
     ),
     ({"var": "all_reduce(x.var(axis=axes) * n_local) / count"}, "mean of the ranks' own"),
     ({"var": "all_reduce((x ** 2).sum(axis=axes)) / count - mean ** 2"}, "sum(x**2) / n"),
-    ({"var": MOMENTS_GOOD["var"].replace("/ count", "/ (count - 1)")}, "unbiased"),
+    ({"var": planted(MOMENTS_GOOD["var"], ("/ count", "/ (count - 1)", 1))}, "unbiased"),
     ({"denominator": "(np.sqrt(var) + eps).reshape(shape)"}, "outside the square root"),
     ({"denominator": "np.sqrt(var + 1e-5).reshape(shape)"}, "eps argument"),
     ({"affine": "beta.reshape(shape) * x_hat + gamma.reshape(shape)"}, "swapped"),
@@ -134,18 +136,18 @@ FORWARD_BUGS = [
 
 
 def test_forward_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(FORWARD, code=FORWARD_TEMPLATE.format(**FORWARD_GOOD)) == 2
+    assert nb.score(FORWARD, code=planted(FORWARD_TEMPLATE)) == 2
 
 
 @pytest.mark.parametrize("bug, hint", FORWARD_BUGS, ids=[h for _, h in FORWARD_BUGS])
 def test_forward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, **bug})
+    code = planted(FORWARD_TEMPLATE, **bug)
     nb.assert_loses_points(FORWARD, code, hint)
 
 
 # --- sync_batchnorm_backward ------------------------------------------------------------------
 
-BACKWARD_TEMPLATE = """
+_BACKWARD_SOURCE = """
 def sync_batchnorm_backward(dout, cache, all_reduce):
     axes, shape = (0, *range(2, dout.ndim)), (1, -1) + (1,) * (dout.ndim - 2)
     xh, n = cache["x_hat"], cache["count"]
@@ -165,6 +167,7 @@ BACKWARD_GOOD = dict(
     dgamma="(dout * xh).sum(axis=axes)",
     dbeta="dout.sum(axis=axes)",
 )
+BACKWARD_TEMPLATE = Template(_BACKWARD_SOURCE, BACKWARD_GOOD)
 LOCAL_SUMS = {
     "s1": "d.sum(axis=axes, keepdims=True)",
     "s2": "(d * xh).sum(axis=axes, keepdims=True)",
@@ -192,24 +195,24 @@ BACKWARD_BUGS = [
 
 
 def test_backward_template_with_no_bug_keeps_the_points(nb):
-    assert nb.score(BACKWARD, code=BACKWARD_TEMPLATE.format(**BACKWARD_GOOD)) == 3
+    assert nb.score(BACKWARD, code=planted(BACKWARD_TEMPLATE)) == 3
 
 
 @pytest.mark.parametrize("bug, hint", BACKWARD_BUGS, ids=[h for _, h in BACKWARD_BUGS])
 def test_backward_bugs_lose_the_points_and_are_named(nb, bug, hint):
-    code = BACKWARD_TEMPLATE.format(**{**BACKWARD_GOOD, **bug})
+    code = planted(BACKWARD_TEMPLATE, **bug)
     nb.assert_loses_points(BACKWARD, code, hint)
 
 
 def test_a_wrong_default_eps_loses_the_points(nb):
     """The checks pass eps explicitly; a wrong default is caught by a call without it."""
-    code = FORWARD_TEMPLATE.format(**FORWARD_GOOD).replace("eps=1e-5)", "eps=1e-3)")
+    code = planted(FORWARD_TEMPLATE, ("eps=1e-5)", "eps=1e-3)", 1))
     nb.assert_loses_points(FORWARD, code, "the default must be eps=1e-05")
 
 
 def test_a_wrong_forward_is_blamed_before_the_backward(nb):
     fixed_eps = {"denominator": "np.sqrt(var + 1e-5).reshape(shape)"}
-    code = FORWARD_TEMPLATE.format(**{**FORWARD_GOOD, **fixed_eps})
+    code = planted(FORWARD_TEMPLATE, **fixed_eps)
     nb.assert_loses_points(BACKWARD, code, "fix sync_batchnorm_forward first")
 
 
@@ -356,6 +359,8 @@ def test_calling_torch_loses_the_points_of_every_exercise(nb):
     code = """
     import importlib
 
+    _solution_backward = sync_batchnorm_backward
+
     def _torch_sum(a, axes):
         torch = importlib.import_module("torch")
         return torch.tensor(np.array(a)).sum(dim=axes).numpy()
@@ -379,15 +384,10 @@ def test_calling_torch_loses_the_points_of_every_exercise(nb):
         torch.zeros(1)
         return _solution_backward(dout, cache, all_reduce)
     """
-    solution = {name: nb.namespace[name] for name in ("sync_batchnorm_forward",)}
     outcomes = nb.run_tests(EXERCISES[:2], code=code)
-    backward = nb.run_tests(
-        BACKWARD,
-        code=code.replace("def sync_batchnorm_forward", "def _unused_forward"),
-        _solution_backward=nb.namespace["sync_batchnorm_backward"],
-        **solution,
-    )
-    outcomes += backward
+    # the backward's run keeps the solution's forward, so only the backward's torch call counts
+    without_forward = planted(code, ("def sync_batchnorm_forward", "def _unused_forward", 1))
+    outcomes += nb.run_tests(BACKWARD, code=without_forward)
     assert not any(o.passed for o in outcomes)
     assert all("PyTorch" in o.message for o in outcomes), [o.message for o in outcomes]
 

@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from tests.harness import ROOT
+from tests.harness import ROOT, solution_tests
 
 # The harness executes cells without registering their source, which compiled Triton needs:
 # the lesson's tests always run the interpreter (the GPU test below compiles, through the bench).
@@ -40,14 +40,9 @@ POINTS = {STATS: 3, NORMALIZE: 2, REDUCTIONS: 3, ELEMENTWISE: 2, FORWARD: 2, BAC
 NCHW_OFFSETS = "(i // HW) * C * HW + c * HW + i % HW"
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    grade_ids = nb.assert_passes_everything()
-    assert set(grade_ids) == {*POINTS, "test_kc_q1", "test_kc_q2"}
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in POINTS} == POINTS
-    assert nb.points("written_fusion") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, written={"written_fusion": 2}
+)
 
 
 def test_the_demos_run_and_agree_with_pytorch(nb):
@@ -58,15 +53,6 @@ def test_the_demos_run_and_agree_with_pytorch(nb):
 def test_only_the_keys_pass_the_knowledge_check(nb):
     nb.assert_only_the_key_passes("test_kc_q1", "answer_q1", "c")
     nb.assert_only_the_key_passes("test_kc_q2", "answer_q2", "b")
-
-
-def planted(nb, cell: str, *edits: tuple[str, str], count: int | None = None) -> str:
-    """The solution cell ``cell`` with each (old, new) replaced everywhere (old must occur)."""
-    source = nb.cell_source(cell)
-    for old, new in edits:
-        assert old in source, f"{old!r} not in {cell}"
-        source = source.replace(old, new)
-    return source
 
 
 def with_function(nb, code: str) -> str:
@@ -184,7 +170,7 @@ KERNEL_BUGS = [
 
 @pytest.mark.parametrize("cell, grade_ids, edits, hint", KERNEL_BUGS)
 def test_kernel_bugs_lose_their_points_and_are_named(nb, cell, grade_ids, edits, hint):
-    nb.assert_loses_points(grade_ids, planted(nb, cell, *edits), hint)
+    nb.assert_loses_points(grade_ids, nb.planted(cell, *edits), hint)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +180,7 @@ def test_kernel_bugs_lose_their_points_and_are_named(nb, cell, grade_ids, edits,
 )
 def test_a_broken_kernel_also_fails_the_function_that_uses_it(nb, bug, grade_id):
     cell, _, edits, _ = bug.values
-    nb.assert_loses_points([grade_id], with_function(nb, planted(nb, cell, *edits)))
+    nb.assert_loses_points([grade_id], with_function(nb, nb.planted(cell, *edits)))
 
 
 FUNCTION_BUGS = {
@@ -242,7 +228,7 @@ FUNCTION_BUGS = {
 @pytest.mark.parametrize("label", list(FUNCTION_BUGS))
 def test_function_bugs_lose_their_points(nb, label):
     edits, grade_ids, hint = FUNCTION_BUGS[label]
-    nb.assert_loses_points(grade_ids, planted(nb, "triton_batchnorm", *edits), hint)
+    nb.assert_loses_points(grade_ids, nb.planted("triton_batchnorm", *edits), hint)
 
 
 # --- independent correct implementations -----------------------------------------------------
