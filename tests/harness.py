@@ -25,6 +25,7 @@ import string
 import textwrap
 import threading
 import types
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,7 +308,8 @@ def planted_and_correct_tests(planted: list, correct: dict):
 
 def solution_tests(points: Mapping[str, float], others=("test_kc_q1", "test_kc_q2"), written=None):
     """The two tests every lesson file binds at module level (fixture ``nb``): the solution
-    passes every auto-graded cell, which are exactly ``points`` and ``others`` (the knowledge
+    passes every auto-graded cell, raising no warning and writing nothing to stderr (warnings
+    are errors there), which are exactly ``points`` and ``others`` (the knowledge
     check), and the cells ``points`` {grade_id: points} and ``written`` (manually graded
     answers) are worth what the notebook announces.
 
@@ -317,7 +319,14 @@ def solution_tests(points: Mapping[str, float], others=("test_kc_q1", "test_kc_q
     announced = {**points, **(written or {})}
 
     def test_the_solution_passes_every_grade_cell(nb):
-        assert set(nb.assert_passes_everything()) == {*points, *others}
+        """... with no warning raised and nothing written to stderr: a learner who got it right
+        sees only the checks' own lines."""
+        stderr = io.StringIO()
+        with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
+            warnings.simplefilter("error")
+            grade_ids = nb.assert_passes_everything()
+        assert set(grade_ids) == {*points, *others}
+        assert stderr.getvalue() == ""
 
     def test_points_are_as_announced(nb):
         assert {g: nb.points(g) for g in announced} == announced

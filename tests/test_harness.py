@@ -3,11 +3,13 @@ bugs are code strings built by one API (`planted`, `Template`, `SolvedNotebook.p
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
-from harness import SolvedNotebook, Template, _bound_to, planted
+from harness import SolvedNotebook, Template, _bound_to, planted, solution_tests
 
 
 def test_a_notebook_function_calls_the_substituted_helper():
@@ -96,3 +98,38 @@ def test_a_knowledge_check_answer_is_planted_as_code():
                        ("test_kc", "assert answer_q1 == 'b'\n"))  # fmt: skip
     outcomes = solved.assert_only_the_key_passes("test_kc", "answer_q1", "b", ("a", "b", "", None))
     assert outcomes["b"].passed and not outcomes[None].passed
+
+
+@pytest.mark.parametrize(
+    "test_cell, clean",
+    [
+        ("assert double(3) == 6\n", True),
+        ("import warnings\nwarnings.warn('deprecated')\nassert double(3) == 6\n", False),
+        ("import sys\nprint('careful', file=sys.stderr)\nassert double(3) == 6\n", False),
+        ("assert double(3) == 7\n", False),
+    ],
+    ids=["clean", "warns", "writes to stderr", "fails"],
+)
+def test_the_solution_test_wants_every_cell_to_pass_without_warnings_or_stderr(test_cell, clean):
+    solved = _notebook(("double", "def double(x):\n    return 2 * x\n"), ("test_double", test_cell))
+    passes, points = solution_tests({"test_double": 1}, others=("double",))  # all graded here
+    assert points(solved) is None
+    if clean:
+        passes(solved)
+    else:
+        with pytest.raises(AssertionError):
+            passes(solved)
+
+
+def test_lesson_tests_plant_code_only_through_the_harness():
+    """No lesson test file builds code with a bare ``str.format`` or ``str.replace``: those plant
+    nothing when a slot or an edit misses, where ``planted`` fails loudly."""
+    bare = [
+        f"{path.name}:{node.lineno} .{node.func.attr}("
+        for path in sorted(Path(__file__).parent.glob("test_lesson_*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("format", "replace")
+    ]
+    assert not bare, "use tests.harness.planted / Template / nb.planted instead: " + str(bare)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import planted, planted_and_correct_tests
+from tests.harness import planted, planted_and_correct_tests, solution_tests
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,9 @@ POINTS = {
 }
 
 
-def test_the_solution_passes_every_grade_cell(nb):
-    assert set(nb.assert_passes_everything()) == set(POINTS)
-
-
-def test_points_are_as_announced(nb):
-    assert {g: nb.points(g) for g in POINTS} == POINTS
-    assert nb.points("written_ics") == 3
-    assert nb.points("written_scale") == 2
+test_the_solution_passes_every_grade_cell, test_points_are_as_announced = solution_tests(
+    POINTS, others=(), written={"written_ics": 3, "written_scale": 2}
+)
 
 
 def test_exercise_stubs_keep_their_return_outside_the_fence(nb):
