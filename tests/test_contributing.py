@@ -77,3 +77,16 @@ def test_the_lesson_table_lists_every_lesson_with_the_checks_it_imports():
             f"CONTRIBUTING.md says {lesson} uses {sorted(rows[lesson])}; its cells import "
             f"{sorted(imported_checks(lesson))}"
         )
+
+
+MAX_MODULE_LINES = 600  # the page's rule: past it, a module becomes a package split by concern
+
+
+def test_no_python_module_is_over_the_line_limit():
+    too_long = {
+        path.relative_to(ROOT).as_posix(): n
+        for folder in ("grader", "utils", "tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not too_long, f"split these by concern (CONTRIBUTING.md): {too_long}"
