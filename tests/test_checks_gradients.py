@@ -1,5 +1,6 @@
 """Unit tests of utils.checks.gradients without the notebook (fast; the planted-bug suite that
-runs the notebook's grade cells is tests/test_lesson_00_gradient_checking.py).
+runs the notebook's grade cells is tests/test_lesson_00_gradient_checking.py and, for the two
+small layers, tests/test_lesson_00_gradient_checking_layers.py).
 
 Correct implementations written here, in a different shape from the lesson's solution, must
 pass every visible and hidden check silently on stderr; wrong ones must fail with the hint.

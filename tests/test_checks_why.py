@@ -2,7 +2,8 @@
 hold, every named mistake differs from the right answer, and the checks fail when they should.
 
 The lesson's own grade cells against planted bugs are in
-tests/test_lesson_08_why_batchnorm_works.py.
+tests/test_lesson_08_why_batchnorm_works.py and, for the covariate-shift exercises,
+tests/test_lesson_08_why_batchnorm_works_covariate_shift.py.
 """
 
 from __future__ import annotations
