@@ -157,12 +157,6 @@ def wrong_moments(sc: SyncCase) -> dict[str, list[tuple[np.ndarray, np.ndarray]]
     return wrong
 
 
-def _normalized(x, mean, var, gamma, beta, eps):
-    shape = _per_channel_shape(x)
-    x_hat = (x - mean.reshape(shape)) / np.sqrt(var + eps).reshape(shape)
-    return gamma.reshape(shape) * x_hat + beta.reshape(shape)
-
-
 GLOBAL_MISTAKES = {
     describe("eps outside sqrt"): {"spread": "sqrt(v) + eps"},
     describe("eps missing"): {"eps": 0.0},
@@ -181,7 +175,7 @@ def forward_mistakes(sc: SyncCase) -> dict[str, np.ndarray]:
         wrong = {
             d: np.concatenate(
                 [
-                    _normalized(s, m, v, c.gamma, c.beta, c.eps)
+                    reference.batchnorm_eval_reference(s, m, v, c.gamma, c.beta, c.eps)
                     for s, (m, v) in zip(shards, per_rank, strict=True)
                 ]
             )
