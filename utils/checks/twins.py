@@ -73,5 +73,5 @@ def _bound(body: Callable, cases: Callable[[], Any], name: str, doc, module: str
     check.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     check.__name__ = check.__qualname__ = name
     check.__doc__, check.__module__ = doc, module
-    check.body, check.cases = body, cases
+    check.body = body
     return check
