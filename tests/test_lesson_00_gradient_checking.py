@@ -254,22 +254,12 @@ NUMERICAL_GRADIENT_BUGS = {
         None,
     ),
     "calls torch": (
-        """
-        import torch
-
-        def numerical_gradient(f, x, dout=None, h=1e-5):
-            w = 1.0 if dout is None else dout
-            grad = torch.zeros(x.shape, dtype=torch.float64)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + h
-                plus = np.sum(f(x) * w)
-                x[i] = old - h
-                minus = np.sum(f(x) * w)
-                x[i] = old
-                grad[i] = (plus - minus) / (2 * h)
-            return grad.numpy()
-        """,
+        planted(
+            NUMERICAL_GRADIENT_CODE,
+            ("def numerical_gradient(", "import torch\n\ndef numerical_gradient(", 1),
+            ("np.zeros(x.shape)", "torch.zeros(x.shape, dtype=torch.float64)", 1),
+            ("    return grad\n", "    return grad.numpy()\n", 1),
+        ),
         "called PyTorch",
     ),
 }
