@@ -125,7 +125,23 @@ def test_nbgrader_format_matches_nbgrader_export_but_leaves_missing_scores_empty
     with Gradebook(course.db_url, COURSE_ID) as gb:
         CsvExportPlugin(to=str(theirs_path)).export(gb)
     theirs_header, theirs = read_dicts(theirs_path)
-    assert header == theirs_header and "raw_score" in header  # nbgrader's own columns
+    assert (
+        header
+        == theirs_header
+        == [
+            "assignment",
+            "duedate",
+            "timestamp",
+            "student_id",
+            "last_name",
+            "first_name",
+            "email",
+            "raw_score",
+            "late_submission_penalty",
+            "score",
+            "max_score",
+        ]
+    )
     by_student = {r["student_id"]: r for r in ours}
     assert set(by_student) == {"ann", "ben", spreadsheet_safe(EVIL), "zed"}
     for row in theirs:
